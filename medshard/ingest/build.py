@@ -1,0 +1,161 @@
+"""Build a dataset safely: staged in a sibling folder, shards written by independent
+tasks, and moved into place only when complete."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from medshard.errors import BadInputError, DatasetError
+from medshard.shards.layout import CARD_NAME, shard_name
+from medshard.shards.tar_writer import ShardSummary, TarShardWriter
+
+__all__ = [
+    "OutputState",
+    "check_output",
+    "fingerprint",
+    "Staging",
+    "MemberSource",
+    "SampleSpec",
+    "ShardTask",
+    "plan_shards",
+    "write_shard",
+]
+
+
+def fingerprint(options: dict, inputs: Sequence[Path]) -> str:
+    """What makes two ingests the same: their options and the bytes of their input tables."""
+    digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
+    for path in inputs:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class OutputState:
+    up_to_date: bool  # an identical dataset is already there
+
+
+def check_output(out: Path, fingerprint_: str, overwrite: bool) -> OutputState:
+    """Refuse to write over anything that is not the same dataset, unless told to."""
+    if not out.exists():
+        return OutputState(up_to_date=False)
+    if not out.is_dir():
+        raise DatasetError(f"{out}: the output path exists and is not a directory")
+    card = out / CARD_NAME
+    if card.is_file():
+        try:
+            same = json.loads(card.read_text()).get("fingerprint") == fingerprint_
+        except json.JSONDecodeError:
+            same = False
+        if same and not overwrite:
+            return OutputState(up_to_date=True)
+        if not same and not overwrite:
+            raise DatasetError(
+                f"{out}: the output directory holds a different dataset; "
+                "choose another --out or pass --overwrite to replace it"
+            )
+        return OutputState(up_to_date=False)
+    if any(out.iterdir()) and not overwrite:
+        raise DatasetError(
+            f"{out}: the output directory is not empty and holds no medshard dataset; "
+            "choose an empty or new directory"
+        )
+    return OutputState(up_to_date=False)
+
+
+class Staging:
+    """A dataset under construction beside its final place; only `commit` makes it visible."""
+
+    def __init__(self, out: Path):
+        self.out = Path(out)
+        self.dir = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
+        self.dir.mkdir(parents=True)
+
+    def commit(self) -> None:
+        """Swap the finished dataset into place; an old one is removed only afterwards."""
+        old = None
+        if self.out.exists():
+            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
+            self.out.rename(old)
+        self.dir.rename(self.out)
+        if old is not None:
+            shutil.rmtree(old)
+
+    def abort(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Staging:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None or self.dir.exists():
+            self.abort()
+
+
+@dataclass(frozen=True)
+class MemberSource:
+    """A member whose bytes are a source file, copied unchanged and checked on the way."""
+
+    path: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    key: str
+    members: tuple[tuple[str, bytes | MemberSource], ...]  # (field, payload) in tar order
+    size: int  # payload bytes, for planning shard sizes
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    dataset_dir: str
+    split: str
+    path: str  # relative shard path
+    samples: tuple[SampleSpec, ...]
+
+
+def plan_shards(
+    split: str, samples: Sequence[SampleSpec], *, max_bytes: int, max_samples: int
+) -> list[tuple[str, list[SampleSpec]]]:
+    """Cut one split's samples, in order, into shards under both limits."""
+    shards: list[list[SampleSpec]] = []
+    size = 0
+    for sample in samples:
+        if not shards or len(shards[-1]) >= max_samples or (shards[-1] and size + sample.size > max_bytes):
+            shards.append([])
+            size = 0
+        shards[-1].append(sample)
+        size += sample.size
+    return [(shard_name(split, i), chunk) for i, chunk in enumerate(shards)]
+
+
+def _payload(data: bytes | MemberSource) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    try:
+        raw = Path(data.path).read_bytes()
+    except OSError as exc:
+        raise BadInputError(data.path, f"the file could not be read ({exc.strerror})") from exc
+    if hashlib.sha256(raw).hexdigest() != data.sha256:
+        raise BadInputError(data.path, "the file changed while it was being ingested")
+    return raw
+
+
+def write_shard(task: ShardTask) -> tuple[ShardSummary, list[tuple[str, int, int, list[str]]]]:
+    """Write one whole shard (a Dask task): returns its summary and, per sample,
+    (key, offset, bytes, fields)."""
+    placed = []
+    with TarShardWriter(task.dataset_dir, task.path) as writer:
+        for sample in task.samples:
+            members = [(field, _payload(data)) for field, data in sample.members]
+            location = writer.add(sample.key, members)
+            placed.append((sample.key, location.offset, location.bytes, [f for f, _ in members]))
+        summary = writer.close()
+    return summary, placed

@@ -1,0 +1,60 @@
+"""Run ingest tasks on Dask: a local cluster by default, or an existing scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+__all__ = ["dask_client", "run_tasks"]
+
+
+@contextlib.contextmanager
+def dask_client(
+    workers: int | None = None, scheduler: str | None = None, processes: bool = True
+) -> Iterator[Any]:
+    """A `distributed.Client`: connected to `scheduler` when given, else to a new local
+    cluster of `workers` single-threaded worker processes (threads when processes=False)."""
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        with Client(scheduler) as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=workers or os.cpu_count() or 1,
+            threads_per_worker=1,
+            processes=processes,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client
+
+
+def run_tasks(
+    client: Any, function: Callable, items: Sequence, *, description: str, quiet: bool = False
+) -> list:
+    """Map `function` over `items` on the cluster with a progress bar; results in order.
+    The first task that raises cancels the rest and re-raises its exception."""
+    from distributed import as_completed
+
+    if not items:
+        return []
+    futures = client.map(function, items, pure=False)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    try:
+        with Progress(*columns, disable=quiet, transient=False) as progress:
+            bar = progress.add_task(description, total=len(futures))
+            for future in as_completed(futures):
+                future.result()  # raises the task's own exception
+                progress.advance(bar)
+        return client.gather(futures)
+    finally:
+        client.cancel(futures)

@@ -1,0 +1,88 @@
+"""Decode a 2D image file once at ingest: refuse what does not decode, measure what does."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["IMAGE_EXTENSIONS", "ImageInfo", "probe_image", "decode_image"]
+
+# Accepted suffixes and the member extension each is stored under.
+IMAGE_EXTENSIONS = {".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".tif": "tif", ".tiff": "tif"}
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    ext: str  # member extension: png, jpg or tif
+    shape: tuple[int, int, int]  # (channels, height, width)
+    dtype: str
+    sha256: str
+    nbytes: int  # encoded size on disk
+    # Per-channel sums for the dataset's intensity statistics.
+    pixels: int
+    total: tuple[float, ...]
+    total_sq: tuple[float, ...]
+    minimum: tuple[float, ...]
+    maximum: tuple[float, ...]
+
+
+def decode_image(data: bytes, ext: str) -> np.ndarray:
+    """Decode encoded bytes to (height, width[, channels]) with the stored bit depth."""
+    if ext == "png":
+        import imagecodecs  # libpng keeps 16-bit colour PNGs 16-bit, unlike PIL
+
+        return imagecodecs.png_decode(data)
+    if ext == "jpg":
+        from PIL import Image  # PIL refuses a truncated JPEG; libjpeg alone only warns
+
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
+            return np.asarray(image)
+    if ext == "tif":
+        import tifffile
+
+        array = tifffile.imread(io.BytesIO(data))
+        if array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4):
+            raise ValueError(f"holds a stack of shape {array.shape}, not one 2D image")
+        if array.ndim not in (2, 3):
+            raise ValueError(f"holds an array of shape {array.shape}, not one 2D image")
+        return array
+    raise ValueError(f"unsupported image type .{ext}")
+
+
+def probe_image(path: str | Path) -> ImageInfo:
+    """Read, checksum and fully decode one image; ValueError with the reason if it fails."""
+    path = Path(path)
+    ext = IMAGE_EXTENSIONS.get(path.suffix.lower())
+    if ext is None:
+        accepted = ", ".join(sorted(IMAGE_EXTENSIONS))
+        raise ValueError(f"unsupported image type {path.suffix!r} (accepted: {accepted})")
+    data = path.read_bytes()
+    if not data:
+        raise ValueError("the file is empty")
+    try:
+        array = decode_image(data, ext)
+    except ValueError:
+        raise
+    except Exception as exc:  # every codec raises its own type for a corrupt file
+        raise ValueError(f"cannot decode the image, it is truncated or corrupt ({exc})") from exc
+    if array.ndim == 2:
+        array = array[:, :, None]
+    height, width, channels = array.shape
+    flat = array.reshape(-1, channels).astype(np.float64)
+    return ImageInfo(
+        ext=ext,
+        shape=(channels, height, width),
+        dtype=str(array.dtype),
+        sha256=hashlib.sha256(data).hexdigest(),
+        nbytes=len(data),
+        pixels=height * width,
+        total=tuple(flat.sum(axis=0).tolist()),
+        total_sq=tuple(np.square(flat).sum(axis=0).tolist()),
+        minimum=tuple(flat.min(axis=0).tolist()),
+        maximum=tuple(flat.max(axis=0).tolist()),
+    )

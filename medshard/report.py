@@ -1,0 +1,70 @@
+"""Short rich tables for the terminal: an ingest summary and a dataset's card."""
+
+from __future__ import annotations
+
+from rich.table import Table
+
+from medshard.ingest.result import IngestResult
+from medshard.shards.reader import Dataset
+
+__all__ = ["ingest_table", "inspect_table", "human_bytes"]
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+def _counts_table(title: str, counts: dict, label_names: list[str]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("split")
+    table.add_column("samples", justify="right")
+    for name in label_names:
+        table.add_column(name, justify="right")
+    for split, c in counts.items():
+        table.add_row(split, str(c.samples), *[str(c.per_label.get(n, 0)) for n in label_names])
+    return table
+
+
+def ingest_table(result: IngestResult) -> Table:
+    """Samples per split and label, then shards, bytes, seconds and MB/s."""
+    card = result.card
+    table = _counts_table(f"ingested {result.out}", result.counts, card.label_names)
+    shards = len(card.shards)
+    table.caption = (
+        f"{shards} shard{'s' if shards != 1 else ''}, {human_bytes(result.shard_bytes)} written, "
+        f"{result.seconds:.1f} s, {result.mb_per_s:.1f} MB/s"
+        + (f", {card.rejected} refused (see rejected.parquet)" if card.rejected else "")
+    )
+    return table
+
+
+def inspect_table(dataset: Dataset) -> list[Table]:
+    """The card as tables: counts per split and label, then shards, bytes, fields, shapes."""
+    card = dataset.card
+    counts = _counts_table(f"{dataset.path} ({card.kind}, {card.task or 'no labels'})",
+                           card.counts, card.label_names)
+    about = Table(show_header=False, box=None)
+    about.add_column(style="bold")
+    about.add_column()
+    manifest = dataset.manifest
+    shapes = sorted({tuple(s) for s in manifest.column("shape").to_pylist()})
+    dtypes = sorted(set(manifest.column("dtype").to_pylist()))
+    about.add_row("format", f"medshard v{card.format_version} ({card.created_by})")
+    about.add_row("shards", f"{len(card.shards)} ({human_bytes(sum(s.bytes for s in card.shards))})")
+    about.add_row("fields", ", ".join(card.fields))
+    shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
+    about.add_row("shapes (c,y,x)" if card.kind == "images" else "shapes", shown)
+    about.add_row("dtypes", ", ".join(dtypes))
+    if card.folds:
+        about.add_row("folds", str(card.folds))
+    if card.stats:
+        mean = ", ".join(f"{m:.1f}" for m in card.stats.mean)
+        std = ", ".join(f"{s:.1f}" for s in card.stats.std)
+        about.add_row("intensity", f"mean {mean}; std {std} (train, per channel)")
+    if card.rejected:
+        about.add_row("refused", f"{card.rejected} inputs (rejected.parquet)")
+    return [counts, about]

@@ -1,0 +1,98 @@
+"""Read a dataset: its card, manifest, splits, shards, fields, and raw samples as bytes."""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from functools import cached_property
+from pathlib import Path
+
+import pyarrow as pa
+
+from medshard.errors import DatasetError
+from medshard.shards.card import DatasetCard, ShardInfo, read_card
+from medshard.shards.layout import index_name, split_member_name
+from medshard.shards.manifest import read_manifest
+
+__all__ = ["Dataset", "open_dataset", "iter_tar_samples", "RawSample"]
+
+RawSample = dict[str, object]  # {"__key__": str, "__shard__": str, "<field>": bytes, ...}
+
+
+def iter_tar_samples(path: str | Path) -> Iterator[RawSample]:
+    """Yield the samples of one tar shard in order, members grouped by key."""
+    current: RawSample | None = None
+    try:
+        with tarfile.open(path, mode="r:") as tar:
+            for info in tar:
+                if not info.isfile():
+                    continue
+                key, field = split_member_name(info.name)
+                if current is not None and current["__key__"] != key:
+                    yield current
+                    current = None
+                if current is None:
+                    current = {"__key__": key, "__shard__": str(path)}
+                if field in current:
+                    raise DatasetError(f"{path}: member {info.name!r} appears twice")
+                handle = tar.extractfile(info)
+                current[field] = handle.read() if handle is not None else b""
+    except (tarfile.TarError, EOFError, OSError) as exc:
+        raise DatasetError(f"{path}: the shard is truncated or corrupt ({exc})") from exc
+    if current is not None:
+        yield current
+
+
+class Dataset:
+    """A medshard dataset on disk (format version 1)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.card: DatasetCard = read_card(self.path)
+
+    @cached_property
+    def manifest(self) -> pa.Table:
+        return read_manifest(self.path)
+
+    @property
+    def splits(self) -> list[str]:
+        return self.card.splits
+
+    @property
+    def fields(self) -> list[str]:
+        return list(self.card.fields)
+
+    def require_split(self, split: str) -> None:
+        """Raise a clear error when `split` is not one of the dataset's splits."""
+        if split not in self.card.counts:
+            raise DatasetError(
+                f"{self.path}: no split {split!r}; the splits are {', '.join(self.splits)}"
+            )
+
+    def shards(self, split: str | None = None) -> list[ShardInfo]:
+        """The shards of one split (or of all splits), in order."""
+        if split is not None:
+            self.require_split(split)
+        return [s for s in self.card.shards if split is None or s.split == split]
+
+    def shard_paths(self, split: str | None = None) -> list[Path]:
+        return [self.path / s.path for s in self.shards(split)]
+
+    def index_paths(self, split: str | None = None) -> list[Path]:
+        return [self.path / index_name(s.path) for s in self.shards(split)]
+
+    def samples(self, split: str) -> Iterator[RawSample]:
+        """Yield the raw samples of a split in storage order: members as bytes, no decoding."""
+        for shard in self.shard_paths(split):
+            yield from iter_tar_samples(shard)
+
+    def __len__(self) -> int:
+        return self.card.total_samples
+
+    def __repr__(self) -> str:
+        return f"Dataset({str(self.path)!r}, kind={self.card.kind!r}, samples={len(self)})"
+
+
+def open_dataset(path: str | Path) -> Dataset:
+    """Open a dataset directory; raises DatasetError when it is not a complete dataset."""
+    return Dataset(path)

@@ -45,12 +45,7 @@ def decode_image(data: bytes, ext: str) -> np.ndarray:
     if ext == "tif":
         import tifffile
 
-        array = tifffile.imread(io.BytesIO(data))
-        if array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4):
-            raise ValueError(f"holds a stack of shape {array.shape}, not one 2D image")
-        if array.ndim not in (2, 3):
-            raise ValueError(f"holds an array of shape {array.shape}, not one 2D image")
-        return array
+        return tifffile.imread(io.BytesIO(data))
     raise ValueError(f"unsupported image type .{ext}")
 
 
@@ -66,10 +61,10 @@ def probe_image(path: str | Path) -> ImageInfo:
         raise ValueError("the file is empty")
     try:
         array = decode_image(data, ext)
-    except ValueError:
-        raise
     except Exception as exc:  # every codec raises its own type for a corrupt file
         raise ValueError(f"cannot decode the image, it is truncated or corrupt ({exc})") from exc
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] > 4):
+        raise ValueError(f"holds an array of shape {array.shape}, not one 2D image")
     if array.ndim == 2:
         array = array[:, :, None]
     height, width, channels = array.shape

@@ -82,7 +82,7 @@ def _read(path: Path, schema: pa.Schema) -> pa.Table:
     missing = set(schema.names) - set(table.schema.names)
     if missing:
         raise DatasetError(f"{path}: columns missing from the table: {', '.join(sorted(missing))}")
-    return table
+    return table.select(schema.names).cast(schema)  # parquet renames list items; restore
 
 
 def write_manifest(dataset: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -14,15 +14,26 @@ from medshard.shards.card import DatasetCard, ShardInfo, read_card
 from medshard.shards.layout import index_name, split_member_name
 from medshard.shards.manifest import read_manifest
 
-__all__ = ["Dataset", "open_dataset", "iter_tar_samples", "RawSample"]
+__all__ = ["Dataset", "open_dataset", "iter_tar_samples", "check_tar_end", "RawSample"]
 
 RawSample = dict[str, object]  # {"__key__": str, "__shard__": str, "<field>": bytes, ...}
+
+
+def check_tar_end(path: str | Path) -> None:
+    """Refuse a tar cut short: Python's tarfile takes a cut at a member boundary for the end."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, 2)
+        handle.seek(max(size - 2 * tarfile.BLOCKSIZE, 0))
+        tail = handle.read()
+    if size % tarfile.BLOCKSIZE or size < 2 * tarfile.BLOCKSIZE or tail.strip(b"\0"):
+        raise DatasetError(f"{path}: the shard is truncated (it has no end-of-archive marker)")
 
 
 def iter_tar_samples(path: str | Path) -> Iterator[RawSample]:
     """Yield the samples of one tar shard in order, members grouped by key."""
     current: RawSample | None = None
     try:
+        check_tar_end(path)
         with tarfile.open(path, mode="r:") as tar:
             for info in tar:
                 if not info.isfile():

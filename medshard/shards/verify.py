@@ -10,7 +10,7 @@ from pathlib import Path
 
 from medshard.errors import DatasetError
 from medshard.shards.layout import index_name, split_member_name
-from medshard.shards.reader import Dataset
+from medshard.shards.reader import Dataset, check_tar_end
 
 __all__ = ["VerifyReport", "verify_dataset", "read_dali_index"]
 
@@ -51,6 +51,7 @@ def read_dali_index(path: Path) -> list[list[tuple[str, int, int, str]]]:
 def _walk_shard(path: Path) -> list[dict]:
     """Per sample: key, header offset, members [(field, data offset, size, sha256)]."""
     samples: list[dict] = []
+    check_tar_end(path)
     with tarfile.open(path, mode="r:") as tar:
         for info in tar:
             if not info.isfile():

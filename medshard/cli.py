@@ -6,16 +6,20 @@ import re
 import shlex
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
 from medshard.errors import MedshardError
 
-app = typer.Typer(help="Streaming shards and GPU loaders for biomedical imaging.", no_args_is_help=True)
+app = typer.Typer(
+    help="Streaming shards and GPU loaders for biomedical imaging.", no_args_is_help=True
+)
 ingest_app = typer.Typer(help="Convert raw data into a medshard dataset.", no_args_is_help=True)
-synth_app = typer.Typer(help="Write small synthetic raw datasets in real layouts.", no_args_is_help=True)
+synth_app = typer.Typer(
+    help="Write small synthetic raw datasets in real layouts.", no_args_is_help=True
+)
 app.add_typer(ingest_app, name="ingest")
 app.add_typer(synth_app, name="synth")
 
@@ -34,12 +38,21 @@ def _size(text: str) -> int:
     if not match:
         raise typer.BadParameter(f"{text!r} is not a size such as 256MB")
     unit = match.group(2).upper().rstrip("B")
-    scale = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
-             "KI": 2**10, "MI": 2**20, "GI": 2**30, "TI": 2**40}[unit]
+    scale = {
+        "": 1,
+        "K": 10**3,
+        "M": 10**6,
+        "G": 10**9,
+        "T": 10**12,
+        "KI": 2**10,
+        "MI": 2**20,
+        "GI": 2**30,
+        "TI": 2**40,
+    }[unit]
     return int(float(match.group(1)) * scale)
 
 
-def _columns(text: Optional[str]) -> tuple[str, ...]:
+def _columns(text: str | None) -> tuple[str, ...]:
     return tuple(c.strip() for c in text.split(",") if c.strip()) if text else ()
 
 
@@ -52,23 +65,42 @@ def ingest_images_command(
     table: Annotated[Path, typer.Argument(help="CSV with one row per image.")],
     out: Annotated[Path, typer.Option(help="Dataset directory to create.")],
     image_col: Annotated[str, typer.Option(help="Column with the image path.")],
-    root: Annotated[Optional[Path], typer.Option(help="Image paths are relative to this (default: the table's folder).")] = None,
-    label_col: Annotated[Optional[str], typer.Option(help="One class per image.")] = None,
-    label_cols: Annotated[Optional[str], typer.Option(help="Comma-separated 0/1 columns (multi-label).")] = None,
-    target_col: Annotated[Optional[str], typer.Option(help="A number per image (regression).")] = None,
-    classes: Annotated[Optional[str], typer.Option(help="Comma-separated known classes, in index order.")] = None,
-    key_col: Annotated[Optional[str], typer.Option(help="Sample keys (default: from the image path).")] = None,
-    group_col: Annotated[Optional[str], typer.Option(help="Patient/embryo id: a group is never split.")] = None,
-    split_col: Annotated[Optional[str], typer.Option(help="Keep this existing split column.")] = None,
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Image paths are relative to this (default: the table's folder)."),
+    ] = None,
+    label_col: Annotated[str | None, typer.Option(help="One class per image.")] = None,
+    label_cols: Annotated[
+        str | None, typer.Option(help="Comma-separated 0/1 columns (multi-label).")
+    ] = None,
+    target_col: Annotated[str | None, typer.Option(help="A number per image (regression).")] = None,
+    classes: Annotated[
+        str | None, typer.Option(help="Comma-separated known classes, in index order.")
+    ] = None,
+    key_col: Annotated[
+        str | None, typer.Option(help="Sample keys (default: from the image path).")
+    ] = None,
+    group_col: Annotated[
+        str | None, typer.Option(help="Patient/embryo id: a group is never split.")
+    ] = None,
+    split_col: Annotated[str | None, typer.Option(help="Keep this existing split column.")] = None,
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
-    folds: Annotated[int, typer.Option(help="Cross-validation folds over the non-test samples.")] = 0,
+    folds: Annotated[
+        int, typer.Option(help="Cross-validation folds over the non-test samples.")
+    ] = 0,
     seed: int = 0,
     shard_size: Annotated[str, typer.Option(help="Largest shard, e.g. 256MB.")] = "256MB",
     samples_per_shard: int = 10_000,
-    on_error: Annotated[str, typer.Option(help="fail: stop at the first bad input; skip: record it and go on.")] = "fail",
-    workers: Annotated[Optional[int], typer.Option(help="Local Dask worker processes (default: all cores).")] = None,
-    scheduler: Annotated[Optional[str], typer.Option(help="Address of an existing dask.distributed scheduler.")] = None,
+    on_error: Annotated[
+        str, typer.Option(help="fail: stop at the first bad input; skip: record it and go on.")
+    ] = "fail",
+    workers: Annotated[
+        int | None, typer.Option(help="Local Dask worker processes (default: all cores).")
+    ] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="Address of an existing dask.distributed scheduler.")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a different dataset at --out.")] = False,
 ) -> None:
     """Ingest 2D images (PNG, JPEG, TIFF) listed in a CSV into WebDataset shards."""
@@ -81,19 +113,36 @@ def ingest_images_command(
         raise typer.BadParameter("--on-error takes fail or skip")
     try:
         options = ImageIngestOptions(
-            table=table, out=out, image_col=image_col, root=root, label_col=label_col,
-            label_cols=_columns(label_cols), target_col=target_col, classes=_columns(classes),
-            key_col=key_col, group_col=group_col, split_col=split_col,
-            val_fraction=val_fraction, test_fraction=test_fraction, folds=folds, seed=seed,
-            shard_bytes=_size(shard_size), shard_samples=samples_per_shard, on_error=on_error,
-            workers=workers, scheduler=scheduler, overwrite=overwrite,
+            table=table,
+            out=out,
+            image_col=image_col,
+            root=root,
+            label_col=label_col,
+            label_cols=_columns(label_cols),
+            target_col=target_col,
+            classes=_columns(classes),
+            key_col=key_col,
+            group_col=group_col,
+            split_col=split_col,
+            val_fraction=val_fraction,
+            test_fraction=test_fraction,
+            folds=folds,
+            seed=seed,
+            shard_bytes=_size(shard_size),
+            shard_samples=samples_per_shard,
+            on_error=on_error,
+            workers=workers,
+            scheduler=scheduler,
+            overwrite=overwrite,
         )
         result = ingest_images(options, command=_command_line())
     except (MedshardError, ValidationError, ValueError) as exc:
         _fail(exc)
     if result.up_to_date:
-        console.print(f"{out}: already ingested with these inputs and options; nothing to do "
-                      "(--overwrite rebuilds it)")
+        console.print(
+            f"{out}: already ingested with these inputs and options; nothing to do "
+            "(--overwrite rebuilds it)"
+        )
         return
     console.print(ingest_table(result))
 
@@ -127,8 +176,10 @@ def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) 
         for problem in report.problems:
             errors.print(f"[red]problem:[/] {problem}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=1)
-    console.print(f"{dataset}: OK, {report.samples} samples in {report.shards} shards "
-                  f"({human_bytes(report.bytes)}) match the manifest and indexes")
+    console.print(
+        f"{dataset}: OK, {report.samples} samples in {report.shards} shards "
+        f"({human_bytes(report.bytes)}) match the manifest and indexes"
+    )
 
 
 @synth_app.command("embryo-stage")
@@ -148,7 +199,7 @@ def synth_mammo(out: Path, n: int = 400, seed: int = 0) -> None:
 
 
 @app.command()
-def demo(out: Annotated[Optional[Path], typer.Option(help="Keep everything here.")] = None) -> None:
+def demo(out: Annotated[Path | None, typer.Option(help="Keep everything here.")] = None) -> None:
     """Synthesise the workloads' raw data, ingest, inspect and verify it."""
     from medshard.demo import run_demo
 

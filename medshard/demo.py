@@ -22,12 +22,12 @@ def run_demo(out: Path | None, console: Console) -> None:
     """Synthesise, ingest, inspect and verify each workload; end with a summary table."""
     if out is None:
         with tempfile.TemporaryDirectory(prefix="medshard-demo-") as tmp:
-            _run(Path(tmp), console)
+            _run(Path(tmp), console, kept=False)
         return
-    _run(Path(out), console)
+    _run(Path(out), console, kept=True)
 
 
-def _run(out: Path, console: Console) -> None:
+def _run(out: Path, console: Console, kept: bool) -> None:
     started = time.perf_counter()
     summary = Table(title="medshard demo", title_justify="left")
     for column in ("workload", "samples", "shards", "size", "ingest MB/s", "verify", "dataset"):
@@ -39,24 +39,37 @@ def _run(out: Path, console: Console) -> None:
         ),
         "mammo-tiles": (
             synth_mammo_tiles,
-            dict(image_col="tile_path", label_cols=MAMMO_CLASSES, group_col="patient_id",
-                 test_fraction=0.1, folds=5),
+            dict(
+                image_col="tile_path",
+                label_cols=MAMMO_CLASSES,
+                group_col="patient_id",
+                test_fraction=0.1,
+                folds=5,
+            ),
         ),
     }
     for name, (synth, flags) in workloads.items():
         console.rule(name)
         table = synth(out / "raw" / name, n=300, seed=0)
         console.print(f"synthesised {table}")
-        options = ImageIngestOptions(table=table, out=out / "datasets" / name, workers=2,
-                                     overwrite=True, **flags)
+        options = ImageIngestOptions(
+            table=table, out=out / "datasets" / name, workers=2, overwrite=True, **flags
+        )
         result = ingest_images(options, command=f"medshard demo ({name})")
         console.print(ingest_table(result))
         for part in inspect_table(open_dataset(options.out)):
             console.print(part)
         report = verify_dataset(options.out)
-        summary.add_row(name, str(result.samples), str(len(result.card.shards)),
-                        human_bytes(result.shard_bytes), f"{result.mb_per_s:.1f}",
-                        "OK" if report.ok else f"{len(report.problems)} problems", str(options.out))
+        summary.add_row(
+            name,
+            str(result.samples),
+            str(len(result.card.shards)),
+            human_bytes(result.shard_bytes),
+            f"{result.mb_per_s:.1f}",
+            "OK" if report.ok else f"{len(report.problems)} problems",
+            str(options.out),
+        )
     console.rule("summary")
     console.print(summary)
-    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; outputs in {out}")
+    where = f"outputs in {out}" if kept else "outputs removed (medshard demo --out DIR keeps them)"
+    console.print(f"demo finished in {time.perf_counter() - started:.0f} s; {where}")

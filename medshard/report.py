@@ -45,8 +45,9 @@ def ingest_table(result: IngestResult) -> Table:
 def inspect_table(dataset: Dataset) -> list[Table]:
     """The card as tables: counts per split and label, then shards, bytes, fields, shapes."""
     card = dataset.card
-    counts = _counts_table(f"{dataset.path} ({card.kind}, {card.task or 'no labels'})",
-                           card.counts, card.label_names)
+    counts = _counts_table(
+        f"{dataset.path} ({card.kind}, {card.task or 'no labels'})", card.counts, card.label_names
+    )
     about = Table(show_header=False, box=None)
     about.add_column(style="bold")
     about.add_column()
@@ -54,9 +55,13 @@ def inspect_table(dataset: Dataset) -> list[Table]:
     shapes = sorted({tuple(s) for s in manifest.column("shape").to_pylist()})
     dtypes = sorted(set(manifest.column("dtype").to_pylist()))
     about.add_row("format", f"medshard v{card.format_version} ({card.created_by})")
-    about.add_row("shards", f"{len(card.shards)} ({human_bytes(sum(s.bytes for s in card.shards))})")
+    about.add_row(
+        "shards", f"{len(card.shards)} ({human_bytes(sum(s.bytes for s in card.shards))})"
+    )
     about.add_row("fields", ", ".join(card.fields))
-    shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (" ..." if len(shapes) > 4 else "")
+    shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (
+        " ..." if len(shapes) > 4 else ""
+    )
     about.add_row("shapes (c,y,x)" if card.kind == "images" else "shapes", shown)
     about.add_row("dtypes", ", ".join(dtypes))
     if card.folds:

@@ -56,8 +56,12 @@ def make_image_table(root: Path, kind: str = "png8-gray", n: int = 24, groups: i
         suffix = IMAGE_KINDS[kind][0]
         name = f"images/img_{i:03d}{suffix}"
         write_image(root / name, kind, seed=i)
-        rows.append([name, CLASSES[i % 3], f"E{i % groups:02d}", round(0.5 * i, 2), i % 2, (i // 2) % 2])
-    return write_table(root / "labels.csv", ["image_path", "stage", "embryo_id", "score", "a", "b"], rows)
+        rows.append(
+            [name, CLASSES[i % 3], f"E{i % groups:02d}", round(0.5 * i, 2), i % 2, (i // 2) % 2]
+        )
+    return write_table(
+        root / "labels.csv", ["image_path", "stage", "embryo_id", "score", "a", "b"], rows
+    )
 
 
 def ingest(table: Path, out: Path, **options) -> object:

@@ -128,7 +128,11 @@ def plan_shards(
     shards: list[list[SampleSpec]] = []
     size = 0
     for sample in samples:
-        if not shards or len(shards[-1]) >= max_samples or (shards[-1] and size + sample.size > max_bytes):
+        if (
+            not shards
+            or len(shards[-1]) >= max_samples
+            or (shards[-1] and size + sample.size > max_bytes)
+        ):
             shards.append([])
             size = 0
         shards[-1].append(sample)

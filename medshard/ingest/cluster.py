@@ -48,7 +48,12 @@ def run_tasks(
     if not items:
         return []
     futures = client.map(function, items, pure=False)
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns, disable=quiet, transient=False) as progress:
             bar = progress.add_task(description, total=len(futures))

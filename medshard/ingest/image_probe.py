@@ -68,7 +68,8 @@ def probe_image(path: str | Path) -> ImageInfo:
     if array.ndim == 2:
         array = array[:, :, None]
     height, width, channels = array.shape
-    flat = array.reshape(-1, channels).astype(np.float64)
+    flat = array.reshape(-1, channels)
+    as_float = flat.astype(np.float64)
     return ImageInfo(
         ext=ext,
         shape=(channels, height, width),
@@ -76,8 +77,8 @@ def probe_image(path: str | Path) -> ImageInfo:
         sha256=hashlib.sha256(data).hexdigest(),
         nbytes=len(data),
         pixels=height * width,
-        total=tuple(flat.sum(axis=0).tolist()),
-        total_sq=tuple(np.square(flat).sum(axis=0).tolist()),
+        total=tuple(as_float.sum(axis=0).tolist()),
+        total_sq=tuple(np.einsum("ij,ij->j", as_float, as_float).tolist()),
         minimum=tuple(flat.min(axis=0).tolist()),
         maximum=tuple(flat.max(axis=0).tolist()),
     )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -92,7 +91,7 @@ def _channel_stats(infos: list[ImageInfo]) -> ChannelStats | None:
     square = [sum(i.total_sq[c] for i in infos) / pixels for c in range(channels)]
     return ChannelStats(
         mean=mean,
-        std=[math.sqrt(max(s - m * m, 0.0)) for s, m in zip(square, mean)],
+        std=[math.sqrt(max(s - m * m, 0.0)) for s, m in zip(square, mean, strict=False)],
         min=[min(i.minimum[c] for i in infos) for c in range(channels)],
         max=[max(i.maximum[c] for i in infos) for c in range(channels)],
     )
@@ -124,7 +123,9 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
             path = root / relative
             key = row_key(row, o.key_col, relative)
             if key in first_row_of:
-                raise ValueError(f"key {key!r} appears twice (rows {first_row_of[key] + 1} and {i + 1})")
+                raise ValueError(
+                    f"key {key!r} appears twice (rows {first_row_of[key] + 1} and {i + 1})"
+                )
             if not path.is_file():
                 raise BadInputError(str(path), f"file not found ({where})")
             parsed = spec.parse(row)
@@ -139,8 +140,14 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
             continue
         first_row_of[key] = i
         group = (row[o.group_col] if o.group_col else "") or key
-        accepted[i] = {"key": key, "path": path, "relative": relative, "group": group,
-                       "split": split, "parsed": parsed}
+        accepted[i] = {
+            "key": key,
+            "path": path,
+            "relative": relative,
+            "group": group,
+            "split": split,
+            "parsed": parsed,
+        }
     _stop_at_first(rejected, o.on_error)
 
     with dask_client(o.workers, o.scheduler, o.processes) as client:
@@ -149,8 +156,14 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
         for chunk in run_tasks(client, _probe_chunk, chunks, description="decode", quiet=o.quiet):
             for i, outcome in chunk:
                 if isinstance(outcome, str):
-                    rejected.append({"row": i, "source": str(accepted[i]["path"]),
-                                     "key": accepted[i]["key"], "reason": outcome})
+                    rejected.append(
+                        {
+                            "row": i,
+                            "source": str(accepted[i]["path"]),
+                            "key": accepted[i]["key"],
+                            "reason": outcome,
+                        }
+                    )
                     del accepted[i]
                 else:
                     accepted[i]["info"] = outcome
@@ -166,20 +179,27 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
         with Staging(o.out) as staging:
             for split in sorted({r["split"] for r in records}):
                 specs = [_sample_spec(r, spec) for r in records if r["split"] == split]
-                for path, chunk in plan_shards(split, specs, max_bytes=o.shard_bytes,
-                                               max_samples=o.shard_samples):
+                for path, chunk in plan_shards(
+                    split, specs, max_bytes=o.shard_bytes, max_samples=o.shard_samples
+                ):
                     tasks.append(ShardTask(str(staging.dir), split, path, tuple(chunk)))
-            written = run_tasks(client, write_shard, tasks, description="write shards", quiet=o.quiet)
+            written = run_tasks(
+                client, write_shard, tasks, description="write shards", quiet=o.quiet
+            )
 
             by_key = {r["key"]: r for r in records}
             manifest = []
             for summary, placed in written:
                 for key, offset, nbytes, fields in placed:
-                    manifest.append(_manifest_row(by_key[key], summary.path, offset, nbytes, fields))
+                    manifest.append(
+                        _manifest_row(by_key[key], summary.path, offset, nbytes, fields)
+                    )
             write_manifest(staging.dir, manifest)
             if rejected:
                 write_rejected(staging.dir, rejected)
-            train = [r["info"] for r in records if r["split"] == "train"] or [r["info"] for r in records]
+            train = [r["info"] for r in records if r["split"] == "train"] or [
+                r["info"] for r in records
+            ]
             card = DatasetCard(
                 kind="images",
                 task=spec.task,
@@ -188,8 +208,16 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
                 target_name=o.target_col,
                 counts=count_splits(manifest, spec.names),
                 folds=o.folds if o.folds > 1 else 0,
-                shards=[ShardInfo(path=s.path, split=t.split, samples=s.samples, bytes=s.bytes,
-                                  sha256=s.sha256) for t, (s, _) in zip(tasks, written)],
+                shards=[
+                    ShardInfo(
+                        path=s.path,
+                        split=t.split,
+                        samples=s.samples,
+                        bytes=s.bytes,
+                        sha256=s.sha256,
+                    )
+                    for t, (s, _) in zip(tasks, written, strict=False)
+                ],
                 stats=_channel_stats(train),
                 rejected=len(rejected),
                 sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
@@ -200,8 +228,9 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
             )
             write_card(staging.dir, card)
             staging.commit()
-    return IngestResult.from_card(o.out, card, time.perf_counter() - started,
-                                  sum(r["info"].nbytes for r in records))
+    return IngestResult.from_card(
+        o.out, card, time.perf_counter() - started, sum(r["info"].nbytes for r in records)
+    )
 
 
 def _stop_at_first(rejected: list[dict], on_error: str) -> None:
@@ -219,9 +248,15 @@ def _assign_splits(records: list[dict], spec: LabelSpec, o: ImageIngestOptions) 
         strata = quantile_strata([r["parsed"]["target"] for r in records])
     else:
         strata = [spec.stratum(r["parsed"]) for r in records]
-    splits, folds = make_splits(strata, [r["group"] for r in records], val_fraction=o.val_fraction,
-                                test_fraction=o.test_fraction, folds=o.folds, seed=o.seed)
-    for r, split, fold in zip(records, splits, folds):
+    splits, folds = make_splits(
+        strata,
+        [r["group"] for r in records],
+        val_fraction=o.val_fraction,
+        test_fraction=o.test_fraction,
+        folds=o.folds,
+        seed=o.seed,
+    )
+    for r, split, fold in zip(records, splits, folds, strict=False):
         r["split"], r["fold"] = split, fold
 
 
@@ -244,7 +279,12 @@ def _sample_spec(record: dict, spec: LabelSpec) -> SampleSpec:
         members.append(("labels.npy", _npy(np.asarray(parsed["labels"], dtype=np.uint8))))
     if "target" in parsed:
         members.append(("target.npy", _npy(np.asarray([parsed["target"]], dtype=np.float32))))
-    about = {"key": record["key"], "subject": record["group"], "source": record["relative"], **parsed}
+    about = {
+        "key": record["key"],
+        "subject": record["group"],
+        "source": record["relative"],
+        **parsed,
+    }
     if "label" in parsed:
         about["label_name"] = spec.names[parsed["label"]]
     members.append(("json", json.dumps(about, sort_keys=True).encode()))

@@ -20,7 +20,7 @@ def count_splits(manifest: list[dict], label_names: list[str]) -> dict[str, Spli
         samples[split] += 1
         if row.get("label") is not None:
             per_label[split][label_names[row["label"]]] += 1
-        for name, value in zip(label_names, row.get("labels") or []):
+        for name, value in zip(label_names, row.get("labels") or [], strict=False):
             per_label[split][name] += int(value)
     order = sorted(samples, key=lambda s: (["train", "val", "test"] + [s]).index(s))
     return {
@@ -43,8 +43,12 @@ class IngestResult:
         return cls(out=out, up_to_date=True)
 
     @classmethod
-    def from_card(cls, out: Path, card: DatasetCard, seconds: float, source_bytes: int) -> IngestResult:
-        return cls(out=out, card=card, seconds=seconds, source_bytes=source_bytes, counts=card.counts)
+    def from_card(
+        cls, out: Path, card: DatasetCard, seconds: float, source_bytes: int
+    ) -> IngestResult:
+        return cls(
+            out=out, card=card, seconds=seconds, source_bytes=source_bytes, counts=card.counts
+        )
 
     @property
     def samples(self) -> int:

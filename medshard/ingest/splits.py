@@ -33,7 +33,7 @@ def assign_groups(
     # Large groups first (they are the hard ones to place); ties in a seeded random order.
     rng = np.random.default_rng(seed)
     names = sorted(members)
-    tie_break = dict(zip(names, rng.permutation(len(names))))
+    tie_break = dict(zip(names, rng.permutation(len(names)), strict=False))
     order = sorted(names, key=lambda g: (-len(members[g]), tie_break[g]))
 
     filled = np.zeros((len(weights), len(labels)))
@@ -81,6 +81,6 @@ def make_splits(
         fold_of = assign_groups(
             [strata[i] for i in pool], [groups[i] for i in pool], [1.0] * folds, seed + 1
         )
-        for i, f in zip(pool, fold_of):
+        for i, f in zip(pool, fold_of, strict=False):
             fold[i] = int(f)
     return split, fold

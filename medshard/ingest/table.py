@@ -71,7 +71,9 @@ class LabelSpec:
     classes: tuple[str, ...] = ()
 
     def __post_init__(self):
-        given = sum([self.label_col is not None, bool(self.label_cols), self.target_col is not None])
+        given = sum(
+            [self.label_col is not None, bool(self.label_cols), self.target_col is not None]
+        )
         if given > 1:
             raise ValueError("give at most one of --label-col, --label-cols and --target-col")
 

@@ -4,7 +4,14 @@ This layer reads and writes bytes; it never decodes or augments, and imports no 
 medshard layer.
 """
 
-from medshard.shards.card import ChannelStats, DatasetCard, ShardInfo, SplitCounts, read_card, write_card
+from medshard.shards.card import (
+    ChannelStats,
+    DatasetCard,
+    ShardInfo,
+    SplitCounts,
+    read_card,
+    write_card,
+)
 from medshard.shards.layout import FORMAT_VERSION, READABLE_VERSIONS
 from medshard.shards.manifest import read_manifest, read_rejected, write_manifest, write_rejected
 from medshard.shards.reader import Dataset, iter_tar_samples, open_dataset

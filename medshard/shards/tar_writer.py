@@ -68,9 +68,11 @@ class TarShardWriter:
         self._final = self._dataset / relative_path
         self._final.parent.mkdir(parents=True, exist_ok=True)
         self._tmp = temporary_path(self._final)
-        self._raw = open(self._tmp, "wb")
+        self._raw = open(self._tmp, "wb")  # noqa: SIM115 (closed by close() or abort())
         self._file = _HashingFile(self._raw)
-        self._tar = tarfile.open(fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT)
+        self._tar = tarfile.open(  # noqa: SIM115 (closed by close())
+            fileobj=self._file, mode="w", format=tarfile.USTAR_FORMAT
+        )
         self._index_lines: list[str] = []
         self._closed = False
 
@@ -132,4 +134,3 @@ class TarShardWriter:
             self.abort()
         elif not self._closed:
             self.close()
-

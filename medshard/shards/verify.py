@@ -91,7 +91,9 @@ def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
             problems.append(f"{shard.path}: shard is truncated or corrupt ({exc})")
             continue
         if len(walked) != shard.samples:
-            problems.append(f"{shard.path}: holds {len(walked)} samples, the card says {shard.samples}")
+            problems.append(
+                f"{shard.path}: holds {len(walked)} samples, the card says {shard.samples}"
+            )
         index_path = ds.path / index_name(shard.path)
         try:
             index = read_dali_index(index_path)
@@ -113,10 +115,15 @@ def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
             if row["shard"] != shard.path or row["offset"] != sample["offset"]:
                 problems.append(f"{shard.path}: key {key!r} is not where the manifest puts it")
             if row["members"] != fields:
-                problems.append(f"{shard.path}: key {key!r} has members {fields}, manifest says {row['members']}")
+                listed = row["members"]
+                problems.append(
+                    f"{shard.path}: key {key!r} has members {fields}, manifest: {listed}"
+                )
             image = next((m for m in sample["members"] if m[0].startswith("image.")), None)
             if ds.card.kind == "images" and image and image[3] != row["source_sha256"][0]:
-                problems.append(f"{shard.path}: key {key!r} image bytes differ from the source checksum")
+                problems.append(
+                    f"{shard.path}: key {key!r} image bytes differ from the source checksum"
+                )
 
     for key, row in rows.items():
         if row["shard"] is not None and seen[key] == 0:

@@ -39,17 +39,29 @@ def _embryo(rng: np.random.Generator, stage: str, size: int) -> np.ndarray:
             a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0, radius - r_cell)
             disc = _disc(yy, xx, c[0] + d * np.sin(a), c[1] + d * np.cos(a), r_cell)
             image[disc] = 0.35
-            image[disc & ~_disc(yy, xx, c[0] + d * np.sin(a), c[1] + d * np.cos(a), r_cell * 0.9)] = 0.15
+            image[
+                disc & ~_disc(yy, xx, c[0] + d * np.sin(a), c[1] + d * np.cos(a), r_cell * 0.9)
+            ] = 0.15
     elif stage == "morula":
         image[dist < radius * 0.95] = 0.3
         for _ in range(int(rng.integers(16, 32))):
             a, d = rng.uniform(0, 2 * np.pi), rng.uniform(0, radius * 0.8)
             ring = _disc(yy, xx, c[0] + d * np.sin(a), c[1] + d * np.cos(a), radius * 0.18)
-            image[ring & ~_disc(yy, xx, c[0] + d * np.sin(a), c[1] + d * np.cos(a), radius * 0.16)] = 0.12
+            image[
+                ring & ~_disc(yy, xx, c[0] + d * np.sin(a), c[1] + d * np.cos(a), radius * 0.16)
+            ] = 0.12
     else:  # blastocyst: a thin cell ring around a fluid cavity, and an inner cell mass
         image[np.abs(dist - radius * 0.9) < size * 0.03] = 0.25
         a = rng.uniform(0, 2 * np.pi)
-        image[_disc(yy, xx, c[0] + radius * 0.55 * np.sin(a), c[1] + radius * 0.55 * np.cos(a), radius * 0.3)] = 0.2
+        image[
+            _disc(
+                yy,
+                xx,
+                c[0] + radius * 0.55 * np.sin(a),
+                c[1] + radius * 0.55 * np.cos(a),
+                radius * 0.3,
+            )
+        ] = 0.2
     image += rng.normal(0, 0.03, image.shape)
     gray = (image.clip(0, 1) * 255).astype(np.uint8)
     tint = np.array([1.0, 0.97, 0.92])  # the warm cast of Hoffman modulation contrast optics

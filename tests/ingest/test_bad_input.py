@@ -30,14 +30,40 @@ def rewrite_row(table: Path, row: int, column: int, value: str) -> None:
 @pytest.mark.parametrize(
     ("damage", "message"),
     [
-        (lambda t: (t.parent / "images/img_004.png").unlink(), r"img_004\.png: file not found \(.*row 5\)"),
-        (lambda t: truncate(t.parent / "images/img_004.png"), r"img_004\.png: cannot decode the image, it is truncated or corrupt"),
-        (lambda t: (t.parent / "images/img_004.png").write_bytes(b"not an image"), r"img_004\.png: cannot decode the image"),
-        (lambda t: (t.parent / "images/img_004.png").write_bytes(b""), r"img_004\.png: the file is empty"),
-        (lambda t: rewrite_row(t, 4, 1, "hatched"), r"row 5: label 'hatched' in column 'stage' is not one of the known classes \(cleavage, morula, blastocyst\)"),
-        (lambda t: rewrite_row(t, 4, 0, "images/img_003.png"), r"row 5: key 'images_img_003' appears twice \(rows 4 and 5\)"),
+        (
+            lambda t: (t.parent / "images/img_004.png").unlink(),
+            r"img_004\.png: file not found \(.*row 5\)",
+        ),
+        (
+            lambda t: truncate(t.parent / "images/img_004.png"),
+            r"img_004\.png: cannot decode the image, it is truncated or corrupt",
+        ),
+        (
+            lambda t: (t.parent / "images/img_004.png").write_bytes(b"not an image"),
+            r"img_004\.png: cannot decode the image",
+        ),
+        (
+            lambda t: (t.parent / "images/img_004.png").write_bytes(b""),
+            r"img_004\.png: the file is empty",
+        ),
+        (
+            lambda t: rewrite_row(t, 4, 1, "hatched"),
+            r"row 5: label 'hatched' in column 'stage' is not one of the known classes "
+            r"\(cleavage, morula, blastocyst\)",
+        ),
+        (
+            lambda t: rewrite_row(t, 4, 0, "images/img_003.png"),
+            r"row 5: key 'images_img_003' appears twice \(rows 4 and 5\)",
+        ),
     ],
-    ids=["missing-file", "truncated", "not-an-image", "empty-file", "unknown-label", "duplicate-key"],
+    ids=[
+        "missing-file",
+        "truncated",
+        "not-an-image",
+        "empty-file",
+        "unknown-label",
+        "duplicate-key",
+    ],
 )
 def test_bad_row_fails_the_run_naming_file_and_reason(tmp_path, damage, message):
     table = make_image_table(tmp_path / "raw", n=8)
@@ -50,7 +76,9 @@ def test_bad_row_fails_the_run_naming_file_and_reason(tmp_path, damage, message)
 def test_truncated_jpeg_is_refused(tmp_path):
     table = make_image_table(tmp_path / "raw", kind="jpeg-rgb", n=4)
     truncate(tmp_path / "raw/images/img_002.jpg")
-    with pytest.raises(BadInputError, match=r"img_002\.jpg: cannot decode the image, it is truncated"):
+    with pytest.raises(
+        BadInputError, match=r"img_002\.jpg: cannot decode the image, it is truncated"
+    ):
         ingest(table, tmp_path / "ds")
     assert_nothing_written(tmp_path, tmp_path / "ds")
 
@@ -65,17 +93,25 @@ def test_multilabel_value_that_is_not_0_or_1(tmp_path):
 def test_regression_target_that_is_not_a_number(tmp_path):
     table = make_image_table(tmp_path / "raw", n=4)
     rewrite_row(table, 1, 3, "n/a")
-    with pytest.raises(BadInputError, match=r"row 2: target 'n/a' in column 'score' is not a finite number"):
+    with pytest.raises(
+        BadInputError, match=r"row 2: target 'n/a' in column 'score' is not a finite number"
+    ):
         ingest(table, tmp_path / "ds", target_col="score")
 
 
 def test_table_without_the_named_columns(tmp_path, image_table):
-    with pytest.raises(BadInputError, match=r"labels\.csv: no column 'grade' in the table \(its columns are: image_path, stage,"):
+    with pytest.raises(
+        BadInputError,
+        match=r"labels\.csv: no column 'grade' in the table \(its columns are: image_path, stage,",
+    ):
         ingest(image_table, tmp_path / "ds", label_col="grade")
     assert_nothing_written(tmp_path, tmp_path / "ds")
 
 
-@pytest.mark.parametrize(("text", "message"), [("image_path,stage\n", "has a header but no rows"), ("", "the table is empty")])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("image_path,stage\n", "has a header but no rows"), ("", "the table is empty")],
+)
 def test_empty_table(tmp_path, text, message):
     table = tmp_path / "labels.csv"
     table.write_text(text)
@@ -92,7 +128,9 @@ def test_missing_table(tmp_path):
 def test_output_holding_a_different_dataset_is_refused_and_kept(tmp_path, image_table):
     ingest(image_table, tmp_path / "ds", label_col="stage")
     before = {p: p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()}
-    with pytest.raises(DatasetError, match="holds a different dataset; choose another --out or pass --overwrite"):
+    with pytest.raises(
+        DatasetError, match="holds a different dataset; choose another --out or pass --overwrite"
+    ):
         ingest(image_table, tmp_path / "ds", target_col="score")
     assert {p: p.read_bytes() for p in (tmp_path / "ds").rglob("*") if p.is_file()} == before
 
@@ -125,7 +163,12 @@ def test_skip_records_each_refusal_and_ingests_the_rest(tmp_path):
     rejected = read_rejected(tmp_path / "ds").to_pylist()
     assert [r["row"] for r in rejected] == [1, 5, 7, 9]
     reasons = " | ".join(r["reason"] for r in rejected)
-    for part in ("file not found", "truncated or corrupt", "not one of the known classes", "appears twice"):
+    for part in (
+        "file not found",
+        "truncated or corrupt",
+        "not one of the known classes",
+        "appears twice",
+    ):
         assert part in reasons
     keys = set(open_dataset(tmp_path / "ds").manifest.column("key").to_pylist())
     assert "images_img_005" not in keys and "images_img_008" in keys

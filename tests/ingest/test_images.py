@@ -1,6 +1,5 @@
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,7 +28,9 @@ def test_round_trip_keeps_bytes_pixels_and_labels(tmp_path, kind):
         pixels = decode_image(sample[f"image.{ext}"], ext)
         assert pixels.dtype == dtype
         if ext != "jpg":  # lossless formats give back the very pixels written
-            assert np.array_equal(pixels, write_image(tmp_path / "again" / source.name, kind, seed=i))
+            assert np.array_equal(
+                pixels, write_image(tmp_path / "again" / source.name, kind, seed=i)
+            )
         assert int(sample["cls"]) == CLASSES.index(CLASSES[i % 3]) == rows[key]["label"]
         assert json.loads(sample["json"])["label_name"] == CLASSES[i % 3]
         assert rows[key]["shape"][0] == channels and rows[key]["dtype"] == np.dtype(dtype).name
@@ -60,15 +61,23 @@ def test_split_column_and_key_column_are_kept(tmp_path):
         write_image(root / f"x{i}.png", "png8-gray", seed=i)
         rows.append([f"x{i}.png", f"case-{i}", "train" if i < 4 else "holdout", CLASSES[i % 3]])
     table = write_table(root / "t.csv", ["file", "id", "part", "stage"], rows)
-    ingest(table, tmp_path / "ds", image_col="file", key_col="id", split_col="part", label_col="stage")
+    ingest(
+        table, tmp_path / "ds", image_col="file", key_col="id", split_col="part", label_col="stage"
+    )
     ds = open_dataset(tmp_path / "ds")
     assert ds.splits == ["train", "holdout"]
     assert [s["__key__"] for s in ds.samples("holdout")] == ["case-4", "case-5"]
 
 
 def test_group_aware_split_and_folds_reach_the_manifest(tmp_path, image_table):
-    ingest(image_table, tmp_path / "ds", label_col="stage", group_col="embryo_id",
-           val_fraction=0.25, folds=3)
+    ingest(
+        image_table,
+        tmp_path / "ds",
+        label_col="stage",
+        group_col="embryo_id",
+        val_fraction=0.25,
+        folds=3,
+    )
     rows = open_dataset(tmp_path / "ds").manifest.to_pylist()
     by_group = {}
     for row in rows:
@@ -86,7 +95,9 @@ def test_rerun_is_byte_identical_and_a_no_op(tmp_path, image_table):
     assert len(shards) == 2 * len(first.card.shards) > 2  # .tar and .idx each
     for shard in shards:
         assert (tmp_path / "one" / shard).read_bytes() == (tmp_path / "two" / shard).read_bytes()
-    assert (tmp_path / "one/manifest.parquet").read_bytes() == (tmp_path / "two/manifest.parquet").read_bytes()
+    assert (tmp_path / "one/manifest.parquet").read_bytes() == (
+        tmp_path / "two/manifest.parquet"
+    ).read_bytes()
     card_before = (tmp_path / "one/medshard.json").stat().st_mtime_ns
     again = ingest(image_table, tmp_path / "one", **options)
     assert again.up_to_date
@@ -110,17 +121,22 @@ def test_shard_limits_cut_shards(tmp_path, image_table):
 def test_intensity_statistics_match_numpy(tmp_path):
     table = make_image_table(tmp_path / "raw", kind="png16-gray", n=5, groups=5)
     result = ingest(table, tmp_path / "ds", val_fraction=0.0)
-    pixels = np.stack([write_image(tmp_path / "x.png", "png16-gray", seed=i) for i in range(5)]).astype(float)
+    pixels = np.stack(
+        [write_image(tmp_path / "x.png", "png16-gray", seed=i) for i in range(5)]
+    ).astype(float)
     assert result.card.stats.mean[0] == pytest.approx(pixels.mean())
     assert result.card.stats.std[0] == pytest.approx(pixels.std())
     assert result.card.stats.max[0] == pixels.max()
 
 
 def test_ingest_on_a_local_cluster_with_two_worker_processes(tmp_path, image_table):
-    result = ingest(image_table, tmp_path / "ds", label_col="stage", workers=2, processes=True,
-                    shard_samples=6)
+    result = ingest(
+        image_table, tmp_path / "ds", label_col="stage", workers=2, processes=True, shard_samples=6
+    )
     assert result.samples == 24 and len(result.card.shards) >= 4
     assert verify_dataset(tmp_path / "ds").ok
     reference = ingest(image_table, tmp_path / "ref", label_col="stage", shard_samples=6)
     for shard in reference.card.shards:
-        assert (tmp_path / "ds" / shard.path).read_bytes() == (tmp_path / "ref" / shard.path).read_bytes()
+        assert (tmp_path / "ds" / shard.path).read_bytes() == (
+            tmp_path / "ref" / shard.path
+        ).read_bytes()

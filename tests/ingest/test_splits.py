@@ -17,7 +17,7 @@ def test_groups_stay_whole_across_splits_and_folds():
     strata, groups = data()
     split, fold = make_splits(strata, groups, val_fraction=0.2, test_fraction=0.1, folds=5, seed=3)
     placed = defaultdict(set)
-    for g, s, f in zip(groups, split, fold):
+    for g, s, f in zip(groups, split, fold, strict=False):
         placed[g].add((s, f))
     assert all(len(p) == 1 for p in placed.values())
 
@@ -30,7 +30,7 @@ def test_split_sizes_and_label_ratios_follow_the_request():
     assert abs(sizes["test"] / len(split) - 0.1) < 0.03
     overall = Counter(strata)
     for name in ("train", "val", "test"):
-        part = Counter(s for s, sp in zip(strata, split) if sp == name)
+        part = Counter(s for s, sp in zip(strata, split, strict=False) if sp == name)
         for label in overall:
             assert abs(part[label] / sizes[name] - overall[label] / len(strata)) < 0.05
 
@@ -38,7 +38,7 @@ def test_split_sizes_and_label_ratios_follow_the_request():
 def test_folds_cover_non_test_samples_evenly():
     strata, groups = data()
     split, fold = make_splits(strata, groups, val_fraction=0.0, test_fraction=0.2, folds=4, seed=1)
-    assert all((f == -1) == (s == "test") for s, f in zip(split, fold))
+    assert all((f == -1) == (s == "test") for s, f in zip(split, fold, strict=False))
     sizes = Counter(f for f in fold if f >= 0)
     assert sorted(sizes) == [0, 1, 2, 3]
     assert max(sizes.values()) - min(sizes.values()) < 0.05 * len(fold)

@@ -10,15 +10,36 @@ from medshard.shards.manifest import MANIFEST_SCHEMA, read_manifest, write_manif
 
 
 def card() -> DatasetCard:
-    return DatasetCard(kind="images", task="classification", fields=["image.png", "cls"],
-                       label_names=["a", "b"], counts={"train": SplitCounts(samples=1)},
-                       fingerprint="f" * 64, created_by="medshard test")
+    return DatasetCard(
+        kind="images",
+        task="classification",
+        fields=["image.png", "cls"],
+        label_names=["a", "b"],
+        counts={"train": SplitCounts(samples=1)},
+        fingerprint="f" * 64,
+        created_by="medshard test",
+    )
 
 
-ROW = {"key": "k1", "split": "train", "fold": -1, "subject": "s", "label": 1, "labels": None,
-       "target": None, "source": ["x.png"], "source_sha256": ["0" * 64], "shape": [1, 4, 4],
-       "dtype": "uint8", "spacing": None, "shard": "wds/train-000000.tar", "offset": 0,
-       "members": ["image.png", "cls"], "zarr_path": None, "bytes": 1536}
+ROW = {
+    "key": "k1",
+    "split": "train",
+    "fold": -1,
+    "subject": "s",
+    "label": 1,
+    "labels": None,
+    "target": None,
+    "source": ["x.png"],
+    "source_sha256": ["0" * 64],
+    "shape": [1, 4, 4],
+    "dtype": "uint8",
+    "spacing": None,
+    "shard": "wds/train-000000.tar",
+    "offset": 0,
+    "members": ["image.png", "cls"],
+    "zarr_path": None,
+    "bytes": 1536,
+}
 
 
 def test_card_round_trip(tmp_path):
@@ -31,7 +52,9 @@ def test_unknown_card_version_is_refused_with_the_versions_read(tmp_path):
     raw = json.loads((tmp_path / "medshard.json").read_text())
     raw["format_version"] = 99
     (tmp_path / "medshard.json").write_text(json.dumps(raw))
-    with pytest.raises(FormatVersionError, match=r"format version 99 is not supported.*reads format versions 1"):
+    with pytest.raises(
+        FormatVersionError, match=r"format version 99 is not supported.*reads format versions 1"
+    ):
         read_card(tmp_path)
 
 

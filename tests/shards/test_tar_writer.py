@@ -25,8 +25,10 @@ def write(dataset: Path, name: str = "wds/train-000000.tar") -> Path:
 
 def test_round_trip_members_and_order(tmp_path):
     shard = write(tmp_path)
-    got = [(s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
-           for s in iter_tar_samples(shard)]
+    got = [
+        (s["__key__"], {k: v for k, v in s.items() if not k.startswith("__")})
+        for s in iter_tar_samples(shard)
+    ]
     assert got == [(key, dict(members)) for key, members in SAMPLES]
 
 

@@ -13,7 +13,9 @@ from tests.conftest import CLASSES, ingest, make_image_table
 def dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("upstream")
     table = make_image_table(root / "raw", kind="png16-gray", n=20, groups=20)
-    ingest(table, root / "ds", label_col="stage", classes=CLASSES, val_fraction=0.0, shard_samples=6)
+    ingest(
+        table, root / "ds", label_col="stage", classes=CLASSES, val_fraction=0.0, shard_samples=6
+    )
     ds = open_dataset(root / "ds")
     expected = {r["key"]: r["label"] for r in ds.manifest.to_pylist()}
     return ds, expected
@@ -46,7 +48,11 @@ def test_dali_cpu_pipeline_reads_the_same_keys_labels_and_16bit_pixels(dataset):
             missing_component_behavior="error",
             name="reader",
         )
-        return fn.decoders.image(image, device="cpu", output_type=types.ANY_DATA, dtype=types.UINT16), cls, meta
+        return (
+            fn.decoders.image(image, device="cpu", output_type=types.ANY_DATA, dtype=types.UINT16),
+            cls,
+            meta,
+        )
 
     pipe = pipeline()
     pipe.build()

@@ -1,9 +1,9 @@
 import pytest
 
 from medshard.shards.layout import index_name
+from medshard.shards.manifest import read_manifest, write_manifest
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
-from medshard.shards.manifest import read_manifest, write_manifest
 from tests.conftest import ingest, make_image_table
 
 

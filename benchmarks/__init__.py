@@ -1,0 +1,1 @@
+"""Benchmarks: the engine against the lazy-loading baselines."""

@@ -1,0 +1,3 @@
+import sys
+
+sys.exit("the benchmarks are not written yet")

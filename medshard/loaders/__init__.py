@@ -1,0 +1,1 @@
+"""Shards -> batches: DALI pipelines, a torch fallback, 3D patch and clip samplers."""

@@ -1,0 +1,1 @@
+"""Accelerate training for the workloads."""

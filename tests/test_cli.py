@@ -1,0 +1,109 @@
+"""The command line as the README shows it, run as a user would (a real subprocess)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MEDSHARD = str(Path(sys.executable).with_name("medshard"))
+
+
+def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [MEDSHARD, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"},
+    )
+    if ok:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture(scope="module")
+def mammo(tmp_path_factory):
+    """The README's quickstart: synth, ingest on 2 local worker processes."""
+    root = tmp_path_factory.mktemp("cli")
+    run("synth", "mammo-tiles", str(root / "raw"), "--n", "60")
+    ingest = [
+        "ingest",
+        "images",
+        str(root / "raw/labels.csv"),
+        "--out",
+        str(root / "ds"),
+        "--image-col",
+        "tile_path",
+        "--label-cols",
+        "mass,calcification,architectural_distortion",
+        "--group-col",
+        "patient_id",
+        "--test-fraction",
+        "0.1",
+        "--folds",
+        "5",
+        "--workers",
+        "2",
+    ]
+    first = run(*ingest)
+    return root, ingest, first
+
+
+def test_ingest_prints_a_summary(mammo):
+    _, _, first = mammo
+    assert "train" in first.stdout and "MB/s" in first.stdout and "shard" in first.stdout
+
+
+def test_inspect_shows_counts_fields_and_shapes(mammo):
+    root, _, _ = mammo
+    out = run("inspect", str(root / "ds")).stdout
+    for text in ("multilabel", "calcification", "image.png", "1x256x256", "uint16", "folds"):
+        assert text in out
+
+
+def test_verify_passes_then_fails_on_damage(mammo, tmp_path):
+    root, _, _ = mammo
+    assert "OK, 60 samples" in run("verify", str(root / "ds")).stdout
+    import shutil
+
+    shutil.copytree(root / "ds", tmp_path / "copy")
+    shard = sorted((tmp_path / "copy/wds").glob("train-*.tar"))[0]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    broken = run("verify", str(tmp_path / "copy"), ok=False)
+    assert broken.returncode == 1 and "truncated" in broken.stderr
+
+
+def test_rerun_does_nothing_and_says_so(mammo):
+    _, ingest, _ = mammo
+    assert "already ingested" in run(*ingest).stdout
+
+
+def test_bad_input_exits_non_zero_with_one_sentence(tmp_path):
+    run("synth", "embryo-stage", str(tmp_path / "raw"), "--n", "6")
+    victim = sorted((tmp_path / "raw/images").iterdir())[2]
+    victim.write_bytes(victim.read_bytes()[:100])
+    result = run(
+        "ingest",
+        "images",
+        str(tmp_path / "raw/labels.csv"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--image-col",
+        "image_path",
+        "--label-col",
+        "stage",
+        "--workers",
+        "1",
+        ok=False,
+    )
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and victim.name in lines[0] and "truncated or corrupt" in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "ds").exists()
+
+
+def test_inspect_refuses_a_directory_that_is_not_a_dataset(tmp_path):
+    result = run("inspect", str(tmp_path), ok=False)
+    assert result.returncode == 1 and "not a medshard dataset" in result.stderr

@@ -10,10 +10,13 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from medshard.errors import BadInputError, DatasetError
 from medshard.shards.layout import CARD_NAME, shard_name
 from medshard.shards.tar_writer import ShardSummary, TarShardWriter
+
+T = TypeVar("T")
 
 __all__ = [
     "OutputState",
@@ -122,21 +125,26 @@ class ShardTask:
 
 
 def plan_shards(
-    split: str, samples: Sequence[SampleSpec], *, max_bytes: int, max_samples: int
-) -> list[tuple[str, list[SampleSpec]]]:
-    """Cut one split's samples, in order, into shards under both limits."""
-    shards: list[list[SampleSpec]] = []
-    size = 0
-    for sample in samples:
-        if (
-            not shards
-            or len(shards[-1]) >= max_samples
-            or (shards[-1] and size + sample.size > max_bytes)
-        ):
+    split: str,
+    items: Sequence[T],
+    *,
+    sizes: Sequence[int],
+    counts: Sequence[int] | None = None,
+    max_bytes: int,
+    max_samples: int,
+) -> list[tuple[str, list[T]]]:
+    """Cut one split's items, in order, into shards under both limits; an item (a sample,
+    or a volume with all its crops) stays whole and holds `counts[i]` samples."""
+    counts = counts if counts is not None else [1] * len(items)
+    shards: list[list[T]] = []
+    size = samples = 0
+    for item, item_size, item_count in zip(items, sizes, counts):
+        if not shards or (shards[-1] and (size + item_size > max_bytes or samples + item_count > max_samples)):
             shards.append([])
-            size = 0
-        shards[-1].append(sample)
-        size += sample.size
+            size = samples = 0
+        shards[-1].append(item)
+        size += item_size
+        samples += item_count
     return [(shard_name(split, i), chunk) for i, chunk in enumerate(shards)]
 
 

@@ -179,8 +179,9 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
         with Staging(o.out) as staging:
             for split in sorted({r["split"] for r in records}):
                 specs = [_sample_spec(r, spec) for r in records if r["split"] == split]
+                sizes = [s.size for s in specs]
                 for path, chunk in plan_shards(
-                    split, specs, max_bytes=o.shard_bytes, max_samples=o.shard_samples
+                    split, specs, sizes=sizes, max_bytes=o.shard_bytes, max_samples=o.shard_samples
                 ):
                     tasks.append(ShardTask(str(staging.dir), split, path, tuple(chunk)))
             written = run_tasks(

@@ -43,6 +43,8 @@ class ChannelStats(_Frozen):
     std: list[float]
     min: list[float]
     max: list[float]
+    p0_5: list[float] | None = None  # 0.5th percentile (volumes; from a voxel sample)
+    p99_5: list[float] | None = None  # 99.5th percentile
 
 
 class DatasetCard(_Frozen):
@@ -55,6 +57,8 @@ class DatasetCard(_Frozen):
     target_name: str | None = None
     counts: dict[str, SplitCounts]
     folds: int = 0
+    channel_names: list[str] = Field(default_factory=list)
+    crop_size: list[int] | None = None  # volume datasets that also stream fixed crops
     shards: list[ShardInfo] = Field(default_factory=list)
     stats: ChannelStats | None = None
     rejected: int = 0

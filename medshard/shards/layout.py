@@ -47,8 +47,12 @@ def is_valid_key(key: str) -> bool:
 
 
 def key_from_path(relative_path: str) -> str:
-    """Derive a key from a path relative to the data root: 'a/b/x.1.png' -> 'a_b_x_1'."""
-    without_suffix = str(Path(relative_path).with_suffix(""))
+    """Derive a key from a path relative to the data root: 'a/b/x.1.png' -> 'a_b_x_1',
+    'sub-01/flair.nii.gz' -> 'sub-01_flair'."""
+    path = Path(relative_path)
+    if path.suffix.lower() == ".gz":
+        path = path.with_suffix("")
+    without_suffix = str(path.with_suffix(""))
     return _NOT_KEY_CHARS.sub("_", without_suffix).strip("_")
 
 

@@ -1,0 +1,147 @@
+"""The Zarr v3 store of a dataset: one group per sample (`zarr/KEY/image`, and
+`zarr/KEY/labels/mask`), sharded and compressed, with minimal OME-NGFF 0.5 attributes."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from medshard.errors import DatasetError
+from medshard.shards.layout import ZARR_DIR
+
+__all__ = [
+    "SPATIAL_UNIT",
+    "array_sha256",
+    "chunk_shape",
+    "create_store",
+    "write_sample",
+    "open_sample",
+    "consolidate",
+]
+
+SPATIAL_UNIT = "millimeter"
+_AXIS_TYPES = {"c": "channel", "t": "time", "z": "space", "y": "space", "x": "space"}
+
+
+def array_sha256(array: np.ndarray) -> str:
+    """Checksum of an array's values: its C-order bytes with dtype and shape."""
+    digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
+    digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def chunk_shape(shape: Sequence[int], axes: str, patch: Sequence[int]) -> tuple[int, ...]:
+    """Inner chunks sized from the training patch: half a patch per spatial/time axis (so a
+    random patch touches few chunks), one channel per chunk."""
+    sizes = iter(patch)
+    chunks = []
+    for axis, dim in zip(axes, shape):
+        if axis == "c":
+            chunks.append(1)
+        else:
+            chunks.append(int(max(1, min(dim, max(8, next(sizes, 64) // 2)))))
+    return tuple(chunks)
+
+
+def create_store(dataset_dir: str | Path) -> Path:
+    """Create the root group `zarr/`; sample groups are added by independent tasks."""
+    import zarr
+
+    path = Path(dataset_dir) / ZARR_DIR
+    zarr.open_group(str(path), mode="w", zarr_format=3)
+    return path
+
+
+def _ome(key: str, axes: str, scale: Sequence[float], path: str) -> dict:
+    return {
+        "version": "0.5",
+        "multiscales": [
+            {
+                "name": key,
+                "axes": [
+                    {"name": a, "type": _AXIS_TYPES[a]}
+                    | ({"unit": SPATIAL_UNIT} if _AXIS_TYPES[a] == "space" else {})
+                    for a in axes
+                ],
+                "datasets": [
+                    {"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
+                ],
+            }
+        ],
+    }
+
+
+def write_sample(
+    dataset_dir: str | Path,
+    key: str,
+    image: np.ndarray,
+    *,
+    axes: str,
+    spacing: Sequence[float],
+    patch: Sequence[int],
+    mask: np.ndarray | None = None,
+    attributes: dict | None = None,
+) -> dict:
+    """Write one sample's arrays whole (one task, one group: no two writers share a file).
+    `spacing` is per non-channel axis. Returns zarr_path, bytes on disk and checksums."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    group_path = f"{ZARR_DIR}/{key}"
+    root = zarr.open_group(str(Path(dataset_dir) / ZARR_DIR), mode="a", zarr_format=3)
+    scale = [1.0 if a == "c" else float(s) for a, s in zip(axes, _with_channel(axes, spacing))]
+    group = root.create_group(key, overwrite=True, attributes={"ome": _ome(key, axes, scale, "image"),
+                                                               "medshard": attributes or {}})
+
+    def put(parent, name: str, array: np.ndarray, array_axes: str) -> str:
+        chunks = chunk_shape(array.shape, array_axes, patch)
+        shards = tuple(-(-d // c) * c for d, c in zip(array.shape, chunks))
+        shards = tuple(c if a == "c" else s for a, c, s in zip(array_axes, chunks, shards))
+        digest = array_sha256(array)
+        stored = parent.create_array(
+            name, shape=array.shape, dtype=array.dtype, chunks=chunks, shards=shards,
+            compressors=compressor, dimension_names=tuple(array_axes),
+            attributes={"medshard": {"sha256": digest}},
+        )
+        stored[...] = array
+        return digest
+
+    checksums = {"image": put(group, "image", image, axes)}
+    if mask is not None:
+        mask_axes = axes.replace("c", "")
+        labels = group.create_group("labels", attributes={"ome": {"version": "0.5", "labels": ["mask"]}})
+        checksums["mask"] = put(labels, "mask", mask, mask_axes)
+    on_disk = sum(p.stat().st_size for p in (Path(dataset_dir) / group_path).rglob("*") if p.is_file())
+    return {"zarr_path": group_path, "bytes": on_disk, "sha256": checksums}
+
+
+def _with_channel(axes: str, spacing: Sequence[float]) -> list[float]:
+    values = iter(spacing)
+    return [1.0 if a == "c" else next(values) for a in axes]
+
+
+def open_sample(dataset_dir: str | Path, zarr_path: str):
+    """(image, mask or None) of one sample as lazy zarr arrays."""
+    import zarr
+
+    try:
+        group = zarr.open_group(str(Path(dataset_dir) / zarr_path), mode="r", zarr_format=3)
+        image = group["image"]
+    except (FileNotFoundError, KeyError) as exc:
+        raise DatasetError(f"{Path(dataset_dir) / zarr_path}: the sample's arrays are missing") from exc
+    mask = group["labels/mask"] if "labels" in group else None
+    return image, mask
+
+
+def consolidate(dataset_dir: str | Path) -> None:
+    """Gather every group's metadata into the root, so opening the store is one read."""
+    import zarr
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # consolidated metadata is a zarr-python extension in v3
+        zarr.consolidate_metadata(str(Path(dataset_dir) / ZARR_DIR))

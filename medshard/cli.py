@@ -107,7 +107,6 @@ def ingest_images_command(
     from pydantic import ValidationError
 
     from medshard.ingest.images import ImageIngestOptions, ingest_images
-    from medshard.report import ingest_table
 
     if on_error not in ("fail", "skip"):
         raise typer.BadParameter("--on-error takes fail or skip")
@@ -138,13 +137,211 @@ def ingest_images_command(
         result = ingest_images(options, command=_command_line())
     except (MedshardError, ValidationError, ValueError) as exc:
         _fail(exc)
+    _report(result, out)
+
+
+def _triple(text: str | None, kind=int) -> tuple | None:
+    if not text:
+        return None
+    values = tuple(kind(v) for v in text.split(","))
+    if len(values) != 3:
+        raise typer.BadParameter(f"{text!r}: give three comma-separated values, e.g. 64,64,64")
+    return values
+
+
+def _volume_flags(
+    out,
+    patch_size,
+    crops,
+    spacing,
+    val_fraction,
+    test_fraction,
+    folds,
+    seed,
+    shard_size,
+    on_error,
+    workers,
+    scheduler,
+    overwrite,
+) -> dict:
+    if on_error not in ("fail", "skip"):
+        raise typer.BadParameter("--on-error takes fail or skip")
+    return dict(
+        out=out,
+        patch_size=_triple(patch_size),
+        crops=_triple(crops),
+        spacing=_triple(spacing, float),
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        folds=folds,
+        seed=seed,
+        shard_bytes=_size(shard_size),
+        on_error=on_error,
+        workers=workers,
+        scheduler=scheduler,
+        overwrite=overwrite,
+    )
+
+
+def _report(result, out: Path) -> None:
+    from medshard.report import ingest_table
+
     if result.up_to_date:
         console.print(
             f"{out}: already ingested with these inputs and options; nothing to do "
             "(--overwrite rebuilds it)"
         )
-        return
-    console.print(ingest_table(result))
+    else:
+        console.print(ingest_table(result))
+
+
+PatchSize = Annotated[str, typer.Option(help="Training patch z,y,x: sets the Zarr chunks.")]
+Crops = Annotated[
+    str | None, typer.Option(help="Also write non-overlapping crops z,y,x to shards.")
+]
+Spacing = Annotated[str | None, typer.Option(help="Voxel spacing z,y,x (overrides metadata).")]
+
+
+@ingest_app.command("tiff")
+def ingest_tiff_command(
+    root: Annotated[
+        Path,
+        typer.Argument(help="Folder of samples: ID/raw/*.tif [ID/mask/*.tif], or *.tif stacks."),
+    ],
+    out: Annotated[Path, typer.Option(help="Dataset directory to create.")],
+    labels: Annotated[Path | None, typer.Option(help="CSV mapping sample id -> class.")] = None,
+    id_col: Annotated[
+        str | None, typer.Option(help="Sample id column (default: the first).")
+    ] = None,
+    label_col: Annotated[
+        str | None, typer.Option(help="Class column (default: the second).")
+    ] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated known classes.")] = None,
+    patch_size: PatchSize = "64,64,64",
+    crops: Crops = None,
+    spacing: Spacing = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    folds: int = 0,
+    seed: int = 0,
+    shard_size: str = "256MB",
+    on_error: str = "fail",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Ingest TIFF stacks (one TIFF per z-slice, or multi-page) into Zarr v3."""
+    from pydantic import ValidationError
+
+    from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
+
+    try:
+        options = TiffIngestOptions(
+            root=root,
+            labels=labels,
+            id_col=id_col,
+            label_col=label_col,
+            classes=_columns(classes),
+            **_volume_flags(
+                out,
+                patch_size,
+                crops,
+                spacing,
+                val_fraction,
+                test_fraction,
+                folds,
+                seed,
+                shard_size,
+                on_error,
+                workers,
+                scheduler,
+                overwrite,
+            ),
+        )
+        result = ingest_tiff(options, command=_command_line())
+    except (MedshardError, ValidationError, ValueError) as exc:
+        _fail(exc)
+    _report(result, out)
+
+
+@ingest_app.command("nifti")
+def ingest_nifti_command(
+    table: Annotated[Path, typer.Argument(help="CSV with one row per subject.")],
+    out: Annotated[Path, typer.Option(help="Dataset directory to create.")],
+    modalities: Annotated[
+        str, typer.Option(help="Comma-separated columns holding each modality's file.")
+    ],
+    root: Annotated[
+        Path | None,
+        typer.Option(help="Paths are relative to this (default: the table's folder)."),
+    ] = None,
+    mask_col: Annotated[
+        str | None, typer.Option(help="Column with the segmentation mask file.")
+    ] = None,
+    label_col: Annotated[str | None, typer.Option(help="One class per subject.")] = None,
+    target_col: Annotated[str | None, typer.Option(help="A number per subject (e.g. age).")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated known classes.")] = None,
+    key_col: Annotated[
+        str | None, typer.Option(help="Sample keys (default: from the first modality's path).")
+    ] = None,
+    group_col: Annotated[
+        str | None, typer.Option(help="Subject/patient id: a group is never split.")
+    ] = None,
+    split_col: Annotated[str | None, typer.Option(help="Keep this existing split column.")] = None,
+    resample: Annotated[
+        bool, typer.Option(help="Resample modalities onto the first one's grid (nibabel).")
+    ] = False,
+    patch_size: PatchSize = "64,64,64",
+    crops: Crops = None,
+    spacing: Spacing = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    folds: int = 0,
+    seed: int = 0,
+    shard_size: str = "256MB",
+    on_error: str = "fail",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Ingest multi-modal NIfTI (.nii, .nii.gz, .npy) subjects into Zarr v3, RAS+ oriented."""
+    from pydantic import ValidationError
+
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+
+    try:
+        options = NiftiIngestOptions(
+            table=table,
+            root=root,
+            modalities=_columns(modalities),
+            mask_col=mask_col,
+            label_col=label_col,
+            target_col=target_col,
+            classes=_columns(classes),
+            key_col=key_col,
+            group_col=group_col,
+            split_col=split_col,
+            resample=resample,
+            **_volume_flags(
+                out,
+                patch_size,
+                crops,
+                spacing,
+                val_fraction,
+                test_fraction,
+                folds,
+                seed,
+                shard_size,
+                on_error,
+                workers,
+                scheduler,
+                overwrite,
+            ),
+        )
+        result = ingest_nifti(options, command=_command_line())
+    except (MedshardError, ValidationError, ValueError) as exc:
+        _fail(exc)
+    _report(result, out)
 
 
 @app.command()
@@ -196,6 +393,32 @@ def synth_mammo(out: Path, n: int = 400, seed: int = 0) -> None:
     from medshard.synth.images import synth_mammo_tiles
 
     console.print(f"wrote {synth_mammo_tiles(out, n=n, seed=seed)}")
+
+
+@synth_app.command("nuclei-3d")
+def synth_nuclei(
+    out: Path,
+    n: int = 12,
+    seed: int = 0,
+    shape: Annotated[str, typer.Option(help="Volume z,y,x.")] = "80,160,160",
+) -> None:
+    """Per-slice TIFF stacks with masks (ID/raw, ID/mask) and classes.csv."""
+    from medshard.synth.volumes import synth_nuclei_3d
+
+    console.print(f"wrote {synth_nuclei_3d(out, n=n, seed=seed, shape=_triple(shape))}")
+
+
+@synth_app.command("fomo-mri")
+def synth_mri(
+    out: Path,
+    n: int = 12,
+    seed: int = 0,
+    shape: Annotated[str, typer.Option(help="Volume x,y,z.")] = "48,56,40",
+) -> None:
+    """Multi-modal NIfTI subjects (FLAIR, DWI, ADC, seg) with participants.csv."""
+    from medshard.synth.volumes import synth_fomo_mri
+
+    console.print(f"wrote {synth_fomo_mri(out, n=n, seed=seed, shape=_triple(shape))}")
 
 
 @app.command()

@@ -34,9 +34,11 @@ def ingest_table(result: IngestResult) -> Table:
     card = result.card
     table = _counts_table(f"ingested {result.out}", result.counts, card.label_names)
     shards = len(card.shards)
+    written = result.dataset_bytes
     table.caption = (
-        f"{shards} shard{'s' if shards != 1 else ''}, {human_bytes(result.shard_bytes)} written, "
-        f"{result.seconds:.1f} s, {result.mb_per_s:.1f} MB/s"
+        f"{shards} shard{'s' if shards != 1 else ''}, {human_bytes(written)} on disk "
+        f"({written / max(result.source_bytes, 1):.2f}x the {human_bytes(result.source_bytes)} "
+        f"of sources), {result.seconds:.1f} s, {result.mb_per_s:.1f} MB/s"
         + (f", {card.rejected} refused (see rejected.parquet)" if card.rejected else "")
     )
     return table
@@ -51,9 +53,10 @@ def inspect_table(dataset: Dataset) -> list[Table]:
     about = Table(show_header=False, box=None)
     about.add_column(style="bold")
     about.add_column()
-    manifest = dataset.manifest
-    shapes = sorted({tuple(s) for s in manifest.column("shape").to_pylist()})
-    dtypes = sorted(set(manifest.column("dtype").to_pylist()))
+    rows = dataset.manifest.to_pylist()
+    samples = [r for r in rows if card.kind == "images" or r["zarr_path"] is not None]
+    shapes = sorted({tuple(r["shape"]) for r in samples})
+    dtypes = sorted({r["dtype"] for r in samples})
     about.add_row("format", f"medshard v{card.format_version} ({card.created_by})")
     about.add_row(
         "shards", f"{len(card.shards)} ({human_bytes(sum(s.bytes for s in card.shards))})"
@@ -62,14 +65,30 @@ def inspect_table(dataset: Dataset) -> list[Table]:
     shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (
         " ..." if len(shapes) > 4 else ""
     )
-    about.add_row("shapes (c,y,x)" if card.kind == "images" else "shapes", shown)
+    axes = {"images": "(c,y,x)", "volumes": "(c,z,y,x)", "video": "(t,y,x)"}[card.kind]
+    about.add_row(f"shapes {axes}", shown)
     about.add_row("dtypes", ", ".join(dtypes))
+    spacings = sorted({tuple(r["spacing"]) for r in samples if r["spacing"]})
+    if spacings:
+        shown = ", ".join("x".join(f"{v:g}" for v in s) for s in spacings[:3])
+        about.add_row("spacing (z,y,x)", shown + (" ..." if len(spacings) > 3 else ""))
+    if card.channel_names:
+        about.add_row("channels", ", ".join(card.channel_names))
+    if card.crop_size:
+        crops = sum(1 for r in rows if r["shard"] is not None)
+        about.add_row(
+            "crops", f"{crops} of {'x'.join(map(str, card.crop_size))} in WebDataset shards"
+        )
     if card.folds:
         about.add_row("folds", str(card.folds))
     if card.stats:
         mean = ", ".join(f"{m:.1f}" for m in card.stats.mean)
         std = ", ".join(f"{s:.1f}" for s in card.stats.std)
         about.add_row("intensity", f"mean {mean}; std {std} (train, per channel)")
+        if card.stats.p0_5:
+            low = ", ".join(f"{v:.1f}" for v in card.stats.p0_5)
+            high = ", ".join(f"{v:.1f}" for v in card.stats.p99_5)
+            about.add_row("percentiles", f"0.5%: {low}; 99.5%: {high}")
     if card.rejected:
         about.add_row("refused", f"{card.rejected} inputs (rejected.parquet)")
     return [counts, about]

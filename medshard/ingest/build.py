@@ -139,7 +139,9 @@ def plan_shards(
     shards: list[list[T]] = []
     size = samples = 0
     for item, item_size, item_count in zip(items, sizes, counts):
-        if not shards or (shards[-1] and (size + item_size > max_bytes or samples + item_count > max_samples)):
+        if not shards or (
+            shards[-1] and (size + item_size > max_bytes or samples + item_count > max_samples)
+        ):
             shards.append([])
             size = samples = 0
         shards[-1].append(item)

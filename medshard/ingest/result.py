@@ -59,6 +59,11 @@ class IngestResult:
         return sum(s.bytes for s in self.card.shards) if self.card else 0
 
     @property
+    def dataset_bytes(self) -> int:
+        """Everything the dataset holds on disk: shards, Zarr store, manifest, card."""
+        return sum(p.stat().st_size for p in self.out.rglob("*") if p.is_file())
+
+    @property
     def mb_per_s(self) -> float:
         """Source megabytes ingested per second of wall time."""
         return self.source_bytes / 1e6 / self.seconds if self.seconds else 0.0

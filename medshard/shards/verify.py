@@ -11,6 +11,7 @@ from pathlib import Path
 from medshard.errors import DatasetError
 from medshard.shards.layout import index_name, split_member_name
 from medshard.shards.reader import Dataset, check_tar_end
+from medshard.shards.zarr_store import array_sha256, open_sample
 
 __all__ = ["VerifyReport", "verify_dataset", "read_dali_index"]
 
@@ -65,6 +66,33 @@ def _walk_shard(path: Path) -> list[dict]:
             digest = hashlib.sha256(data).hexdigest()
             samples[-1]["members"].append((member_field, info.offset_data, info.size, digest))
     return samples
+
+
+def _verify_zarr_sample(dataset: Path, row: dict) -> list[str]:
+    """The sample's arrays exist with the manifest's shape and dtype and their checksums."""
+    where = f"{row['zarr_path']}"
+    try:
+        image, mask = open_sample(dataset, row["zarr_path"])
+    except DatasetError:
+        return [f"{where}: the sample's arrays are missing"]
+    found = []
+    if list(image.shape) != row["shape"] or str(image.dtype) != row["dtype"]:
+        found.append(
+            f"{where}/image: shape {list(image.shape)} {image.dtype}, "
+            f"manifest says {row['shape']} {row['dtype']}"
+        )
+    arrays = [("image", image)] + ([("labels/mask", mask)] if mask is not None else [])
+    for name, array in arrays:
+        try:
+            values = array[...]
+        except Exception as exc:  # a damaged chunk raises the codec's own error
+            found.append(f"{where}/{name}: unreadable ({exc})")
+            continue
+        if array_sha256(values) != array.attrs.get("medshard", {}).get("sha256"):
+            found.append(f"{where}/{name}: checksum differs from the one written")
+    if mask is not None and list(mask.shape) != row["shape"][1:]:
+        found.append(f"{where}/labels/mask: shape {list(mask.shape)} differs from the image's")
+    return found
 
 
 def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
@@ -126,6 +154,9 @@ def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
                 )
 
     for key, row in rows.items():
+        if row["zarr_path"] is not None:
+            report.samples += 1
+            problems.extend(_verify_zarr_sample(ds.path, row))
         if row["shard"] is not None and seen[key] == 0:
             problems.append(f"{row['shard']}: key {key!r} from the manifest is missing")
         elif seen[key] > 1:

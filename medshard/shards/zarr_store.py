@@ -56,7 +56,7 @@ def create_store(dataset_dir: str | Path) -> Path:
     return path
 
 
-def _ome(key: str, axes: str, scale: Sequence[float], path: str) -> dict:
+def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str) -> dict:
     return {
         "version": "0.5",
         "multiscales": [
@@ -64,11 +64,14 @@ def _ome(key: str, axes: str, scale: Sequence[float], path: str) -> dict:
                 "name": key,
                 "axes": [
                     {"name": a, "type": _AXIS_TYPES[a]}
-                    | ({"unit": SPATIAL_UNIT} if _AXIS_TYPES[a] == "space" else {})
+                    | ({"unit": unit} if _AXIS_TYPES[a] == "space" else {})
                     for a in axes
                 ],
                 "datasets": [
-                    {"path": path, "coordinateTransformations": [{"type": "scale", "scale": list(scale)}]}
+                    {
+                        "path": path,
+                        "coordinateTransformations": [{"type": "scale", "scale": list(scale)}],
+                    }
                 ],
             }
         ],
@@ -84,6 +87,7 @@ def write_sample(
     spacing: Sequence[float],
     patch: Sequence[int],
     mask: np.ndarray | None = None,
+    unit: str = SPATIAL_UNIT,
     attributes: dict | None = None,
 ) -> dict:
     """Write one sample's arrays whole (one task, one group: no two writers share a file).
@@ -95,8 +99,11 @@ def write_sample(
     group_path = f"{ZARR_DIR}/{key}"
     root = zarr.open_group(str(Path(dataset_dir) / ZARR_DIR), mode="a", zarr_format=3)
     scale = [1.0 if a == "c" else float(s) for a, s in zip(axes, _with_channel(axes, spacing))]
-    group = root.create_group(key, overwrite=True, attributes={"ome": _ome(key, axes, scale, "image"),
-                                                               "medshard": attributes or {}})
+    group = root.create_group(
+        key,
+        overwrite=True,
+        attributes={"ome": _ome(key, axes, scale, "image", unit), "medshard": attributes or {}},
+    )
 
     def put(parent, name: str, array: np.ndarray, array_axes: str) -> str:
         chunks = chunk_shape(array.shape, array_axes, patch)
@@ -104,8 +111,13 @@ def write_sample(
         shards = tuple(c if a == "c" else s for a, c, s in zip(array_axes, chunks, shards))
         digest = array_sha256(array)
         stored = parent.create_array(
-            name, shape=array.shape, dtype=array.dtype, chunks=chunks, shards=shards,
-            compressors=compressor, dimension_names=tuple(array_axes),
+            name,
+            shape=array.shape,
+            dtype=array.dtype,
+            chunks=chunks,
+            shards=shards,
+            compressors=compressor,
+            dimension_names=tuple(array_axes),
             attributes={"medshard": {"sha256": digest}},
         )
         stored[...] = array
@@ -114,9 +126,13 @@ def write_sample(
     checksums = {"image": put(group, "image", image, axes)}
     if mask is not None:
         mask_axes = axes.replace("c", "")
-        labels = group.create_group("labels", attributes={"ome": {"version": "0.5", "labels": ["mask"]}})
+        labels = group.create_group(
+            "labels", attributes={"ome": {"version": "0.5", "labels": ["mask"]}}
+        )
         checksums["mask"] = put(labels, "mask", mask, mask_axes)
-    on_disk = sum(p.stat().st_size for p in (Path(dataset_dir) / group_path).rglob("*") if p.is_file())
+    on_disk = sum(
+        p.stat().st_size for p in (Path(dataset_dir) / group_path).rglob("*") if p.is_file()
+    )
     return {"zarr_path": group_path, "bytes": on_disk, "sha256": checksums}
 
 
@@ -133,7 +149,9 @@ def open_sample(dataset_dir: str | Path, zarr_path: str):
         group = zarr.open_group(str(Path(dataset_dir) / zarr_path), mode="r", zarr_format=3)
         image = group["image"]
     except (FileNotFoundError, KeyError) as exc:
-        raise DatasetError(f"{Path(dataset_dir) / zarr_path}: the sample's arrays are missing") from exc
+        raise DatasetError(
+            f"{Path(dataset_dir) / zarr_path}: the sample's arrays are missing"
+        ) from exc
     mask = group["labels/mask"] if "labels" in group else None
     return image, mask
 

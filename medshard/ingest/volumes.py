@@ -1,0 +1,335 @@
+"""The pipeline shared by the volume ingests (TIFF stacks, NIfTI): one Dask task per sample
+reads, checks and writes that sample's Zarr group whole; optional fixed crops then go to
+WebDataset shards, one task per shard."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from medshard import __version__
+from medshard.errors import BadInputError
+from medshard.ingest.build import Staging, check_output, plan_shards
+from medshard.ingest.cluster import dask_client, run_tasks
+from medshard.ingest.crops import CropTask, crop_grid, write_crops
+from medshard.ingest.result import IngestResult, count_splits
+from medshard.ingest.splits import make_splits, quantile_strata
+from medshard.ingest.table import LabelSpec
+from medshard.ingest.volume_read import check_volume
+from medshard.shards.card import ChannelStats, DatasetCard, ShardInfo, write_card
+from medshard.shards.foreground import write_foreground
+from medshard.shards.manifest import write_manifest, write_rejected
+from medshard.shards.zarr_store import consolidate, create_store, write_sample
+
+__all__ = ["VolumeIngestOptions", "VolumeJob", "LoadedVolume", "run_volume_ingest"]
+
+_VOXEL_SAMPLE = 20_000  # voxels per sample and channel kept for the percentiles
+_FOREGROUND_POINTS = 256  # voxel coordinates kept per sample and mask label
+
+
+class VolumeIngestOptions(BaseModel):
+    """Options every volume ingest shares; the CLI flags map onto these fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    out: Path
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    crops: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None
+    val_fraction: float = 0.2
+    test_fraction: float = 0.0
+    folds: int = 0
+    seed: int = 0
+    shard_bytes: int = 256 * 2**20
+    shard_samples: int = 10_000
+    on_error: Literal["fail", "skip"] = "fail"
+    workers: int | None = None
+    scheduler: str | None = None
+    processes: bool = True
+    overwrite: bool = False
+    quiet: bool = False
+
+    def identity(self) -> dict:
+        """The options that decide the dataset's content (not how or where it is built)."""
+        runtime = {"out", "workers", "scheduler", "processes", "overwrite", "quiet"}
+        return {k: v for k, v in self.model_dump(mode="json").items() if k not in runtime}
+
+
+@dataclass(frozen=True)
+class LoadedVolume:
+    image: np.ndarray  # (c, z, y, x)
+    mask: np.ndarray | None  # (z, y, x)
+    spacing: tuple[float, float, float]  # (z, y, x)
+    unit: str
+    sources: list[tuple[str, list[Path]]]  # (what the manifest lists, the files behind it)
+    attributes: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VolumeJob:
+    row: int  # data row of the input table, -1 when the sample has none
+    key: str
+    source: str  # how a message names the sample
+    group: str
+    split: str | None
+    parsed: dict  # label fields
+    loader: Callable[..., LoadedVolume]  # a module-level function, so it pickles
+    args: tuple
+
+
+def _digest(files: list[Path]) -> str:
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _write_volume(job: VolumeJob, dataset_dir: str, patch, spacing) -> dict:
+    """Dask task: load, check and write one sample; a refusal comes back as its reason."""
+    try:
+        volume = job.loader(*job.args)
+        mask = check_volume(volume.image, volume.mask)
+    except BadInputError as exc:
+        return {"refused": exc.reason, "source": exc.source}
+    except (ValueError, OSError) as exc:
+        return {"refused": str(exc), "source": job.source}
+    image = volume.image
+    spacing = tuple(spacing or volume.spacing)
+    written = write_sample(
+        dataset_dir,
+        job.key,
+        image,
+        axes="czyx",
+        spacing=spacing,
+        patch=patch,
+        mask=mask,
+        unit=volume.unit,
+        attributes=volume.attributes,
+    )
+    rng = np.random.default_rng(zlib.crc32(job.key.encode()))
+    flat = image.reshape(image.shape[0], -1)
+    picks = rng.choice(flat.shape[1], size=min(_VOXEL_SAMPLE, flat.shape[1]), replace=False)
+    as_float = flat.astype(np.float64)
+    foreground = {}
+    if mask is not None:
+        for label in np.unique(mask):
+            if label == 0:
+                continue
+            coords = np.argwhere(mask == label)
+            keep = rng.choice(len(coords), size=min(_FOREGROUND_POINTS, len(coords)), replace=False)
+            foreground[int(label)] = coords[np.sort(keep)].astype(np.int32)
+    return {
+        **written,
+        "shape": list(image.shape),
+        "dtype": str(image.dtype),
+        "spacing": list(spacing),
+        "source": [name for name, _ in volume.sources],
+        "source_sha256": [_digest(files) for _, files in volume.sources],
+        "source_bytes": sum(p.stat().st_size for _, files in volume.sources for p in files),
+        "mask_dtype": None if mask is None else str(mask.dtype),
+        "sum": as_float.sum(axis=1),
+        "sum_sq": np.einsum("ij,ij->i", as_float, as_float),
+        "count": flat.shape[1],
+        "min": flat.min(axis=1).astype(np.float64),
+        "max": flat.max(axis=1).astype(np.float64),
+        "voxels": flat[:, picks].astype(np.float64),
+        "foreground": foreground,
+    }
+
+
+def _stats(results: list[dict]) -> ChannelStats:
+    count = sum(r["count"] for r in results)
+    mean = sum(r["sum"] for r in results) / count
+    std = np.sqrt(np.maximum(sum(r["sum_sq"] for r in results) / count - mean**2, 0))
+    voxels = np.concatenate([r["voxels"] for r in results], axis=1)
+    return ChannelStats(
+        mean=mean.tolist(),
+        std=std.tolist(),
+        min=np.min([r["min"] for r in results], axis=0).tolist(),
+        max=np.max([r["max"] for r in results], axis=0).tolist(),
+        p0_5=np.percentile(voxels, 0.5, axis=1).tolist(),
+        p99_5=np.percentile(voxels, 99.5, axis=1).tolist(),
+    )
+
+
+def _stop_at_first(rejected: list[dict], on_error: str) -> None:
+    if rejected and on_error == "fail":
+        first = min(rejected, key=lambda r: (r["row"], r["source"]))
+        raise BadInputError(first["source"], first["reason"])
+
+
+def run_volume_ingest(
+    jobs: list[VolumeJob],
+    rejected: list[dict],
+    *,
+    options: VolumeIngestOptions,
+    spec: LabelSpec,
+    fingerprint: str,
+    channel_names: list[str],
+    sources: dict,
+    command: str,
+) -> IngestResult:
+    """Write every job's sample, then splits, crops, manifest and card; commit atomically."""
+    started = time.perf_counter()
+    o = options
+    _stop_at_first(rejected, o.on_error)
+    if check_output(o.out, fingerprint, o.overwrite).up_to_date:
+        return IngestResult.unchanged(o.out)
+    with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
+        create_store(staging.dir)
+        items = [(job, str(staging.dir), o.patch_size, o.spacing) for job in jobs]
+        outcomes = run_tasks(
+            client, _star_write_volume, items, description="volumes", quiet=o.quiet
+        )
+        results = []
+        for job, outcome in zip(jobs, outcomes):
+            if "refused" in outcome:
+                rejected.append(
+                    {
+                        "row": job.row if job.row >= 0 else None,
+                        "source": job.source,
+                        "key": job.key,
+                        "reason": outcome["refused"],
+                    }
+                )
+            else:
+                results.append((job, outcome))
+        rejected.sort(key=lambda r: (r["row"] if r["row"] is not None else -1, r["source"]))
+        _stop_at_first([{**r, "row": r["row"] or 0} for r in rejected], o.on_error)
+        if not results:
+            raise BadInputError(
+                str(o.out), f"no sample could be ingested ({len(rejected)} refused)"
+            )
+
+        splits, folds = _assign_splits(results, spec, o)
+        manifest = [
+            _manifest_row(job, r, split, fold)
+            for (job, r), split, fold in zip(results, splits, folds)
+        ]
+        crop_rows, shards = [], []
+        if o.crops:
+            crop_rows, shards = _write_crop_shards(client, staging.dir, manifest, spec, o)
+        write_manifest(staging.dir, manifest + crop_rows)
+        write_foreground(
+            staging.dir,
+            [
+                {"key": job.key, "label": label, "coords": coords}
+                for job, r in results
+                for label, coords in r["foreground"].items()
+            ],
+        )
+        if rejected:
+            write_rejected(staging.dir, rejected)
+        consolidate(staging.dir)
+        train = [r for (_, r), s in zip(results, splits) if s == "train"] or [r for _, r in results]
+        card = DatasetCard(
+            kind="volumes",
+            task=spec.task,
+            fields=["image"]
+            + (["mask"] if any(r["mask_dtype"] for _, r in results) else [])
+            + sorted({f for row in crop_rows for f in row["members"]}),
+            label_names=spec.names,
+            target_name=spec.target_col,
+            counts=count_splits(manifest, spec.names),
+            folds=o.folds if o.folds > 1 else 0,
+            channel_names=channel_names,
+            crop_size=list(o.crops) if o.crops else None,
+            shards=shards,
+            stats=_stats(train),
+            rejected=len(rejected),
+            sources=sources,
+            options=o.identity(),
+            command=command,
+            fingerprint=fingerprint,
+            created_by=f"medshard {__version__}",
+        )
+        write_card(staging.dir, card)
+        staging.commit()
+    source_bytes = sum(r["source_bytes"] for _, r in results)
+    return IngestResult.from_card(o.out, card, time.perf_counter() - started, source_bytes)
+
+
+def _star_write_volume(item: tuple) -> dict:
+    return _write_volume(*item)
+
+
+def _assign_splits(results, spec: LabelSpec, o: VolumeIngestOptions) -> tuple[list, list]:
+    jobs = [job for job, _ in results]
+    if all(job.split for job in jobs):
+        return [job.split for job in jobs], [-1] * len(jobs)
+    if spec.task == "regression":
+        strata = quantile_strata([job.parsed["target"] for job in jobs])
+    else:
+        strata = [spec.stratum(job.parsed) for job in jobs]
+    return make_splits(
+        strata,
+        [job.group for job in jobs],
+        val_fraction=o.val_fraction,
+        test_fraction=o.test_fraction,
+        folds=o.folds,
+        seed=o.seed,
+    )
+
+
+def _manifest_row(job: VolumeJob, r: dict, split: str, fold: int) -> dict:
+    return {
+        "key": job.key,
+        "split": split,
+        "fold": int(fold),
+        "subject": job.group,
+        "label": job.parsed.get("label"),
+        "labels": job.parsed.get("labels"),
+        "target": job.parsed.get("target"),
+        "source": r["source"],
+        "source_sha256": r["source_sha256"],
+        "shape": r["shape"],
+        "dtype": r["dtype"],
+        "spacing": r["spacing"],
+        "shard": None,
+        "offset": None,
+        "members": None,
+        "zarr_path": r["zarr_path"],
+        "bytes": r["bytes"],
+    }
+
+
+def _write_crop_shards(
+    client, dataset_dir: Path, manifest: list[dict], spec: LabelSpec, o: VolumeIngestOptions
+) -> tuple[list[dict], list[ShardInfo]]:
+    tasks = []
+    for split in sorted({row["split"] for row in manifest}):
+        rows = sorted((r for r in manifest if r["split"] == split), key=lambda r: r["key"])
+        rows = [r for r in rows if crop_grid(r["shape"][1:], o.crops)]  # too small: no crop
+        counts = [len(crop_grid(r["shape"][1:], o.crops)) for r in rows]
+        voxels = int(np.prod(o.crops))
+        sizes = [
+            n * voxels * r["shape"][0] * np.dtype(r["dtype"]).itemsize for n, r in zip(counts, rows)
+        ]
+        for path, chunk in plan_shards(
+            split,
+            rows,
+            sizes=sizes,
+            counts=counts,
+            max_bytes=o.shard_bytes,
+            max_samples=o.shard_samples,
+        ):
+            tasks.append(
+                CropTask(
+                    str(dataset_dir), split, path, tuple(chunk), tuple(o.crops), tuple(spec.names)
+                )
+            )
+    written = run_tasks(client, write_crops, tasks, description="crops", quiet=o.quiet)
+    rows = [row for _, placed in written for row in placed]
+    shards = [
+        ShardInfo(path=s.path, split=t.split, samples=s.samples, bytes=s.bytes, sha256=s.sha256)
+        for t, (s, _) in zip(tasks, written)
+    ]
+    return rows, shards

@@ -99,9 +99,9 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
             if is_mask:
                 raw = proxy.get_unscaled() if hasattr(proxy, "get_unscaled") else np.asarray(proxy)
             else:
-                slope, inter = img.header.get_slope_inter()
-                scaled = slope not in (None, 1.0) or inter not in (None, 0.0)
-                raw = np.asarray(proxy, dtype=np.float32) if scaled else np.asarray(proxy)
+                # nibabel moves scl_slope/inter from the header into the proxy on load
+                scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
+                raw = img.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
     except Exception as exc:  # nibabel, gzip and zlib each raise their own errors
         raise ValueError(f"cannot read the volume, it is truncated or corrupt ({exc})") from exc
     if raw.ndim == 4 and raw.shape[3] == 1:

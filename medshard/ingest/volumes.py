@@ -195,7 +195,7 @@ def run_volume_ingest(
                 rejected.append(
                     {
                         "row": job.row if job.row >= 0 else None,
-                        "source": job.source,
+                        "source": outcome["source"],
                         "key": job.key,
                         "reason": outcome["refused"],
                     }

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from medshard.ingest.result import IngestResult
 from medshard.shards.reader import Dataset
@@ -29,19 +31,19 @@ def _counts_table(title: str, counts: dict, label_names: list[str]) -> Table:
     return table
 
 
-def ingest_table(result: IngestResult) -> Table:
+def ingest_table(result: IngestResult) -> Group:
     """Samples per split and label, then shards, bytes, seconds and MB/s."""
     card = result.card
     table = _counts_table(f"ingested {result.out}", result.counts, card.label_names)
     shards = len(card.shards)
     written = result.dataset_bytes
-    table.caption = (
+    summary = (
         f"{shards} shard{'s' if shards != 1 else ''}, {human_bytes(written)} on disk "
         f"({written / max(result.source_bytes, 1):.2f}x the {human_bytes(result.source_bytes)} "
         f"of sources), {result.seconds:.1f} s, {result.mb_per_s:.1f} MB/s"
         + (f", {card.rejected} refused (see rejected.parquet)" if card.rejected else "")
     )
-    return table
+    return Group(table, Text(summary))
 
 
 def inspect_table(dataset: Dataset) -> list[Table]:

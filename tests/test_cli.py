@@ -107,3 +107,28 @@ def test_bad_input_exits_non_zero_with_one_sentence(tmp_path):
 def test_inspect_refuses_a_directory_that_is_not_a_dataset(tmp_path):
     result = run("inspect", str(tmp_path), ok=False)
     assert result.returncode == 1 and "not a medshard dataset" in result.stderr
+
+
+def test_volume_quickstart_nuclei_3d(tmp_path):
+    run("synth", "nuclei-3d", str(tmp_path / "raw"), "--n", "4", "--shape", "40,64,64")
+    run("ingest", "tiff", str(tmp_path / "raw"), "--labels", str(tmp_path / "raw/classes.csv"),
+        "--out", str(tmp_path / "ds"), "--crops", "20,32,32", "--workers", "1")
+    out = run("inspect", str(tmp_path / "ds")).stdout
+    assert "(c,z,y,x)" in out and "1x40x64x64" in out and "0.5x0.2x0.2" in out
+    assert "32 of 20x32x32" in out
+    assert "OK, 36 samples" in run("verify", str(tmp_path / "ds")).stdout
+
+
+def test_volume_quickstart_fomo_mri(tmp_path):
+    run("synth", "fomo-mri", str(tmp_path / "raw"), "--n", "4", "--shape", "24,28,20")
+    run("ingest", "nifti", str(tmp_path / "raw/participants.csv"), "--out", str(tmp_path / "ds"),
+        "--modalities", "flair,dwi,adc", "--mask-col", "seg", "--target-col", "age",
+        "--key-col", "subject", "--workers", "1")
+    out = run("inspect", str(tmp_path / "ds")).stdout
+    assert "regression" in out and "flair, dwi, adc" in out and "percentiles" in out
+    assert "OK, 4 samples" in run("verify", str(tmp_path / "ds")).stdout
+    damaged = tmp_path / "raw/sub-0002/anat/sub-0002_dwi.nii.gz"
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    failed = run("ingest", "nifti", str(tmp_path / "raw/participants.csv"), "--out",
+                 str(tmp_path / "ds2"), "--modalities", "flair,dwi,adc", "--workers", "1", ok=False)
+    assert failed.returncode == 1 and "sub-0002_dwi.nii.gz: cannot read the volume" in failed.stderr

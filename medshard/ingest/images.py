@@ -319,6 +319,8 @@ def _manifest_row(record: dict, shard: str, offset: int, nbytes: int, fields: li
         "shape": list(info.shape),
         "dtype": info.dtype,
         "spacing": None,
+        "fps": None,
+        "timestamps": None,
         "shard": shard,
         "offset": offset,
         "members": fields,

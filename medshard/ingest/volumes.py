@@ -17,13 +17,13 @@ from pydantic import BaseModel, ConfigDict
 
 from medshard import __version__
 from medshard.errors import BadInputError
-from medshard.ingest.build import Staging, check_output, plan_shards
+from medshard.ingest.build import Staging, check_output
 from medshard.ingest.cluster import dask_client, run_tasks
-from medshard.ingest.crops import CropTask, crop_grid, write_crops
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.table import LabelSpec
 from medshard.ingest.volume_read import check_volume
+from medshard.ingest.windows import WindowSpec, write_window_shards
 from medshard.shards.card import ChannelStats, DatasetCard, ShardInfo, write_card
 from medshard.shards.foreground import write_foreground
 from medshard.shards.manifest import write_manifest, write_rejected
@@ -65,12 +65,15 @@ class VolumeIngestOptions(BaseModel):
 
 @dataclass(frozen=True)
 class LoadedVolume:
-    image: np.ndarray  # (c, z, y, x)
+    image: np.ndarray  # (c, z, y, x) for volumes, (t, y, x[, c]) for video
     mask: np.ndarray | None  # (z, y, x)
-    spacing: tuple[float, float, float]  # (z, y, x)
+    spacing: tuple[float, ...]  # per non-channel axis
     unit: str
     sources: list[tuple[str, list[Path]]]  # (what the manifest lists, the files behind it)
     attributes: dict = field(default_factory=dict)
+    axes: str = "czyx"
+    chunks: tuple[int, ...] | None = None  # None: from the patch size
+    manifest: dict = field(default_factory=dict)  # extra manifest fields (fps, timestamps)
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,12 @@ def _write_volume(job: VolumeJob, dataset_dir: str, patch, spacing) -> dict:
     """Dask task: load, check and write one sample; a refusal comes back as its reason."""
     try:
         volume = job.loader(*job.args)
-        mask = check_volume(volume.image, volume.mask)
+        channel_first = (
+            np.moveaxis(volume.image, volume.axes.index("c"), 0)
+            if "c" in volume.axes
+            else volume.image[None]
+        )
+        mask = check_volume(channel_first, volume.mask)
     except BadInputError as exc:
         return {"refused": exc.reason, "source": exc.source}
     except (ValueError, OSError) as exc:
@@ -107,15 +115,16 @@ def _write_volume(job: VolumeJob, dataset_dir: str, patch, spacing) -> dict:
         dataset_dir,
         job.key,
         image,
-        axes="czyx",
+        axes=volume.axes,
         spacing=spacing,
         patch=patch,
         mask=mask,
         unit=volume.unit,
         attributes=volume.attributes,
+        chunks=volume.chunks,
     )
     rng = np.random.default_rng(zlib.crc32(job.key.encode()))
-    flat = image.reshape(image.shape[0], -1)
+    flat = channel_first.reshape(channel_first.shape[0], -1)
     picks = rng.choice(flat.shape[1], size=min(_VOXEL_SAMPLE, flat.shape[1]), replace=False)
     as_float = flat.astype(np.float64)
     foreground = {}
@@ -142,6 +151,7 @@ def _write_volume(job: VolumeJob, dataset_dir: str, patch, spacing) -> dict:
         "max": flat.max(axis=1).astype(np.float64),
         "voxels": flat[:, picks].astype(np.float64),
         "foreground": foreground,
+        **volume.manifest,
     }
 
 
@@ -176,8 +186,12 @@ def run_volume_ingest(
     channel_names: list[str],
     sources: dict,
     command: str,
+    kind: str = "volumes",
+    windows: Callable | None = None,
 ) -> IngestResult:
-    """Write every job's sample, then splits, crops, manifest and card; commit atomically."""
+    """Write every job's sample, then splits, windows (crops or clips), manifest and card;
+    commit atomically. `windows(client, dataset_dir, manifest, spec, options)` returns the
+    window rows and shards; by default the crops of `options.crops`."""
     started = time.perf_counter()
     o = options
     _stop_at_first(rejected, o.on_error)
@@ -215,8 +229,9 @@ def run_volume_ingest(
             for (job, r), split, fold in zip(results, splits, folds)
         ]
         crop_rows, shards = [], []
-        if o.crops:
-            crop_rows, shards = _write_crop_shards(client, staging.dir, manifest, spec, o)
+        windows = windows or (_write_crop_shards if o.crops else None)
+        if windows is not None:
+            crop_rows, shards = windows(client, staging.dir, manifest, spec, o)
         write_manifest(staging.dir, manifest + crop_rows)
         write_foreground(
             staging.dir,
@@ -231,7 +246,7 @@ def run_volume_ingest(
         consolidate(staging.dir)
         train = [r for (_, r), s in zip(results, splits) if s == "train"] or [r for _, r in results]
         card = DatasetCard(
-            kind="volumes",
+            kind=kind,
             task=spec.task,
             fields=["image"]
             + (["mask"] if any(r["mask_dtype"] for _, r in results) else [])
@@ -293,6 +308,8 @@ def _manifest_row(job: VolumeJob, r: dict, split: str, fold: int) -> dict:
         "shape": r["shape"],
         "dtype": r["dtype"],
         "spacing": r["spacing"],
+        "fps": r.get("fps"),
+        "timestamps": r.get("timestamps"),
         "shard": None,
         "offset": None,
         "members": None,
@@ -304,32 +321,13 @@ def _manifest_row(job: VolumeJob, r: dict, split: str, fold: int) -> dict:
 def _write_crop_shards(
     client, dataset_dir: Path, manifest: list[dict], spec: LabelSpec, o: VolumeIngestOptions
 ) -> tuple[list[dict], list[ShardInfo]]:
-    tasks = []
-    for split in sorted({row["split"] for row in manifest}):
-        rows = sorted((r for r in manifest if r["split"] == split), key=lambda r: r["key"])
-        rows = [r for r in rows if crop_grid(r["shape"][1:], o.crops)]  # too small: no crop
-        counts = [len(crop_grid(r["shape"][1:], o.crops)) for r in rows]
-        voxels = int(np.prod(o.crops))
-        sizes = [
-            n * voxels * r["shape"][0] * np.dtype(r["dtype"]).itemsize for n, r in zip(counts, rows)
-        ]
-        for path, chunk in plan_shards(
-            split,
-            rows,
-            sizes=sizes,
-            counts=counts,
-            max_bytes=o.shard_bytes,
-            max_samples=o.shard_samples,
-        ):
-            tasks.append(
-                CropTask(
-                    str(dataset_dir), split, path, tuple(chunk), tuple(o.crops), tuple(spec.names)
-                )
-            )
-    written = run_tasks(client, write_crops, tasks, description="crops", quiet=o.quiet)
-    rows = [row for _, placed in written for row in placed]
-    shards = [
-        ShardInfo(path=s.path, split=t.split, samples=s.samples, bytes=s.bytes, sha256=s.sha256)
-        for t, (s, _) in zip(tasks, written)
-    ]
-    return rows, shards
+    return write_window_shards(
+        client,
+        dataset_dir,
+        manifest,
+        WindowSpec("crop", tuple(o.crops)),
+        spec.names,
+        max_bytes=o.shard_bytes,
+        max_samples=o.shard_samples,
+        quiet=o.quiet,
+    )

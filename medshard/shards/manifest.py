@@ -42,6 +42,8 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("shape", pa.list_(pa.int64()), nullable=False),  # channel first: (c, y, x)
         pa.field("dtype", pa.string(), nullable=False),
         pa.field("spacing", pa.list_(pa.float64())),
+        pa.field("fps", pa.float64()),  # frames per second (video)
+        pa.field("timestamps", pa.list_(pa.float64())),  # seconds of each frame (video)
         pa.field("shard", pa.string()),  # relative path of the tar holding the sample
         pa.field("offset", pa.int64()),  # byte offset of the sample's first tar header
         pa.field("members", pa.list_(pa.string())),  # fields in the tar, in order

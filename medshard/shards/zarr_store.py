@@ -65,6 +65,7 @@ def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str) -> d
                 "axes": [
                     {"name": a, "type": _AXIS_TYPES[a]}
                     | ({"unit": unit} if _AXIS_TYPES[a] == "space" else {})
+                    | ({"unit": "second"} if a == "t" else {})
                     for a in axes
                 ],
                 "datasets": [
@@ -89,6 +90,7 @@ def write_sample(
     mask: np.ndarray | None = None,
     unit: str = SPATIAL_UNIT,
     attributes: dict | None = None,
+    chunks: Sequence[int] | None = None,
 ) -> dict:
     """Write one sample's arrays whole (one task, one group: no two writers share a file).
     `spacing` is per non-channel axis. Returns zarr_path, bytes on disk and checksums."""
@@ -106,15 +108,15 @@ def write_sample(
     )
 
     def put(parent, name: str, array: np.ndarray, array_axes: str) -> str:
-        chunks = chunk_shape(array.shape, array_axes, patch)
-        shards = tuple(-(-d // c) * c for d, c in zip(array.shape, chunks))
-        shards = tuple(c if a == "c" else s for a, c, s in zip(array_axes, chunks, shards))
+        inner = tuple(chunks) if chunks is not None else chunk_shape(array.shape, array_axes, patch)
+        shards = tuple(-(-d // c) * c for d, c in zip(array.shape, inner))
+        shards = tuple(c if a == "c" else s for a, c, s in zip(array_axes, inner, shards))
         digest = array_sha256(array)
         stored = parent.create_array(
             name,
             shape=array.shape,
             dtype=array.dtype,
-            chunks=chunks,
+            chunks=inner,
             shards=shards,
             compressors=compressor,
             dimension_names=tuple(array_axes),

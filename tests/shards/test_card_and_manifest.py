@@ -34,6 +34,8 @@ ROW = {
     "shape": [1, 4, 4],
     "dtype": "uint8",
     "spacing": None,
+    "fps": None,
+    "timestamps": None,
     "shard": "wds/train-000000.tar",
     "offset": 0,
     "members": ["image.png", "cls"],

@@ -344,6 +344,91 @@ def ingest_nifti_command(
     _report(result, out)
 
 
+@ingest_app.command("video")
+def ingest_video_command(
+    table: Annotated[
+        Path, typer.Argument(help="Index CSV with one row per video or frame folder.")
+    ],
+    out: Annotated[Path, typer.Option(help="Dataset directory to create.")],
+    video_col: Annotated[str, typer.Option(help="Column with the video file or frame folder.")],
+    root: Annotated[
+        Path | None, typer.Option(help="Paths are relative to this (default: the table's folder).")
+    ] = None,
+    label_col: Annotated[str | None, typer.Option(help="One class per sequence.")] = None,
+    label_cols: Annotated[str | None, typer.Option(help="Comma-separated 0/1 columns.")] = None,
+    target_col: Annotated[str | None, typer.Option(help="A number per sequence.")] = None,
+    classes: Annotated[str | None, typer.Option(help="Comma-separated known classes.")] = None,
+    key_col: Annotated[
+        str | None, typer.Option(help="Sample keys (default: from the path).")
+    ] = None,
+    group_col: Annotated[
+        str | None, typer.Option(help="Embryo/patient id: a group is never split.")
+    ] = None,
+    split_col: Annotated[str | None, typer.Option(help="Keep this existing split column.")] = None,
+    channels: Annotated[int, typer.Option(help="1 (grayscale) or 3 (RGB).")] = 1,
+    size: Annotated[str, typer.Option(help="Frame size H,W.")] = "128,128",
+    fit: Annotated[str, typer.Option(help="pad, crop or stretch to the frame size.")] = "pad",
+    clip_len: Annotated[
+        int | None, typer.Option(help="Also write clips of T frames to shards.")
+    ] = None,
+    clip_stride: Annotated[
+        int | None, typer.Option(help="Frames between clip starts (default: clip length).")
+    ] = None,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.0,
+    folds: int = 0,
+    seed: int = 0,
+    shard_size: str = "256MB",
+    on_error: str = "fail",
+    workers: int | None = None,
+    scheduler: str | None = None,
+    overwrite: bool = False,
+) -> None:
+    """Ingest time-lapse videos (mp4, avi, mov) or frame folders into Zarr and clip shards."""
+    from pydantic import ValidationError
+
+    from medshard.ingest.video import VideoIngestOptions, ingest_video
+
+    try:
+        height, width = (int(v) for v in size.split(","))
+        options = VideoIngestOptions(
+            table=table,
+            root=root,
+            video_col=video_col,
+            label_col=label_col,
+            label_cols=_columns(label_cols),
+            target_col=target_col,
+            classes=_columns(classes),
+            key_col=key_col,
+            group_col=group_col,
+            split_col=split_col,
+            channels=channels,
+            size=(height, width),
+            fit=fit,
+            clip_len=clip_len,
+            clip_stride=clip_stride,
+            **_volume_flags(
+                out,
+                "64,64,64",
+                None,
+                None,
+                val_fraction,
+                test_fraction,
+                folds,
+                seed,
+                shard_size,
+                on_error,
+                workers,
+                scheduler,
+                overwrite,
+            ),
+        )
+        result = ingest_video(options, command=_command_line())
+    except (MedshardError, ValidationError, ValueError) as exc:
+        _fail(exc)
+    _report(result, out)
+
+
 @app.command()
 def inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
     """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes."""
@@ -419,6 +504,14 @@ def synth_mri(
     from medshard.synth.volumes import synth_fomo_mri
 
     console.print(f"wrote {synth_fomo_mri(out, n=n, seed=seed, shape=_triple(shape))}")
+
+
+@synth_app.command("ivf-timelapse")
+def synth_ivf(out: Path, n: int = 12, seed: int = 0, frames: int = 24) -> None:
+    """Embryo time-lapse sequences: mp4 files and frame folders, with index.csv."""
+    from medshard.synth.video import synth_ivf_timelapse
+
+    console.print(f"wrote {synth_ivf_timelapse(out, n=n, seed=seed, frames=frames)}")
 
 
 @app.command()

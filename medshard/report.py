@@ -41,6 +41,7 @@ def ingest_table(result: IngestResult) -> Group:
         f"{shards} shard{'s' if shards != 1 else ''}, {human_bytes(written)} on disk "
         f"({written / max(result.source_bytes, 1):.2f}x the {human_bytes(result.source_bytes)} "
         f"of sources), {result.seconds:.1f} s, {result.mb_per_s:.1f} MB/s"
+        + (f", {result.frames / result.seconds:.0f} frames/s" if result.frames else "")
         + (f", {card.rejected} refused (see rejected.parquet)" if card.rejected else "")
     )
     return Group(table, Text(summary))
@@ -67,7 +68,7 @@ def inspect_table(dataset: Dataset) -> list[Table]:
     shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (
         " ..." if len(shapes) > 4 else ""
     )
-    axes = {"images": "(c,y,x)", "volumes": "(c,z,y,x)", "video": "(t,y,x)"}[card.kind]
+    axes = {"images": "(c,y,x)", "volumes": "(c,z,y,x)", "video": "(t,y,x[,c])"}[card.kind]
     about.add_row(f"shapes {axes}", shown)
     about.add_row("dtypes", ", ".join(dtypes))
     spacings = sorted({tuple(r["spacing"]) for r in samples if r["spacing"]})
@@ -76,6 +77,16 @@ def inspect_table(dataset: Dataset) -> list[Table]:
         about.add_row("spacing (z,y,x)", shown + (" ..." if len(spacings) > 3 else ""))
     if card.channel_names:
         about.add_row("channels", ", ".join(card.channel_names))
+    fps = sorted({r["fps"] for r in samples if r["fps"]})
+    if card.kind == "video":
+        about.add_row(
+            "fps",
+            ", ".join(f"{f:g}" for f in fps)
+            + (" (frame folders: index)" if any(r["fps"] is None for r in samples) else ""),
+        )
+        clips = sum(1 for r in rows if r["shard"] is not None)
+        if clips:
+            about.add_row("clips", f"{clips} in WebDataset shards")
     if card.crop_size:
         crops = sum(1 for r in rows if r["shard"] is not None)
         about.add_row(

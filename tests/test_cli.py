@@ -111,8 +111,19 @@ def test_inspect_refuses_a_directory_that_is_not_a_dataset(tmp_path):
 
 def test_volume_quickstart_nuclei_3d(tmp_path):
     run("synth", "nuclei-3d", str(tmp_path / "raw"), "--n", "4", "--shape", "40,64,64")
-    run("ingest", "tiff", str(tmp_path / "raw"), "--labels", str(tmp_path / "raw/classes.csv"),
-        "--out", str(tmp_path / "ds"), "--crops", "20,32,32", "--workers", "1")
+    run(
+        "ingest",
+        "tiff",
+        str(tmp_path / "raw"),
+        "--labels",
+        str(tmp_path / "raw/classes.csv"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--crops",
+        "20,32,32",
+        "--workers",
+        "1",
+    )
     out = run("inspect", str(tmp_path / "ds")).stdout
     assert "(c,z,y,x)" in out and "1x40x64x64" in out and "0.5x0.2x0.2" in out
     assert "32 of 20x32x32" in out
@@ -121,14 +132,65 @@ def test_volume_quickstart_nuclei_3d(tmp_path):
 
 def test_volume_quickstart_fomo_mri(tmp_path):
     run("synth", "fomo-mri", str(tmp_path / "raw"), "--n", "4", "--shape", "24,28,20")
-    run("ingest", "nifti", str(tmp_path / "raw/participants.csv"), "--out", str(tmp_path / "ds"),
-        "--modalities", "flair,dwi,adc", "--mask-col", "seg", "--target-col", "age",
-        "--key-col", "subject", "--workers", "1")
+    run(
+        "ingest",
+        "nifti",
+        str(tmp_path / "raw/participants.csv"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--modalities",
+        "flair,dwi,adc",
+        "--mask-col",
+        "seg",
+        "--target-col",
+        "age",
+        "--key-col",
+        "subject",
+        "--workers",
+        "1",
+    )
     out = run("inspect", str(tmp_path / "ds")).stdout
     assert "regression" in out and "flair, dwi, adc" in out and "percentiles" in out
     assert "OK, 4 samples" in run("verify", str(tmp_path / "ds")).stdout
     damaged = tmp_path / "raw/sub-0002/anat/sub-0002_dwi.nii.gz"
     damaged.write_bytes(damaged.read_bytes()[:200])
-    failed = run("ingest", "nifti", str(tmp_path / "raw/participants.csv"), "--out",
-                 str(tmp_path / "ds2"), "--modalities", "flair,dwi,adc", "--workers", "1", ok=False)
+    failed = run(
+        "ingest",
+        "nifti",
+        str(tmp_path / "raw/participants.csv"),
+        "--out",
+        str(tmp_path / "ds2"),
+        "--modalities",
+        "flair,dwi,adc",
+        "--workers",
+        "1",
+        ok=False,
+    )
     assert failed.returncode == 1 and "sub-0002_dwi.nii.gz: cannot read the volume" in failed.stderr
+
+
+def test_video_quickstart_ivf_timelapse(tmp_path):
+    run("synth", "ivf-timelapse", str(tmp_path / "raw"), "--n", "4", "--frames", "12")
+    result = run(
+        "ingest",
+        "video",
+        str(tmp_path / "raw/index.csv"),
+        "--out",
+        str(tmp_path / "ds"),
+        "--video-col",
+        "video_path",
+        "--label-col",
+        "outcome",
+        "--group-col",
+        "embryo_id",
+        "--clip-len",
+        "8",
+        "--clip-stride",
+        "4",
+        "--workers",
+        "1",
+    )
+    assert "frames/s" in result.stdout
+    out = run("inspect", str(tmp_path / "ds")).stdout
+    assert "12x128x128" in out and "clips" in out and "fps" in out
+    assert "OK, 12 samples" in run("verify", str(tmp_path / "ds")).stdout

@@ -36,6 +36,7 @@ class IngestResult:
     card: DatasetCard | None = None
     seconds: float = 0.0
     source_bytes: int = 0
+    frames: int = 0  # video frames decoded (video datasets)
     counts: dict[str, SplitCounts] = field(default_factory=dict)
 
     @classmethod
@@ -44,10 +45,15 @@ class IngestResult:
 
     @classmethod
     def from_card(
-        cls, out: Path, card: DatasetCard, seconds: float, source_bytes: int
+        cls, out: Path, card: DatasetCard, seconds: float, source_bytes: int, frames: int = 0
     ) -> IngestResult:
         return cls(
-            out=out, card=card, seconds=seconds, source_bytes=source_bytes, counts=card.counts
+            out=out,
+            card=card,
+            seconds=seconds,
+            source_bytes=source_bytes,
+            frames=frames,
+            counts=card.counts,
         )
 
     @property

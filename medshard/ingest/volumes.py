@@ -68,7 +68,7 @@ class LoadedVolume:
     image: np.ndarray  # (c, z, y, x) for volumes, (t, y, x[, c]) for video
     mask: np.ndarray | None  # (z, y, x)
     spacing: tuple[float, ...]  # per non-channel axis
-    unit: str
+    unit: str | None  # of the spatial axes; None: pixels (video)
     sources: list[tuple[str, list[Path]]]  # (what the manifest lists, the files behind it)
     attributes: dict = field(default_factory=dict)
     axes: str = "czyx"
@@ -201,7 +201,11 @@ def run_volume_ingest(
         create_store(staging.dir)
         items = [(job, str(staging.dir), o.patch_size, o.spacing) for job in jobs]
         outcomes = run_tasks(
-            client, _star_write_volume, items, description="volumes", quiet=o.quiet
+            client,
+            _star_write_volume,
+            items,
+            description="videos" if kind == "video" else "volumes",
+            quiet=o.quiet,
         )
         results = []
         for job, outcome in zip(jobs, outcomes):
@@ -269,7 +273,8 @@ def run_volume_ingest(
         write_card(staging.dir, card)
         staging.commit()
     source_bytes = sum(r["source_bytes"] for _, r in results)
-    return IngestResult.from_card(o.out, card, time.perf_counter() - started, source_bytes)
+    frames = sum(r["shape"][0] for _, r in results) if kind == "video" else 0
+    return IngestResult.from_card(o.out, card, time.perf_counter() - started, source_bytes, frames)
 
 
 def _star_write_volume(item: tuple) -> dict:

@@ -56,7 +56,7 @@ def create_store(dataset_dir: str | Path) -> Path:
     return path
 
 
-def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str) -> dict:
+def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str | None) -> dict:
     return {
         "version": "0.5",
         "multiscales": [
@@ -64,7 +64,7 @@ def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str) -> d
                 "name": key,
                 "axes": [
                     {"name": a, "type": _AXIS_TYPES[a]}
-                    | ({"unit": unit} if _AXIS_TYPES[a] == "space" else {})
+                    | ({"unit": unit} if unit and _AXIS_TYPES[a] == "space" else {})
                     | ({"unit": "second"} if a == "t" else {})
                     for a in axes
                 ],
@@ -88,7 +88,7 @@ def write_sample(
     spacing: Sequence[float],
     patch: Sequence[int],
     mask: np.ndarray | None = None,
-    unit: str = SPATIAL_UNIT,
+    unit: str | None = SPATIAL_UNIT,
     attributes: dict | None = None,
     chunks: Sequence[int] | None = None,
 ) -> dict:

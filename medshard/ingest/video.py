@@ -1,0 +1,223 @@
+"""`medshard ingest video`: an index table naming time-lapse videos (mp4, avi, mov: PyAV)
+or frame folders (PNG, JPEG, TIFF, naturally sorted), into Zarr `(t, y, x[, c])` arrays
+and, with `--clip-len`, clips of T frames in WebDataset shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+from medshard.errors import BadInputError
+from medshard.ingest.build import fingerprint
+from medshard.ingest.image_probe import IMAGE_EXTENSIONS, decode_image
+from medshard.ingest.result import IngestResult
+from medshard.ingest.table import LabelSpec, read_table, require_columns, row_key, row_source
+from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest
+from medshard.ingest.windows import WindowSpec, write_window_shards
+
+__all__ = ["VIDEO_SUFFIXES", "VideoIngestOptions", "ingest_video", "load_video", "fit_frame"]
+
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+Fit = Literal["pad", "crop", "stretch"]
+
+
+class VideoIngestOptions(VolumeIngestOptions):
+    table: Path
+    video_col: str
+    root: Path | None = None
+    label_col: str | None = None
+    label_cols: tuple[str, ...] = ()
+    target_col: str | None = None
+    classes: tuple[str, ...] = ()
+    key_col: str | None = None
+    group_col: str | None = None
+    split_col: str | None = None
+    channels: Literal[1, 3] = 1
+    size: tuple[int, int] = (128, 128)
+    fit: Fit = "pad"
+    clip_len: int | None = None
+    clip_stride: int | None = None  # default: clip_len (back to back)
+
+
+def fit_frame(frame: np.ndarray, channels: int, size: tuple[int, int], fit: Fit) -> np.ndarray:
+    """One decoded frame (h, w[, c]) to `channels` and (H, W): grayscale by ITU-R 601 luma,
+    bilinear resize; `pad` keeps the aspect ratio and pads with zeros, `crop` keeps it and
+    crops the centre, `stretch` ignores it."""
+    image = Image.fromarray(frame if frame.ndim == 2 or frame.shape[-1] > 1 else frame[..., 0])
+    image = image.convert("L" if channels == 1 else "RGB")
+    height, width = size
+    if fit == "stretch":
+        return np.asarray(image.resize((width, height), Image.BILINEAR))
+    scale = (max if fit == "crop" else min)(width / image.width, height / image.height)
+    scaled = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    image = image.resize(scaled, Image.BILINEAR)
+    canvas = Image.new(image.mode, (width, height))
+    canvas.paste(image, ((width - scaled[0]) // 2, (height - scaled[1]) // 2))
+    return np.asarray(canvas)
+
+
+def _decode_video(path: Path) -> tuple[list[np.ndarray], float | None, list[float]]:
+    import av
+
+    frames, timestamps = [], []
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError("the file holds no video stream")
+            stream = container.streams.video[0]
+            expected = stream.frames
+            rate = float(stream.average_rate) if stream.average_rate else None
+            for frame in container.decode(stream):
+                frames.append(frame.to_ndarray(format="rgb24"))
+                seconds = frame.time if frame.time is not None else len(timestamps) / (rate or 1)
+                timestamps.append(float(seconds))
+    except av.error.EOFError:
+        pass  # a container with a video stream but no packets: "no frames" below
+    except av.error.FFmpegError as exc:
+        raise ValueError(f"cannot decode the video, it is truncated or corrupt ({exc})") from exc
+    if not frames:
+        raise ValueError("the video has no frames")
+    if expected and len(frames) < expected:
+        raise ValueError(f"the video is truncated: {len(frames)} of its {expected} frames decode")
+    return frames, rate, timestamps
+
+
+def _read_frame_folder(folder: Path) -> list[np.ndarray]:
+    from natsort import natsorted
+
+    files = natsorted(
+        (p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS), key=str
+    )
+    if not files:
+        raise ValueError("the frame folder holds no PNG, JPEG or TIFF frames")
+    frames = []
+    for path in files:
+        try:
+            frames.append(decode_image(path.read_bytes(), IMAGE_EXTENSIONS[path.suffix.lower()]))
+        except Exception as exc:  # each codec raises its own error for a corrupt frame
+            raise ValueError(
+                f"cannot decode frame {path.name}, it is truncated or corrupt ({exc})"
+            ) from exc
+        if frames[-1].shape[:2] != frames[0].shape[:2]:
+            raise ValueError(
+                f"frames differ in size: {files[0].name} is {frames[0].shape[:2]}, "
+                f"{path.name} is {frames[-1].shape[:2]}"
+            )
+    return frames
+
+
+def load_video(
+    source: str, channels: int, size: tuple[int, int], fit: Fit, clip_len: int | None
+) -> LoadedVolume:
+    """Decode a video file or frame folder to (t, y, x[, c]) at the ingest size."""
+    path = Path(source)
+    try:
+        if path.is_dir():
+            raw, fps = _read_frame_folder(path), None
+            timestamps = [float(i) for i in range(len(raw))]
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        else:
+            raw, fps, timestamps = _decode_video(path)
+            files = [path]
+    except ValueError as exc:
+        raise BadInputError(source, str(exc)) from exc
+    if clip_len and len(raw) < clip_len:
+        raise BadInputError(source, f"has {len(raw)} frames, fewer than the clip length {clip_len}")
+    frames = np.stack([fit_frame(f, channels, size, fit) for f in raw])
+    axes = "tyx" if channels == 1 else "tyxc"
+    time_chunk = min(len(frames), clip_len or 8)
+    return LoadedVolume(
+        image=frames,
+        mask=None,
+        spacing=(1.0 / fps if fps else 1.0, 1.0, 1.0),
+        unit=None,
+        sources=[(source, files)],
+        axes=axes,
+        chunks=(time_chunk, *frames.shape[1:3], *([channels] if channels == 3 else [])),
+        attributes={
+            "fps": fps,
+            "timestamps": timestamps,
+            "frames": len(frames),
+            "original_size": list(raw[0].shape[:2]),
+            "fit": fit,
+        },
+        manifest={"fps": fps, "timestamps": timestamps, "spacing": None},
+    )
+
+
+def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult:
+    """Ingest an index of videos or frame folders into a video dataset at `options.out`."""
+    o = options
+    spec = LabelSpec(o.label_col, tuple(o.label_cols), o.target_col, tuple(o.classes))
+    rows = read_table(o.table)
+    optional = [c for c in (o.key_col, o.group_col, o.split_col) if c]
+    require_columns(o.table, rows, [o.video_col, *spec.columns, *optional])
+    spec = spec.with_classes_from(rows)
+    root = o.root or o.table.parent
+    jobs, rejected, first_row = [], [], {}
+    for i, row in enumerate(rows):
+        where = row_source(o.table, i)
+        try:
+            path = root / row[o.video_col]
+            if not row[o.video_col]:
+                raise BadInputError(where, f"column {o.video_col!r} is empty")
+            if not path.exists():
+                raise BadInputError(str(path), f"file not found ({where})")
+            if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
+                raise BadInputError(
+                    str(path), f"not a video file ({', '.join(VIDEO_SUFFIXES)}) or frame folder"
+                )
+            key = row_key(row, o.key_col, row[o.video_col])
+            if key in first_row:
+                raise ValueError(
+                    f"key {key!r} appears twice (rows {first_row[key] + 1} and {i + 1})"
+                )
+            parsed = spec.parse(row)
+        except BadInputError as exc:
+            rejected.append({"row": i, "source": exc.source, "key": None, "reason": exc.reason})
+            continue
+        except ValueError as exc:
+            rejected.append({"row": i, "source": where, "key": None, "reason": str(exc)})
+            continue
+        first_row[key] = i
+        jobs.append(
+            VolumeJob(
+                row=i,
+                key=key,
+                source=str(path),
+                group=(row[o.group_col] if o.group_col else "") or key,
+                split=row[o.split_col] if o.split_col else None,
+                parsed=parsed,
+                loader=load_video,
+                args=(str(path), o.channels, tuple(o.size), o.fit, o.clip_len),
+            )
+        )
+
+    def clips(client, dataset_dir, manifest, label_spec, _):
+        window = WindowSpec("clip", (o.clip_len,), o.clip_stride or o.clip_len)
+        return write_window_shards(
+            client,
+            dataset_dir,
+            manifest,
+            window,
+            label_spec.names,
+            max_bytes=o.shard_bytes,
+            max_samples=o.shard_samples,
+            quiet=o.quiet,
+        )
+
+    return run_volume_ingest(
+        jobs,
+        rejected,
+        options=o,
+        spec=spec,
+        fingerprint=fingerprint(o.identity(), [o.table]),
+        channel_names=["gray"] if o.channels == 1 else ["red", "green", "blue"],
+        sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
+        command=command,
+        kind="video",
+        windows=clips if o.clip_len else None,
+    )

@@ -10,9 +10,9 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from medshard.codecs import IMAGE_EXTENSIONS, decode_image
 from medshard.errors import BadInputError
 from medshard.ingest.build import fingerprint
-from medshard.ingest.image_probe import IMAGE_EXTENSIONS, decode_image
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import LabelSpec, read_table, require_columns, row_key, row_source
 from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest

@@ -1,1 +1,16 @@
 """Shards -> batches: DALI pipelines, a torch fallback, 3D patch and clip samplers."""
+
+from medshard.loaders.augment import Augment2D, Augment3D
+from medshard.loaders.build import build_loader, dali_available
+from medshard.loaders.partition import epoch_order, rank_batches, rank_indices, worker_batches
+
+__all__ = [
+    "Augment2D",
+    "Augment3D",
+    "build_loader",
+    "dali_available",
+    "epoch_order",
+    "rank_batches",
+    "rank_indices",
+    "worker_batches",
+]

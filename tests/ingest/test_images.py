@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from medshard.ingest.image_probe import decode_image
+from medshard.codecs import decode_image
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
 from tests.conftest import CLASSES, IMAGE_KINDS, ingest, make_image_table, write_image, write_table

@@ -66,7 +66,7 @@ def test_dali_cpu_pipeline_reads_the_same_keys_labels_and_16bit_pixels(dataset):
             pixels[key] = np.array(images[i])
     assert got == expected
     by_key = {s["__key__"]: s for s in ds.samples("train")}
-    from medshard.ingest.image_probe import decode_image
+    from medshard.codecs import decode_image
 
     for key, array in pixels.items():
         assert array.dtype == np.uint16

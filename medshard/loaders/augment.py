@@ -1,0 +1,154 @@
+"""Augmentations in torch, on whatever device the tensors are on. Each draws its parameters
+from a generator seeded by (seed, epoch, sample), then applies a deterministic operation:
+the same seed gives the same batch, and image and mask get the same spatial parameters.
+The DALI backend builds the same 2D chain from DALI operators (loaders/dali.py)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict
+
+__all__ = ["Augment2D", "Augment3D", "sample_generator", "augment_2d", "augment_3d", "IMAGENET"]
+
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+class Augment2D(BaseModel):
+    """2D images and video frames (a clip's frames share one draw)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    resize: tuple[int, int] | None = None  # (H, W)
+    random_crop: tuple[int, int] | None = None  # after resize; centre crop when not training
+    flip_h: bool = False
+    flip_v: bool = False
+    rot90: bool = False  # square outputs only
+    brightness: float = 0.0  # additive, on the [0, 1] scale
+    contrast: float = 0.0  # multiplicative around 0.5: factor in [1 - c, 1 + c]
+    normalize: Literal["card", "imagenet", "none"] = "card"
+    channels: int | None = None  # force 1 or 3 output channels
+
+
+class Augment3D(BaseModel):
+    """3D volumes (c, z, y, x) with their masks."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    flip_axes: tuple[int, ...] = ()  # spatial axes 0 (z), 1 (y), 2 (x), each flipped at p=0.5
+    rot90_xy: bool = False
+    gamma: tuple[float, float] | None = None  # on intensities rescaled to [0, 1]
+    contrast: tuple[float, float] | None = None
+    noise_std: float = 0.0  # Gaussian noise, after normalisation
+    normalize: Literal["card", "zscore", "none"] = "card"
+
+
+def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator that only this (seed, epoch, sample) draws from, whichever worker runs."""
+    return torch.Generator().manual_seed(hash((seed, epoch, int(index))) & (2**63 - 1))
+
+
+def _uniform(generator: torch.Generator, low: float, high: float) -> float:
+    return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def _coin(generator: torch.Generator) -> bool:
+    return bool(torch.rand((), generator=generator) < 0.5)
+
+
+def augment_2d(
+    image: torch.Tensor,
+    config: Augment2D,
+    generator: torch.Generator | None,
+    scale: float,
+    stats: tuple[list[float], list[float]] | None,
+) -> torch.Tensor:
+    """(..., C, H, W) stored values -> float32; `generator` None means evaluation (no
+    random ops, centre crop); `scale` maps stored values to [0, 1]."""
+    x = image.float() / scale
+    if config.channels == 3 and x.shape[-3] == 1:
+        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
+    elif config.channels == 1 and x.shape[-3] == 3:
+        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(3, 1, 1)).sum(
+            -3, keepdim=True
+        )
+    if config.resize and tuple(x.shape[-2:]) != tuple(config.resize):
+        flat = x.reshape(-1, *x.shape[-3:])
+        flat = F.interpolate(
+            flat, size=config.resize, mode="bilinear", antialias=True, align_corners=False
+        )
+        x = flat.reshape(*x.shape[:-2], *config.resize)
+    if config.random_crop:
+        height, width = config.random_crop
+        top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
+        if generator is not None:
+            top = int(torch.randint(0, x.shape[-2] - height + 1, (), generator=generator))
+            left = int(torch.randint(0, x.shape[-1] - width + 1, (), generator=generator))
+        x = x[..., top : top + height, left : left + width]
+    if generator is not None:
+        if config.flip_h and _coin(generator):
+            x = x.flip(-1)
+        if config.flip_v and _coin(generator):
+            x = x.flip(-2)
+        if config.rot90:
+            x = torch.rot90(x, int(torch.randint(0, 4, (), generator=generator)), dims=(-2, -1))
+        if config.contrast:
+            x = (x - 0.5) * _uniform(generator, 1 - config.contrast, 1 + config.contrast) + 0.5
+        if config.brightness:
+            x = x + _uniform(generator, -config.brightness, config.brightness)
+    if config.normalize == "imagenet":
+        mean, std = (
+            torch.tensor(v, device=x.device)[: x.shape[-3]].view(-1, 1, 1) for v in IMAGENET
+        )
+        x = (x - mean) / std
+    elif config.normalize == "card" and stats is not None:
+        mean, std = (torch.tensor(v, device=x.device).view(-1, 1, 1) / scale for v in stats)
+        x = (x - mean[: x.shape[-3]]) / std[: x.shape[-3]].clamp_min(1e-8)
+    return x.contiguous()
+
+
+def augment_3d(
+    image: torch.Tensor,
+    mask: torch.Tensor | None,
+    config: Augment3D,
+    generator: torch.Generator | None,
+    stats: dict | None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """One (c, z, y, x) volume and its (z, y, x) mask, with one spatial draw for both.
+    `stats`: the card's per-channel mean, std, p0_5 and p99_5."""
+    x = image.float()
+    if generator is not None:
+        for axis in config.flip_axes:
+            if _coin(generator):
+                x = x.flip(axis + 1)
+                mask = None if mask is None else mask.flip(axis)
+        if config.rot90_xy:
+            k = int(torch.randint(0, 4, (), generator=generator))
+            x = torch.rot90(x, k, dims=(2, 3))
+            mask = None if mask is None else torch.rot90(mask, k, dims=(1, 2))
+    if config.gamma or config.contrast:
+        low = x.amin(dim=(1, 2, 3), keepdim=True)
+        span = (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-8)
+        unit = (x - low) / span
+        if generator is not None and config.gamma:
+            unit = unit.pow(_uniform(generator, *config.gamma))
+        if generator is not None and config.contrast:
+            unit = ((unit - 0.5) * _uniform(generator, *config.contrast) + 0.5).clamp(0, 1)
+        x = unit * span + low
+    channels = x.shape[0]
+    if config.normalize == "card" and stats is not None:
+        low = torch.tensor(stats["p0_5"][:channels], device=x.device).view(-1, 1, 1, 1)
+        high = torch.tensor(stats["p99_5"][:channels], device=x.device).view(-1, 1, 1, 1)
+        mean = torch.tensor(stats["mean"][:channels], device=x.device).view(-1, 1, 1, 1)
+        std = torch.tensor(stats["std"][:channels], device=x.device).view(-1, 1, 1, 1)
+        x = (x.clamp(low, high) - mean) / std.clamp_min(1e-8)  # nnU-Net's CT-style scheme
+    elif config.normalize == "zscore":
+        x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(
+            dim=(1, 2, 3), keepdim=True
+        ).clamp_min(1e-8)
+    if generator is not None and config.noise_std:
+        noise = torch.randn(x.shape, generator=generator).to(x.device)
+        x = x + config.noise_std * noise
+    return x.contiguous(), (None if mask is None else mask.contiguous())

@@ -1,0 +1,178 @@
+"""`build_loader`: one entry point from a dataset split to batches of torch tensors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from medshard.errors import DatasetError
+from medshard.loaders.augment import Augment2D, Augment3D
+from medshard.loaders.partition import Uneven
+from medshard.loaders.sources import ClipSamples, PatchSamples, ShardSamples
+from medshard.loaders.topology import current_topology
+from medshard.loaders.torch_loader import TorchLoader
+from medshard.loaders.transforms import FrameTransform, VolumeTransform
+from medshard.shards.reader import Dataset, open_dataset
+
+__all__ = ["build_loader", "dali_available"]
+
+Backend = Literal["auto", "dali", "torch"]
+
+
+def dali_available() -> bool:
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _outputs(ds: Dataset) -> set[str]:
+    card = ds.card
+    names = {"image", "key"}
+    if "mask" in card.fields or "mask.npy" in card.fields:
+        names.add("mask")
+    names |= {"classification": {"label"}, "multilabel": {"labels"}, "regression": {"target"}}.get(
+        card.task or "", set()
+    )
+    return names
+
+
+def _check_augment(ds: Dataset, augment) -> None:
+    kind = ds.card.kind
+    if augment is None:
+        return
+    if isinstance(augment, Augment3D) and kind != "volumes":
+        raise ValueError(
+            f"{ds.path}: a 3D augmentation (Augment3D) does not fit {kind} "
+            "(2D images or video frames take Augment2D)"
+        )
+    if isinstance(augment, Augment2D) and kind == "volumes":
+        raise ValueError(
+            f"{ds.path}: a 2D augmentation (Augment2D) does not fit volumes (they take Augment3D)"
+        )
+
+
+def build_loader(
+    dataset: str | Path | Dataset,
+    split: str,
+    *,
+    batch_size: int,
+    augment: Augment2D | Augment3D | None = None,
+    backend: Backend = "auto",
+    seed: int = 0,
+    training: bool = True,
+    shuffle: bool | None = None,
+    patch_size: tuple[int, int, int] | None = None,
+    samples_per_volume: int = 4,
+    foreground_prob: float = 0.33,
+    clip_len: int | None = None,
+    clips_per_video: int = 1,
+    uneven: Uneven = "pad",
+    drop_last: bool = False,
+    num_workers: int = 2,
+    device: str | torch.device | None = None,
+    rank: int | None = None,
+    world_size: int | None = None,
+    fields: tuple[str, ...] | None = None,
+    on_error: Literal["fail", "skip"] = "fail",
+):
+    """Batches of `split` as dicts of tensors (`image`, `mask`, `label`/`labels`/`target`,
+    `key`) on `device`, for this rank.
+
+    Volumes give random patches of `patch_size` from Zarr (else their stored crops); videos
+    give clips of `clip_len` frames from Zarr (else their stored clips). `training` turns
+    on random augmentation and shuffling. Rank and world size default to the launcher's.
+    """
+    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    ds.require_split(split)
+    available = _outputs(ds)
+    missing = [f for f in fields or () if f not in available]
+    if missing:
+        raise DatasetError(
+            f"{ds.path}: the dataset has no field {missing[0]!r} "
+            f"(it gives {', '.join(sorted(available))})"
+        )
+    _check_augment(ds, augment)
+    topology = current_topology()
+    rank = topology.rank if rank is None else rank
+    world_size = topology.world_size if world_size is None else world_size
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    shuffle = training if shuffle is None else shuffle
+    kind = ds.card.kind
+    stats = ds.card.stats
+
+    if kind == "volumes" and patch_size is not None:
+        source = PatchSamples(
+            ds,
+            split,
+            patch_size,
+            samples_per_volume=samples_per_volume,
+            foreground_prob=foreground_prob if training else 0.0,
+            seed=seed,
+        )
+    elif kind == "video" and clip_len is not None:
+        source = ClipSamples(
+            ds, split, clip_len, clips_per_video=clips_per_video, sequential=not training, seed=seed
+        )
+    else:
+        source = ShardSamples(ds, split)
+        if not len(source):
+            hint = {"volumes": "pass patch_size", "video": "pass clip_len"}.get(kind, "")
+            raise DatasetError(
+                f"{ds.path}: split {split!r} has no samples in shards"
+                + (f"; {hint} to sample from the Zarr store" if hint else "")
+            )
+
+    use_dali = backend == "dali" or (backend == "auto" and kind == "images" and dali_available())
+    if use_dali:
+        if kind != "images" or not isinstance(source, ShardSamples):
+            raise ValueError("the DALI backend reads 2D image shards; use backend='torch' here")
+        from medshard.loaders.dali import DaliLoader
+
+        return DaliLoader(
+            ds,
+            split,
+            batch_size=batch_size,
+            augment=augment or Augment2D(),
+            seed=seed,
+            training=training,
+            shuffle=shuffle,
+            uneven=uneven,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            device=device,
+            threads=max(num_workers, 1),
+        )
+
+    if kind in ("images", "video"):
+        stats_2d = (stats.mean, stats.std) if stats else None
+        transform = FrameTransform(augment or Augment2D(), seed, training, stats_2d)
+    else:
+        transform = VolumeTransform(
+            augment or Augment3D(),
+            seed,
+            training,
+            stats.model_dump() if stats else None,
+            on_device=device.type == "cuda",
+        )
+    on_device = isinstance(transform, VolumeTransform) and transform.on_device
+    loader = TorchLoader(
+        source,
+        batch_size=batch_size,
+        seed=seed,
+        shuffle=shuffle,
+        uneven=uneven,
+        drop_last=drop_last,
+        rank=rank,
+        world_size=world_size,
+        num_workers=num_workers,
+        device=device,
+        worker_transform=transform,
+        device_transform=transform.batch if on_device else None,
+        on_error=on_error,
+    )
+    return loader

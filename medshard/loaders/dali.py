@@ -1,0 +1,216 @@
+"""The DALI backend for 2D image shards: `fn.readers.webdataset` with our `.idx` files,
+`shard_id` = rank, `num_shards` = world size; decoding on the GPU (`mixed`) when CUDA is
+there, else a CPU-only pipeline (`device_id=None`); the Augment2D chain as DALI operators.
+
+Each epoch builds its pipeline with a seed from (seed, epoch, rank) and a shard that
+moves with the epoch, so an epoch's order is a function of those integers. Mid-epoch
+resume replays the skipped batches (DALI's order cannot be indexed)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+
+from medshard.loaders.augment import IMAGENET, Augment2D
+from medshard.loaders.partition import Uneven, num_batches
+from medshard.loaders.torch_loader import LoaderState
+from medshard.shards.reader import Dataset
+
+__all__ = ["DaliLoader"]
+
+
+class DaliLoader:
+    """Same protocol as TorchLoader: len, set_epoch, state_dict, load_state_dict, iter."""
+
+    def __init__(
+        self,
+        ds: Dataset,
+        split: str,
+        *,
+        batch_size: int,
+        augment: Augment2D,
+        seed: int,
+        training: bool,
+        shuffle: bool,
+        uneven: Uneven,
+        drop_last: bool,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        threads: int = 2,
+    ):
+        self.ds, self.split, self.augment = ds, split, augment
+        self.batch_size, self.seed, self.training, self.shuffle = (
+            batch_size,
+            seed,
+            training,
+            shuffle,
+        )
+        self.uneven, self.drop_last = uneven, drop_last
+        self.rank, self.world_size, self.device, self.threads = rank, world_size, device, threads
+        rows = [r for r in ds.manifest.to_pylist() if r["split"] == split]
+        self.num_samples = len(rows)
+        self.sixteen_bit = any(r["dtype"] == "uint16" for r in rows)
+        self.channels = max(r["shape"][0] for r in rows)
+        self.image_exts = ";".join(f for f in ds.card.fields if f.startswith("image."))
+        self.state = LoaderState()
+
+    def __len__(self) -> int:
+        n, w = self.num_samples, self.world_size
+        per_rank = n // w if self.uneven == "drop" else -(-n // w)
+        return num_batches(per_rank, self.batch_size, self.drop_last)
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.state.epoch:
+            self.state = LoaderState(epoch=epoch)
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.state.epoch,
+            "batches": self.state.skip + self.state.yielded,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("seed", "world_size", "batch_size"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"cannot resume: the state was saved with {name}={state[name]}, "
+                    f"this loader has {name}={getattr(self, name)}"
+                )
+        self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
+
+    def _pipeline(self, epoch: int):
+        from nvidia.dali import fn, pipeline_def, types
+
+        cuda = self.device.type == "cuda"
+        a = self.augment
+        scale = 65535.0 if self.sixteen_bit else 255.0
+        stats = self.ds.card.stats
+        pipeline_seed = hash((self.seed, epoch, self.rank)) % (2**31)
+
+        @pipeline_def(
+            batch_size=self.batch_size,
+            num_threads=self.threads,
+            device_id=self.device.index or 0 if cuda else None,
+            seed=pipeline_seed,
+            prefetch_queue_depth=2,
+        )
+        def pipeline():
+            encoded, meta = fn.readers.webdataset(
+                paths=[str(p) for p in self.ds.shard_paths(self.split)],
+                index_paths=[str(p) for p in self.ds.index_paths(self.split)],
+                ext=[self.image_exts, "json"],
+                missing_component_behavior="error",
+                shard_id=(self.rank + epoch) % self.world_size,
+                num_shards=self.world_size,
+                random_shuffle=self.shuffle,
+                initial_fill=min(4096, max(self.num_samples, 1)),
+                pad_last_batch=self.uneven == "pad",
+                name="reader",
+            )
+            if self.sixteen_bit:  # 16-bit PNG/TIFF stay 16-bit: decode as they are stored
+                image = fn.decoders.image(
+                    encoded,
+                    device="mixed" if cuda else "cpu",
+                    output_type=types.ANY_DATA,
+                    dtype=types.UINT16,
+                )
+            else:
+                image = fn.decoders.image(
+                    encoded,
+                    device="mixed" if cuda else "cpu",
+                    output_type=types.RGB if self.channels == 3 else types.GRAY,
+                )
+            x = fn.cast(image, dtype=types.FLOAT) / scale
+            if a.channels == 3 and self.channels == 1:
+                x = fn.cat(x, x, x, axis=2)
+            if a.resize:
+                x = fn.resize(x, resize_y=a.resize[0], resize_x=a.resize[1], antialias=True)
+            if a.random_crop:
+                position = fn.random.uniform(range=(0.0, 1.0)) if self.training else 0.5
+                x = fn.crop(
+                    x,
+                    crop=a.random_crop,
+                    crop_pos_x=position,
+                    crop_pos_y=fn.random.uniform(range=(0.0, 1.0)) if self.training else 0.5,
+                )
+            if self.training:
+                if a.flip_h or a.flip_v:
+                    x = fn.flip(
+                        x,
+                        horizontal=fn.random.coin_flip() if a.flip_h else 0,
+                        vertical=fn.random.coin_flip() if a.flip_v else 0,
+                    )
+                if a.rot90:
+                    x = fn.rotate(
+                        x,
+                        angle=fn.random.uniform(values=[0.0, 90.0, 180.0, 270.0]),
+                        keep_size=True,
+                        interp_type=types.INTERP_NN,
+                    )
+                if a.contrast or a.brightness:
+                    x = fn.brightness_contrast(
+                        x,
+                        contrast_center=0.5,
+                        contrast=fn.random.uniform(range=(1 - a.contrast, 1 + a.contrast)),
+                        brightness_shift=fn.random.uniform(range=(-a.brightness, a.brightness)),
+                    )
+            channels = 3 if a.channels == 3 else self.channels
+            if a.normalize == "imagenet":
+                mean, std = (np.asarray(v[:channels], np.float32) for v in IMAGENET)
+            elif a.normalize == "card" and stats is not None:
+                mean = np.asarray(stats.mean[:channels], np.float32) / scale
+                std = np.asarray(stats.std[:channels], np.float32) / scale
+            else:
+                mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
+            x = fn.normalize(x, mean=mean.reshape(1, 1, -1), stddev=std.reshape(1, 1, -1))
+            return fn.transpose(x, perm=[2, 0, 1]), meta
+
+        pipe = pipeline()
+        pipe.build()
+        return pipe
+
+    def _batch(self, images, metas) -> dict:
+        if self.device.type == "cuda":
+            from nvidia.dali.plugin.pytorch import feed_ndarray
+
+            tensor = images.as_tensor()
+            image = torch.empty(tensor.shape(), dtype=torch.float32, device=self.device)
+            feed_ndarray(tensor, image, cuda_stream=torch.cuda.current_stream(self.device))
+        else:
+            image = torch.from_numpy(np.array(images.as_tensor()))
+        about = [json.loads(bytes(np.array(metas[i]))) for i in range(len(metas))]
+        batch: dict = {"image": image, "key": [m["key"] for m in about]}
+        task = self.ds.card.task
+        if task == "classification":
+            batch["label"] = torch.tensor([m["label"] for m in about], device=self.device)
+        elif task == "multilabel":
+            batch["labels"] = torch.tensor(
+                [m["labels"] for m in about], dtype=torch.float32, device=self.device
+            )
+        elif task == "regression":
+            batch["target"] = torch.tensor(
+                [m["target"] for m in about], dtype=torch.float32, device=self.device
+            )
+        return batch
+
+    def __iter__(self) -> Iterator[dict]:
+        state = self.state
+        pipe = self._pipeline(state.epoch)
+        state.yielded = 0
+        try:
+            for number in range(len(self)):
+                images, metas = pipe.run()
+                if number < state.skip:
+                    continue  # replayed to reach the resume point
+                state.yielded += 1
+                yield self._batch(images, metas)
+        finally:
+            del pipe
+        self.state = LoaderState(epoch=state.epoch)

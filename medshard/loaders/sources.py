@@ -1,0 +1,217 @@
+"""Sample sources: index -> one decoded sample (numpy arrays, labels, key).
+
+- `ShardSamples`: samples stored in WebDataset shards (2D images, volume crops, video
+  clips), read by the offset and size the manifest gives, so any order costs no scan.
+- `PatchSamples`: random 3D patches of the Zarr volumes, several per volume, uniform or
+  centred on stored foreground locations.
+- `ClipSamples`: clips of T frames of the Zarr videos, at random or sequential starts.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+
+from medshard.codecs import decode_image
+from medshard.errors import DatasetError
+from medshard.shards.foreground import read_foreground
+from medshard.shards.random_access import ShardFiles
+from medshard.shards.reader import Dataset
+from medshard.shards.zarr_store import open_sample
+
+__all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "label_fields"]
+
+
+def label_fields(row: dict) -> dict:
+    """The label outputs of a manifest row: label, labels and/or target."""
+    out = {}
+    if row.get("label") is not None:
+        out["label"] = int(row["label"])
+    if row.get("labels") is not None:
+        out["labels"] = np.asarray(row["labels"], np.float32)
+    if row.get("target") is not None:
+        out["target"] = np.float32(row["target"])
+    return out
+
+
+def _npy(data: bytes) -> np.ndarray:
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+class ShardSamples:
+    """Samples of one split stored in tar shards, in manifest order."""
+
+    def __init__(self, dataset: Dataset, split: str):
+        self.dataset = dataset
+        rows = [r for r in dataset.manifest.to_pylist() if r["split"] == split and r["shard"]]
+        self.rows = sorted(rows, key=lambda r: (r["shard"], r["offset"]))
+        self.files = ShardFiles(dataset.path)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def key(self, index: int) -> str:
+        return self.rows[index]["key"]
+
+    def load(self, index: int, epoch: int) -> dict:
+        row = self.rows[index]
+        raw = self.files.read(row["shard"], row["offset"], row["bytes"], row["key"])
+        sample: dict = {"key": row["key"], **label_fields(row)}
+        for field, payload in raw.items():
+            if field.startswith("__"):
+                continue
+            try:
+                if field.startswith("image.") and field != "image.npy":
+                    array = decode_image(payload, field.split(".", 1)[1])
+                    sample["image"] = array[None] if array.ndim == 2 else np.moveaxis(array, -1, 0)
+                elif field == "image.npy":
+                    sample["image"] = _npy(payload)
+                elif field == "mask.npy":
+                    sample["mask"] = _npy(payload)
+                elif field == "json":
+                    json.loads(payload)  # a member that does not parse is a corrupt sample
+            except Exception as exc:  # each codec raises its own error for corrupt bytes
+                raise DatasetError(
+                    f"{row['shard']}: sample {row['key']!r} member {field!r} "
+                    f"does not decode ({exc})"
+                ) from exc
+        if "image" not in sample:
+            raise DatasetError(f"{row['shard']}: sample {row['key']!r} has no image member")
+        return sample
+
+
+def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([seed, epoch, index, 7])
+
+
+class PatchSamples:
+    """`samples_per_volume` patches per volume of a split: item i is a patch of volume
+    i // samples_per_volume; with `foreground_prob` p a patch is centred on a stored
+    foreground voxel, else drawn uniformly (TorchIO's LabelSampler and UniformSampler)."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: str,
+        patch_size: tuple[int, int, int],
+        *,
+        samples_per_volume: int = 4,
+        foreground_prob: float = 0.33,
+        seed: int = 0,
+    ):
+        self.dataset = dataset
+        self.rows = sorted(
+            (r for r in dataset.manifest.to_pylist() if r["split"] == split and r["zarr_path"]),
+            key=lambda r: r["key"],
+        )
+        if not self.rows:
+            raise DatasetError(
+                f"{dataset.path}: split {split!r} holds no volumes to draw patches from"
+            )
+        self.patch = tuple(patch_size)
+        self.per_volume = samples_per_volume
+        self.foreground_prob = foreground_prob
+        self.seed = seed
+        self.foreground = read_foreground(dataset.path) if foreground_prob > 0 else {}
+
+    def __len__(self) -> int:
+        return len(self.rows) * self.per_volume
+
+    def key(self, index: int) -> str:
+        return f"{self.rows[index // self.per_volume]['key']}#{index % self.per_volume}"
+
+    def _origin(self, rng: np.random.Generator, row: dict) -> np.ndarray:
+        shape = np.asarray(row["shape"][1:])
+        patch = np.asarray(self.patch)
+        high = np.maximum(shape - patch, 0)
+        points = self.foreground.get(row["key"], {})
+        if points and rng.random() < self.foreground_prob:
+            label = sorted(points)[rng.integers(len(points))]  # every label equally likely
+            centre = points[label][rng.integers(len(points[label]))]
+            return np.clip(centre - patch // 2, 0, high)
+        return np.array([rng.integers(0, h + 1) for h in high])
+
+    def load(self, index: int, epoch: int) -> dict:
+        row = self.rows[index // self.per_volume]
+        origin = self._origin(_rng(self.seed, epoch, index), row)
+        window = tuple(slice(o, o + p) for o, p in zip(origin, self.patch))
+        image, mask = open_sample(self.dataset.path, row["zarr_path"])
+        sample = {
+            "key": self.key(index),
+            "origin": origin,
+            **label_fields(row),
+            "image": _pad(image[(slice(None), *window)], self.patch),
+        }
+        if mask is not None:
+            sample["mask"] = _pad(mask[window], self.patch)
+        return sample
+
+
+def _pad(array: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
+    """Zero-pad the trailing axes of a patch cut from a volume smaller than the patch."""
+    missing = [s - d for s, d in zip(size, array.shape[-len(size) :])]
+    if not any(missing):
+        return np.ascontiguousarray(array)
+    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, m) for m in missing]
+    return np.pad(array, pads)
+
+
+class ClipSamples:
+    """Clips of `clip_len` frames of each video of a split: `clips_per_video` random starts
+    per video, or with `sequential` every start `stride` frames apart."""
+
+    def __init__(
+        self,
+        dataset: Dataset,
+        split: str,
+        clip_len: int,
+        *,
+        clips_per_video: int = 1,
+        sequential: bool = False,
+        stride: int | None = None,
+        seed: int = 0,
+    ):
+        self.dataset = dataset
+        self.rows = sorted(
+            (r for r in dataset.manifest.to_pylist() if r["split"] == split and r["zarr_path"]),
+            key=lambda r: r["key"],
+        )
+        short = [r["key"] for r in self.rows if r["shape"][0] < clip_len]
+        if short:
+            raise DatasetError(
+                f"{dataset.path}: video {short[0]!r} is shorter than clips of {clip_len} frames"
+            )
+        self.clip_len, self.seed = clip_len, seed
+        if sequential:
+            step = stride or clip_len
+            self.items = [
+                (v, s)
+                for v, r in enumerate(self.rows)
+                for s in range(0, r["shape"][0] - clip_len + 1, step)
+            ]
+        else:
+            self.items = [(v, None) for v in range(len(self.rows)) for _ in range(clips_per_video)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def key(self, index: int) -> str:
+        return f"{self.rows[self.items[index][0]]['key']}#{index}"
+
+    def load(self, index: int, epoch: int) -> dict:
+        video, start = self.items[index]
+        row = self.rows[video]
+        if start is None:
+            start = int(
+                _rng(self.seed, epoch, index).integers(0, row["shape"][0] - self.clip_len + 1)
+            )
+        frames = open_sample(self.dataset.path, row["zarr_path"])[0][start : start + self.clip_len]
+        clip = frames[:, None] if frames.ndim == 3 else np.moveaxis(frames, -1, 1)  # (T, C, H, W)
+        return {
+            "key": self.key(index),
+            "start": start,
+            "image": np.ascontiguousarray(clip),
+            **label_fields(row),
+        }

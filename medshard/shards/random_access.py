@@ -1,0 +1,67 @@
+"""Read one sample from a shard by the offset and size the manifest gives: the random
+access that exact shuffling, partitioning and mid-epoch resume are built on."""
+
+from __future__ import annotations
+
+import os
+import tarfile
+from pathlib import Path
+
+from medshard.errors import DatasetError
+from medshard.shards.layout import split_member_name
+from medshard.shards.reader import RawSample
+
+__all__ = ["ShardFiles", "parse_sample"]
+
+_BLOCK = tarfile.BLOCKSIZE
+
+
+def parse_sample(data: bytes, shard: str, key: str) -> RawSample:
+    """Split the bytes of one sample's tar members into {field: payload}."""
+    sample: RawSample = {"__key__": key, "__shard__": shard}
+    position = 0
+    while position < len(data):
+        try:
+            info = tarfile.TarInfo.frombuf(data[position : position + _BLOCK], "utf-8", "strict")
+        except tarfile.HeaderError as exc:
+            raise DatasetError(
+                f"{shard}: sample {key!r} has a corrupt member header ({exc})"
+            ) from exc
+        member_key, field = split_member_name(info.name)
+        if member_key != key:
+            raise DatasetError(f"{shard}: found {info.name!r} where the manifest puts {key!r}")
+        start = position + _BLOCK
+        payload = data[start : start + info.size]
+        if len(payload) != info.size:
+            raise DatasetError(f"{shard}: sample {key!r} is truncated")
+        sample[field] = payload
+        position = start + -(-info.size // _BLOCK) * _BLOCK
+    return sample
+
+
+class ShardFiles:
+    """Open shard files of one dataset, read with pread; one instance per worker."""
+
+    def __init__(self, dataset: str | Path):
+        self.dataset = Path(dataset)
+        self._fds: dict[str, int] = {}
+
+    def read(self, shard: str, offset: int, nbytes: int, key: str) -> RawSample:
+        fd = self._fds.get(shard)
+        if fd is None:
+            try:
+                fd = self._fds[shard] = os.open(self.dataset / shard, os.O_RDONLY)
+            except OSError as exc:
+                raise DatasetError(f"{shard}: cannot open the shard ({exc.strerror})") from exc
+        data = os.pread(fd, nbytes, offset)
+        if len(data) != nbytes:
+            raise DatasetError(f"{shard}: the shard is truncated before sample {key!r}")
+        return parse_sample(data, shard, key)
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __getstate__(self):  # file descriptors do not cross into worker processes
+        return {"dataset": self.dataset, "_fds": {}}

@@ -25,7 +25,7 @@ class Augment2D(BaseModel):
     random_crop: tuple[int, int] | None = None  # after resize; centre crop when not training
     flip_h: bool = False
     flip_v: bool = False
-    rot90: bool = False  # square outputs only
+    rot90: bool = False  # quarter turns on square outputs, half turns otherwise
     brightness: float = 0.0  # additive, on the [0, 1] scale
     contrast: float = 0.0  # multiplicative around 0.5: factor in [1 - c, 1 + c]
     normalize: Literal["card", "imagenet", "none"] = "card"
@@ -38,7 +38,7 @@ class Augment3D(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     flip_axes: tuple[int, ...] = ()  # spatial axes 0 (z), 1 (y), 2 (x), each flipped at p=0.5
-    rot90_xy: bool = False
+    rot90_xy: bool = False  # quarter turns where y and x sizes match, half turns otherwise
     gamma: tuple[float, float] | None = None  # on intensities rescaled to [0, 1]
     contrast: tuple[float, float] | None = None
     noise_std: float = 0.0  # Gaussian noise, after normalisation
@@ -93,7 +93,10 @@ def augment_2d(
         if config.flip_v and _coin(generator):
             x = x.flip(-2)
         if config.rot90:
-            x = torch.rot90(x, int(torch.randint(0, 4, (), generator=generator)), dims=(-2, -1))
+            k = int(torch.randint(0, 4, (), generator=generator))
+            if x.shape[-2] != x.shape[-1]:
+                k = 2 * (k % 2)  # a quarter turn would change a non-square shape: half turns only
+            x = torch.rot90(x, k, dims=(-2, -1))
         if config.contrast:
             x = (x - 0.5) * _uniform(generator, 1 - config.contrast, 1 + config.contrast) + 0.5
         if config.brightness:
@@ -126,6 +129,8 @@ def augment_3d(
                 mask = None if mask is None else mask.flip(axis)
         if config.rot90_xy:
             k = int(torch.randint(0, 4, (), generator=generator))
+            if x.shape[-2] != x.shape[-1]:
+                k = 2 * (k % 2)  # quarter turns only where y and x are the same size
             x = torch.rot90(x, k, dims=(2, 3))
             mask = None if mask is None else torch.rot90(mask, k, dims=(1, 2))
     if config.gamma or config.contrast:

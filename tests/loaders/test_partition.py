@@ -1,0 +1,50 @@
+"""Which samples each rank and worker reads, for many simulated topologies, no processes."""
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from medshard.loaders.partition import epoch_order, rank_batches, rank_indices, worker_batches
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("num_samples", [1, 10, 37, 64])
+def test_ranks_and_workers_yield_each_sample_exactly_once(num_samples, world_size, workers):
+    seen = Counter()
+    counts = set()
+    for rank in range(world_size):
+        batches = rank_batches(num_samples, 0, 3, rank, world_size, 4, uneven="drop")
+        counts.add(len(batches))
+        for worker in range(workers):
+            for _, batch in worker_batches(batches, worker, workers):
+                seen.update(batch.tolist())
+    kept = num_samples - num_samples % world_size
+    assert sum(seen.values()) == kept and all(v == 1 for v in seen.values())
+    assert len(counts) == 1  # every rank yields the same number of batches
+
+
+def test_pad_wraps_so_every_sample_is_read_and_ranks_stay_even():
+    per_rank = [rank_indices(10, 1, 0, r, 4, uneven="pad") for r in range(4)]
+    assert {len(p) for p in per_rank} == {3}
+    everything = np.concatenate(per_rank)
+    assert set(everything.tolist()) == set(range(10)) and len(everything) == 12
+
+
+def test_order_is_a_function_of_seed_and_epoch():
+    assert np.array_equal(epoch_order(100, 5, 2), epoch_order(100, 5, 2))
+    assert not np.array_equal(epoch_order(100, 5, 2), epoch_order(100, 5, 3))
+    assert not np.array_equal(epoch_order(100, 5, 2), epoch_order(100, 6, 2))
+    assert np.array_equal(epoch_order(10, 5, 2, shuffle=False), np.arange(10))
+
+
+def test_workers_take_batches_round_robin_and_skip_for_resume():
+    batches = rank_batches(40, 0, 0, 0, 1, 4)
+    assert [b for b, _ in worker_batches(batches, 1, 3)] == [1, 4, 7]
+    assert [b for b, _ in worker_batches(batches, 1, 3, skip=5)] == [7]
+
+
+def test_a_rank_outside_the_world_is_refused():
+    with pytest.raises(ValueError, match="outside a world of 2"):
+        rank_indices(10, 0, 0, 2, 2)

@@ -120,40 +120,42 @@ def augment_3d(
     stats: dict | None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """One (c, z, y, x) volume and its (z, y, x) mask, with one spatial draw for both.
-    `stats`: the card's per-channel mean, std, p0_5 and p99_5."""
-    x = image.float()
+    `stats`: the card's per-channel mean, std, p0_5 and p99_5. Works in place on one
+    float copy: on a CPU this runs once per sample in every worker."""
+    x = image.float() if image.dtype != torch.float32 else image.clone()
     if generator is not None:
-        for axis in config.flip_axes:
-            if _coin(generator):
-                x = x.flip(axis + 1)
-                mask = None if mask is None else mask.flip(axis)
+        dims = [axis for axis in config.flip_axes if _coin(generator)]
+        if dims:  # one copy for all flipped axes
+            x = x.flip([d + 1 for d in dims])
+            mask = None if mask is None else mask.flip(dims)
         if config.rot90_xy:
             k = int(torch.randint(0, 4, (), generator=generator))
             if x.shape[-2] != x.shape[-1]:
                 k = 2 * (k % 2)  # quarter turns only where y and x are the same size
-            x = torch.rot90(x, k, dims=(2, 3))
-            mask = None if mask is None else torch.rot90(mask, k, dims=(1, 2))
-    if config.gamma or config.contrast:
-        low = x.amin(dim=(1, 2, 3), keepdim=True)
-        span = (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-8)
-        unit = (x - low) / span
-        if generator is not None and config.gamma:
-            unit = unit.pow(_uniform(generator, *config.gamma))
-        if generator is not None and config.contrast:
-            unit = ((unit - 0.5) * _uniform(generator, *config.contrast) + 0.5).clamp(0, 1)
-        x = unit * span + low
+            if k:
+                x = torch.rot90(x, k, dims=(2, 3))
+                mask = None if mask is None else torch.rot90(mask, k, dims=(1, 2))
+        if config.gamma or config.contrast:
+            low = x.amin(dim=(1, 2, 3), keepdim=True)
+            span = (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-8)
+            x.sub_(low).div_(span)
+            if config.gamma:
+                x.pow_(_uniform(generator, *config.gamma))
+            if config.contrast:
+                x.sub_(0.5).mul_(_uniform(generator, *config.contrast)).add_(0.5).clamp_(0, 1)
+            x.mul_(span).add_(low)
     channels = x.shape[0]
     if config.normalize == "card" and stats is not None:
-        low = torch.tensor(stats["p0_5"][:channels], device=x.device).view(-1, 1, 1, 1)
-        high = torch.tensor(stats["p99_5"][:channels], device=x.device).view(-1, 1, 1, 1)
-        mean = torch.tensor(stats["mean"][:channels], device=x.device).view(-1, 1, 1, 1)
-        std = torch.tensor(stats["std"][:channels], device=x.device).view(-1, 1, 1, 1)
-        x = (x.clamp(low, high) - mean) / std.clamp_min(1e-8)  # nnU-Net's CT-style scheme
+
+        def column(name: str) -> torch.Tensor:
+            return torch.tensor(stats[name][:channels], device=x.device).view(-1, 1, 1, 1)
+
+        x = torch.maximum(torch.minimum(x, column("p99_5")), column("p0_5"))
+        x.sub_(column("mean")).div_(column("std").clamp_min(1e-8))  # nnU-Net's CT-style scheme
     elif config.normalize == "zscore":
-        x = (x - x.mean(dim=(1, 2, 3), keepdim=True)) / x.std(
-            dim=(1, 2, 3), keepdim=True
-        ).clamp_min(1e-8)
+        x.sub_(x.mean(dim=(1, 2, 3), keepdim=True)).div_(
+            x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-8)
+        )
     if generator is not None and config.noise_std:
-        noise = torch.randn(x.shape, generator=generator).to(x.device)
-        x = x + config.noise_std * noise
+        x.add_(torch.randn(x.shape, generator=generator).to(x.device), alpha=config.noise_std)
     return x.contiguous(), (None if mask is None else mask.contiguous())

@@ -70,6 +70,7 @@ def build_loader(
     foreground_prob: float = 0.33,
     clip_len: int | None = None,
     clips_per_video: int = 1,
+    sequential_clips: bool | None = None,
     uneven: Uneven = "pad",
     drop_last: bool = False,
     num_workers: int = 2,
@@ -83,8 +84,9 @@ def build_loader(
     `key`) on `device`, for this rank.
 
     Volumes give random patches of `patch_size` from Zarr (else their stored crops); videos
-    give clips of `clip_len` frames from Zarr (else their stored clips). `training` turns
-    on random augmentation and shuffling. Rank and world size default to the launcher's.
+    give clips of `clip_len` frames from Zarr (else their stored clips): random starts when
+    training, every clip in turn otherwise. `training` turns on random augmentation and
+    shuffling. Rank and world size default to the launcher's.
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     ds.require_split(split)

@@ -49,8 +49,6 @@ class VolumeTransform:
 
     def __call__(self, sample: dict, index: int, epoch: int) -> dict:
         sample["index"] = index
-        if "mask" in sample:
-            sample["mask"] = sample["mask"].astype(np.int64)
         if self.on_device:
             return sample
         mask = torch.from_numpy(sample["mask"]) if "mask" in sample else None

@@ -1,0 +1,291 @@
+"""The five workloads as benchmark cases: synthesise the raw layout at a realistic size,
+ingest it, then build the engine's loader and the lazy baseline with the same
+augmentation, batch size and number of workers.
+
+Each case runs twice: `augmented` applies the workload's training augmentation (the same
+code on both sides); `plain` only decodes and batches (no random ops, no normalisation),
+which isolates what the engine replaces: opening, reading and decoding files."""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch.utils.data import DataLoader
+
+from benchmarks.baselines import LazyImageFiles, LazyNiftiPatches, LazySliceCrops, LazyVideoClips
+from medshard.codecs import IMAGE_EXTENSIONS, decode_image
+from medshard.ingest.images import ImageIngestOptions, ingest_images
+from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
+from medshard.ingest.video import VideoIngestOptions, ingest_video
+from medshard.ingest.windows import crop_origins
+from medshard.loaders import Augment2D, Augment3D, build_loader
+from medshard.loaders.transforms import FrameTransform, VolumeTransform
+from medshard.shards.layout import key_from_path
+from medshard.shards.reader import open_dataset
+from medshard.synth.images import MAMMO_CLASSES, synth_embryo_stage, synth_mammo_tiles
+from medshard.synth.video import synth_ivf_timelapse
+from medshard.synth.volumes import synth_fomo_mri, synth_nuclei_3d
+
+__all__ = ["WORKERS", "WORKLOADS", "Workload", "decode_ceiling", "rows_of"]
+
+WORKERS = 2
+CROP = (80, 80, 80)
+PATCH = (64, 64, 64)
+PATCHES_PER_VOLUME = 4
+CLIP_LEN = 8
+CLIPS_PER_VIDEO = 4
+
+
+def _read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def rows_of(table: Path) -> int:
+    return len(_read_csv(table))
+
+
+def _loader(dataset, batch_size: int) -> DataLoader:
+    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=WORKERS)
+
+
+def _options(out: Path) -> dict:
+    return dict(out=out, workers=WORKERS, overwrite=True, quiet=True, val_fraction=0.0)
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    what: str  # what one sample is
+    batch_size: int
+    augment: Augment2D | Augment3D  # the workload's training augmentation
+    plain: Augment2D | Augment3D  # decode and batch only
+    synth: Callable[[Path, int], Path]  # (raw dir, scale) -> table
+    ingest: Callable[[Path, Path], object]  # (table, dataset dir) -> IngestResult
+    engine_options: dict  # build_loader options beyond batch size and augmentation
+    baseline_dataset: Callable[[Path, Path, Callable], object]  # (table, ds, transform)
+    image_column: str | None = None  # 2D workloads: for the decode-bound ceiling
+
+    def engine(self, ds: Path, augmented: bool):
+        return build_loader(
+            ds,
+            "train",
+            batch_size=self.batch_size,
+            training=augmented,
+            shuffle=True,
+            augment=self.augment if augmented else self.plain,
+            num_workers=WORKERS,
+            **self.engine_options,
+        )
+
+    def baseline(self, table: Path, ds: Path, augmented: bool) -> DataLoader:
+        config = self.augment if augmented else self.plain
+        stats = open_dataset(ds).card.stats
+        if isinstance(config, Augment2D):
+            transform = FrameTransform(config, 0, augmented, (stats.mean, stats.std))
+        else:
+            transform = VolumeTransform(config, 0, augmented, stats.model_dump())
+        return _loader(self.baseline_dataset(table, ds, transform), self.batch_size)
+
+
+def _embryo_files(table: Path, ds: Path, transform) -> LazyImageFiles:
+    rows = _read_csv(table)
+    classes = sorted({r["stage"] for r in rows})
+    return LazyImageFiles(
+        table.parent,
+        [r["image_path"] for r in rows],
+        [classes.index(r["stage"]) for r in rows],
+        transform,
+        "label",
+    )
+
+
+def _mammo_files(table: Path, ds: Path, transform) -> LazyImageFiles:
+    rows = _read_csv(table)
+    labels = [[float(r[c]) for c in MAMMO_CLASSES] for r in rows]
+    return LazyImageFiles(table.parent, [r["tile_path"] for r in rows], labels, transform, "labels")
+
+
+def _nuclei_crops(table: Path, ds: Path, transform) -> LazySliceCrops:
+    rows = _read_csv(table)
+    classes = sorted({r["class"] for r in rows})
+    shapes = {r["key"]: r["shape"] for r in open_dataset(ds).manifest.to_pylist() if r["zarr_path"]}
+    items = [
+        (table.parent / r["sample_id"], origin, classes.index(r["class"]))
+        for r in rows
+        for origin in crop_origins(shapes[r["sample_id"]][1:], CROP)
+    ]
+    return LazySliceCrops(items, CROP, transform)
+
+
+def _mri_patches(table: Path, ds: Path, transform) -> LazyNiftiPatches:
+    rows = _read_csv(table)
+    classes = sorted({r["diagnosis"] for r in rows})
+    subjects = [
+        (
+            [table.parent / r[m] for m in ("flair", "dwi", "adc")],
+            table.parent / r["seg"],
+            classes.index(r["diagnosis"]),
+        )
+        for r in rows
+    ]
+    return LazyNiftiPatches(subjects, PATCH, PATCHES_PER_VOLUME, transform)
+
+
+def _video_clips(table: Path, ds: Path, transform) -> LazyVideoClips:
+    rows = _read_csv(table)
+    classes = sorted({r["outcome"] for r in rows})
+    frames = {
+        r["key"]: r["shape"][0] for r in open_dataset(ds).manifest.to_pylist() if r["zarr_path"]
+    }
+    videos = [
+        (
+            table.parent / r["video_path"],
+            frames[key_from_path(r["video_path"])],
+            classes.index(r["outcome"]),
+        )
+        for r in rows
+    ]
+    return LazyVideoClips(videos, CLIP_LEN, CLIPS_PER_VIDEO, (128, 128), transform)
+
+
+VOLUME_AUGMENT = Augment3D(
+    flip_axes=(0, 1, 2), rot90_xy=True, gamma=(0.7, 1.5), contrast=(0.75, 1.25), noise_std=0.1
+)
+VOLUME_PLAIN = Augment3D(normalize="none")
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload(
+            "embryo-stage",
+            "256x256 RGB JPEG -> 3x224x224",
+            32,
+            augment=Augment2D(
+                resize=(224, 224),
+                flip_h=True,
+                flip_v=True,
+                brightness=0.1,
+                contrast=0.1,
+                normalize="imagenet",
+                channels=3,
+            ),
+            plain=Augment2D(resize=(224, 224), normalize="none", channels=3),
+            synth=lambda raw, scale: synth_embryo_stage(raw, n=300 * scale),
+            ingest=lambda table, ds: ingest_images(
+                ImageIngestOptions(
+                    table=table,
+                    image_col="image_path",
+                    label_col="stage",
+                    group_col="embryo_id",
+                    **_options(ds),
+                )
+            ),
+            engine_options={},
+            baseline_dataset=_embryo_files,
+            image_column="image_path",
+        ),
+        Workload(
+            "mammo-tiles",
+            "256x256 16-bit PNG -> 1x224x224",
+            32,
+            augment=Augment2D(
+                random_crop=(224, 224),
+                flip_h=True,
+                flip_v=True,
+                rot90=True,
+                contrast=0.2,
+                brightness=0.1,
+                normalize="card",
+            ),
+            plain=Augment2D(random_crop=(224, 224), normalize="none"),
+            synth=lambda raw, scale: synth_mammo_tiles(raw, n=300 * scale),
+            ingest=lambda table, ds: ingest_images(
+                ImageIngestOptions(
+                    table=table,
+                    image_col="tile_path",
+                    label_cols=MAMMO_CLASSES,
+                    group_col="patient_id",
+                    **_options(ds),
+                )
+            ),
+            engine_options={},
+            baseline_dataset=_mammo_files,
+            image_column="tile_path",
+        ),
+        Workload(
+            "nuclei-3d",
+            "80^3 crop of 80x240x240 stacks (80 TIFF slices each)",
+            4,
+            augment=VOLUME_AUGMENT,
+            plain=VOLUME_PLAIN,
+            synth=lambda raw, scale: synth_nuclei_3d(raw, n=4 * scale, shape=(80, 240, 240)),
+            ingest=lambda table, ds: ingest_tiff(
+                TiffIngestOptions(
+                    root=table.parent, labels=table, crops=CROP, patch_size=CROP, **_options(ds)
+                )
+            ),
+            engine_options={},
+            baseline_dataset=_nuclei_crops,
+        ),
+        Workload(
+            "fomo-mri",
+            "64^3 patch of 3 modalities + mask, 128x128x96 .nii.gz",
+            4,
+            augment=VOLUME_AUGMENT,
+            plain=VOLUME_PLAIN,
+            synth=lambda raw, scale: synth_fomo_mri(raw, n=6 * scale, shape=(128, 128, 96)),
+            ingest=lambda table, ds: ingest_nifti(
+                NiftiIngestOptions(
+                    table=table,
+                    modalities=("flair", "dwi", "adc"),
+                    mask_col="seg",
+                    label_col="diagnosis",
+                    key_col="subject",
+                    patch_size=PATCH,
+                    **_options(ds),
+                )
+            ),
+            engine_options=dict(patch_size=PATCH, samples_per_volume=PATCHES_PER_VOLUME),
+            baseline_dataset=_mri_patches,
+        ),
+        Workload(
+            "ivf-timelapse",
+            "8-frame clip at 128x128 from 48-frame mp4 / PNG folders",
+            4,
+            augment=Augment2D(flip_h=True, flip_v=True, rot90=True, normalize="card"),
+            plain=Augment2D(normalize="none"),
+            synth=lambda raw, scale: synth_ivf_timelapse(raw, n=6 * scale, frames=48),
+            ingest=lambda table, ds: ingest_video(
+                VideoIngestOptions(
+                    table=table,
+                    video_col="video_path",
+                    label_col="outcome",
+                    group_col="embryo_id",
+                    **_options(ds),
+                )
+            ),
+            engine_options=dict(
+                clip_len=CLIP_LEN, clips_per_video=CLIPS_PER_VIDEO, sequential_clips=False
+            ),
+            baseline_dataset=_video_clips,
+        ),
+    )
+}
+
+
+def decode_ceiling(table: Path, column: str, limit: int = 200) -> float:
+    """Images per second one core decodes with the engine's decoder, times the cores: the
+    decode-bound ceiling of a CPU loader for these images."""
+    paths = [table.parent / r[column] for r in _read_csv(table)[:limit]]
+    data = [(p.read_bytes(), IMAGE_EXTENSIONS[p.suffix.lower()]) for p in paths]
+    started = time.perf_counter()
+    for payload, ext in data:
+        decode_image(payload, ext)
+    return len(data) / (time.perf_counter() - started) * (os.cpu_count() or 1)

@@ -225,7 +225,7 @@ WORKLOADS = {
             4,
             augment=VOLUME_AUGMENT,
             plain=VOLUME_PLAIN,
-            synth=lambda raw, scale: synth_nuclei_3d(raw, n=4 * scale, shape=(80, 240, 240)),
+            synth=lambda raw, scale: synth_nuclei_3d(raw, n=12 * scale, shape=(80, 240, 240)),
             ingest=lambda table, ds: ingest_tiff(
                 TiffIngestOptions(
                     root=table.parent, labels=table, crops=CROP, patch_size=CROP, **_options(ds)
@@ -240,7 +240,7 @@ WORKLOADS = {
             4,
             augment=VOLUME_AUGMENT,
             plain=VOLUME_PLAIN,
-            synth=lambda raw, scale: synth_fomo_mri(raw, n=6 * scale, shape=(128, 128, 96)),
+            synth=lambda raw, scale: synth_fomo_mri(raw, n=10 * scale, shape=(128, 128, 96)),
             ingest=lambda table, ds: ingest_nifti(
                 NiftiIngestOptions(
                     table=table,
@@ -261,7 +261,7 @@ WORKLOADS = {
             4,
             augment=Augment2D(flip_h=True, flip_v=True, rot90=True, normalize="card"),
             plain=Augment2D(normalize="none"),
-            synth=lambda raw, scale: synth_ivf_timelapse(raw, n=6 * scale, frames=48),
+            synth=lambda raw, scale: synth_ivf_timelapse(raw, n=10 * scale, frames=48),
             ingest=lambda table, ds: ingest_video(
                 VideoIngestOptions(
                     table=table,

@@ -464,6 +464,64 @@ def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) 
     )
 
 
+@app.command()
+def bench(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    split: str = "train",
+    batch_size: int = 32,
+    workers: int = 2,
+    repetitions: int = 3,
+    patch_size: Annotated[str | None, typer.Option(help="Volumes: patch z,y,x from Zarr.")] = None,
+    clip_len: Annotated[
+        int | None, typer.Option(help="Video: clips of T frames from Zarr.")
+    ] = None,
+    max_batches: Annotated[int | None, typer.Option(help="Stop each run after this many.")] = None,
+) -> None:
+    """Measure the engine's loader on a dataset, and the lazy per-file loader over its raw
+    sources when the manifest still reaches them (decode and batch, no augmentation)."""
+    from rich.table import Table
+
+    from benchmarks.user_dataset import bench_dataset
+
+    try:
+        engine, baseline = bench_dataset(
+            dataset,
+            split=split,
+            batch_size=batch_size,
+            workers=workers,
+            repetitions=repetitions,
+            patch_size=_triple(patch_size),
+            clip_len=clip_len,
+            max_batches=max_batches,
+        )
+    except MedshardError as exc:
+        _fail(exc)
+    table = Table(
+        title=f"{dataset} ({split}, batch {batch_size}, {workers} workers)", title_justify="left"
+    )
+    for column in ("loader", "samples/s", "MB/s", "first batch s", "peak RSS MB"):
+        table.add_column(column, justify="right")
+    for m in (baseline, engine):
+        if m is not None:
+            table.add_row(
+                m.name,
+                f"{m.samples_per_s:.1f}",
+                f"{m.mb_per_s:.1f}",
+                f"{m.first_batch_s:.2f}",
+                f"{m.peak_rss_mb:.0f}",
+            )
+    console.print(table)
+    if baseline is None:
+        console.print(
+            "no baseline: the raw sources are not reachable from the manifest "
+            "(or this kind of dataset has no lazy reader here)"
+        )
+    else:
+        console.print(
+            f"engine / lazy baseline: {engine.samples_per_s / baseline.samples_per_s:.1f}x"
+        )
+
+
 @synth_app.command("embryo-stage")
 def synth_embryo(out: Path, n: int = 300, seed: int = 0) -> None:
     """Embryo images (JPEG) with labels.csv: image_path,stage,embryo_id."""

@@ -19,7 +19,7 @@ from medshard.errors import DatasetError
 from medshard.shards.foreground import read_foreground
 from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import Dataset
-from medshard.shards.zarr_store import open_sample
+from medshard.shards.zarr_store import ZarrReader
 
 __all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "label_fields"]
 
@@ -115,6 +115,8 @@ class PatchSamples:
         self.foreground_prob = foreground_prob
         self.seed = seed
         self.foreground = read_foreground(dataset.path) if foreground_prob > 0 else {}
+        self.reader = ZarrReader(dataset.path)
+        self.masked = "mask" in dataset.card.fields
 
     def __len__(self) -> int:
         return len(self.rows) * self.per_volume
@@ -137,15 +139,16 @@ class PatchSamples:
         row = self.rows[index // self.per_volume]
         origin = self._origin(_rng(self.seed, epoch, index), row)
         window = tuple(slice(o, o + p) for o, p in zip(origin, self.patch))
-        image, mask = open_sample(self.dataset.path, row["zarr_path"])
+        image = self.reader.read(f"{row['zarr_path']}/image", (slice(None), *window))
         sample = {
             "key": self.key(index),
             "origin": origin,
             **label_fields(row),
-            "image": _pad(image[(slice(None), *window)], self.patch),
+            "image": _pad(image, self.patch),
         }
-        if mask is not None:
-            sample["mask"] = _pad(mask[window], self.patch)
+        if self.masked:
+            mask = self.reader.read(f"{row['zarr_path']}/labels/mask", window)
+            sample["mask"] = _pad(mask, self.patch)
         return sample
 
 
@@ -184,6 +187,7 @@ class ClipSamples:
                 f"{dataset.path}: video {short[0]!r} is shorter than clips of {clip_len} frames"
             )
         self.clip_len, self.seed = clip_len, seed
+        self.reader = ZarrReader(dataset.path)
         if sequential:
             step = stride or clip_len
             self.items = [
@@ -207,7 +211,9 @@ class ClipSamples:
             start = int(
                 _rng(self.seed, epoch, index).integers(0, row["shape"][0] - self.clip_len + 1)
             )
-        frames = open_sample(self.dataset.path, row["zarr_path"])[0][start : start + self.clip_len]
+        frames = self.reader.read(
+            f"{row['zarr_path']}/image", (slice(start, start + self.clip_len),)
+        )
         clip = frames[:, None] if frames.ndim == 3 else np.moveaxis(frames, -1, 1)  # (T, C, H, W)
         return {
             "key": self.key(index),

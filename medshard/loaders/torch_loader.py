@@ -194,8 +194,6 @@ class TorchLoader:
             }
             if self.device_transform is not None:
                 batch = self.device_transform(batch, state.epoch)
-            if "mask" in batch:
-                batch["mask"] = batch["mask"].long()  # class indices, as losses take them
             state.yielded += 1
             yield batch
         # the next pass over this loader starts the epoch from its first batch

@@ -21,6 +21,7 @@ __all__ = [
     "write_sample",
     "open_sample",
     "consolidate",
+    "ZarrReader",
 ]
 
 SPATIAL_UNIT = "millimeter"
@@ -156,6 +157,40 @@ def open_sample(dataset_dir: str | Path, zarr_path: str):
         ) from exc
     mask = group["labels/mask"] if "labels" in group else None
     return image, mask
+
+
+class ZarrReader:
+    """Region reads from the store through tensorstore's zarr3 driver: C++ with parallel
+    chunk decoding, several times faster than zarr-python for patch-sized reads. Opened
+    arrays are kept; one reader per worker process."""
+
+    def __init__(self, dataset_dir: str | Path, threads: int = 2):
+        self.root = Path(dataset_dir)
+        self.threads = threads
+        self._arrays: dict[str, object] = {}
+        self._context = None
+
+    def array(self, path: str):
+        """The tensorstore array at `path` (e.g. 'zarr/KEY/image'), opened once."""
+        found = self._arrays.get(path)
+        if found is None:
+            import tensorstore as ts
+
+            if self._context is None:
+                self._context = ts.Context({"data_copy_concurrency": {"limit": self.threads}})
+            spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": str(self.root / path)}}
+            try:
+                found = ts.open(spec, read=True, context=self._context).result()
+            except ValueError as exc:
+                raise DatasetError(f"{self.root / path}: cannot open the array ({exc})") from exc
+            self._arrays[path] = found
+        return found
+
+    def read(self, path: str, selection: tuple = ()) -> np.ndarray:
+        return self.array(path)[selection].read().result()
+
+    def __getstate__(self):  # open arrays do not cross into worker processes
+        return {"root": self.root, "threads": self.threads, "_arrays": {}, "_context": None}
 
 
 def consolidate(dataset_dir: str | Path) -> None:

@@ -1,15 +1,21 @@
-"""The torch backend: a DataLoader over planned batches. Workers read, decode and (for 2D
-images, or on a CPU) augment; on a GPU the fixed-size 3D and clip batches are augmented
-on the device. Also the `Loader` protocol every backend follows."""
+"""The torch backend: a DataLoader whose workers each compute their own share of an
+epoch's plan. Workers read, decode and (for 2D images, or on a CPU) augment; on a GPU the
+fixed-size 3D and clip batches are augmented on the device.
+
+Workers persist across epochs and start from a clean forkserver process: no respawn cost
+per epoch, and no state (such as tensorstore's thread pools) inherited by fork. The epoch
+and the resume point reach them through shared values, and each worker derives its
+batches from those integers alone."""
 
 from __future__ import annotations
 
 import concurrent.futures
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.multiprocessing as mp
 from torch.utils.data import DataLoader, IterableDataset
 
 from medshard.errors import DatasetError
@@ -43,40 +49,68 @@ def collate(samples: list[dict]) -> dict:
 class LoaderState:
     epoch: int = 0
     skip: int = 0  # batches of this epoch already consumed (resume)
-    yielded: int = 0  # batches yielded so far in this epoch
-    skipped_samples: int = field(default=0)  # bad samples skipped with on_error="skip"
+    yielded: int = 0  # batches yielded so far in this pass
+    skipped_samples: int = 0  # bad samples skipped with on_error="skip"
+
+
+@dataclass(frozen=True)
+class PlanSpec:
+    """Everything that fixes an epoch's batches, apart from the epoch itself."""
+
+    num_samples: int
+    batch_size: int
+    seed: int
+    shuffle: bool
+    uneven: Uneven
+    drop_last: bool
+    rank: int
+    world_size: int
+
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        return rank_batches(
+            self.num_samples,
+            self.seed,
+            epoch,
+            self.rank,
+            self.world_size,
+            self.batch_size,
+            shuffle=self.shuffle,
+            uneven=self.uneven,
+            drop_last=self.drop_last,
+        )
 
 
 class _PlannedBatches(IterableDataset):
-    """Yields the batches of one epoch's plan that belong to this DataLoader worker."""
+    """Yields (batch number, batch, samples skipped) for this worker's share of the epoch."""
 
     def __init__(
         self,
         source,
-        batches: list[np.ndarray],
-        epoch: int,
-        skip: int,
+        plan: PlanSpec,
+        shared,
         transform: Callable | None,
         on_error: str,
         threads: int,
     ):
-        self.source, self.batches, self.epoch, self.skip = source, batches, epoch, skip
+        self.source, self.plan, self.shared = source, plan, shared  # shared: (epoch, skip)
         self.transform, self.on_error, self.threads = transform, on_error, threads
 
-    def _load(self, index: int) -> dict | None:
+    def _load(self, index: int, epoch: int) -> dict | None:
         try:
-            sample = self.source.load(int(index), self.epoch)
+            sample = self.source.load(int(index), epoch)
         except DatasetError:
             if self.on_error == "fail":
                 raise
             return None
-        return self.transform(sample, int(index), self.epoch) if self.transform else sample
+        return self.transform(sample, int(index), epoch) if self.transform else sample
 
     def __iter__(self) -> Iterator[tuple[int, dict, int]]:
+        epoch, skip = self.shared[0].value, self.shared[1].value
         worker, workers = worker_info()
-        with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:  # chunk reads overlap
-            for number, indices in worker_batches(self.batches, worker, workers, self.skip):
-                samples = list(pool.map(self._load, indices))
+        mine = worker_batches(self.plan.batches(epoch), worker, workers, skip)
+        with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:  # reads overlap
+            for number, indices in mine:
+                samples = list(pool.map(lambda i: self._load(i, epoch), indices))
                 kept = [s for s in samples if s is not None]
                 if not kept:
                     raise DatasetError(f"every sample of batch {number} failed to load")
@@ -106,31 +140,38 @@ class TorchLoader:
         threads: int = 4,
     ):
         self.source = source
-        self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
-        self.uneven, self.drop_last = uneven, drop_last
-        self.rank, self.world_size = rank, world_size
+        self.plan = PlanSpec(
+            len(source), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
+        )
+        self.batch_size, self.seed, self.world_size = batch_size, seed, world_size
         self.num_workers, self.device = num_workers, device
-        self.worker_transform, self.device_transform = worker_transform, device_transform
-        self.on_error, self.threads = on_error, threads
+        self.device_transform = device_transform
+        context = mp.get_context("forkserver") if num_workers else None
+        self._shared = ((context or mp).Value("q", 0), (context or mp).Value("q", 0))
+        self._dataset = _PlannedBatches(
+            source, self.plan, self._shared, worker_transform, on_error, threads
+        )
+        self._context = context
+        self._loader: DataLoader | None = None
         self.state = LoaderState()
 
     def __len__(self) -> int:
         per_rank = len(
             rank_indices(
-                len(self.source),
+                self.plan.num_samples,
                 self.seed,
                 0,
-                self.rank,
+                self.plan.rank,
                 self.world_size,
                 shuffle=False,
-                uneven=self.uneven,
+                uneven=self.plan.uneven,
             )
         )
-        return num_batches(per_rank, self.batch_size, self.drop_last)
+        return num_batches(per_rank, self.batch_size, self.plan.drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.state.epoch:
-            self.state = LoaderState(epoch=epoch)
+            self.state = LoaderState(epoch=epoch, skipped_samples=self.state.skipped_samples)
 
     def state_dict(self) -> dict:
         return {
@@ -150,41 +191,29 @@ class TorchLoader:
                 )
         self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
 
-    def plan(self) -> list[np.ndarray]:
+    def batches_of_epoch(self) -> list[np.ndarray]:
         """This epoch's batches of source indices for this rank."""
-        return rank_batches(
-            len(self.source),
-            self.seed,
-            self.state.epoch,
-            self.rank,
-            self.world_size,
-            self.batch_size,
-            shuffle=self.shuffle,
-            uneven=self.uneven,
-            drop_last=self.drop_last,
-        )
+        return self.plan.batches(self.state.epoch)
+
+    def _dataloader(self) -> DataLoader:
+        if self._loader is None:
+            workers = self.num_workers
+            self._loader = DataLoader(
+                self._dataset,
+                batch_size=None,
+                num_workers=workers,
+                pin_memory=self.device.type == "cuda",
+                persistent_workers=workers > 0,
+                prefetch_factor=4 if workers else None,
+                multiprocessing_context=self._context,
+            )
+        return self._loader
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
-        dataset = _PlannedBatches(
-            self.source,
-            self.plan(),
-            state.epoch,
-            state.skip,
-            self.worker_transform,
-            self.on_error,
-            self.threads,
-        )
-        loader = DataLoader(
-            dataset,
-            batch_size=None,
-            num_workers=self.num_workers,
-            pin_memory=self.device.type == "cuda",
-            persistent_workers=False,
-            prefetch_factor=4 if self.num_workers else None,
-        )
+        self._shared[0].value, self._shared[1].value = state.epoch, state.skip
         state.yielded = 0
-        for number, batch, skipped in loader:
+        for number, batch, skipped in self._dataloader():
             if number != state.skip + state.yielded:  # DataLoader collects workers round-robin
                 raise RuntimeError(f"batch {number} arrived out of plan order")
             state.skipped_samples += skipped
@@ -196,5 +225,5 @@ class TorchLoader:
                 batch = self.device_transform(batch, state.epoch)
             state.yielded += 1
             yield batch
-        # the next pass over this loader starts the epoch from its first batch
+        # the next pass over this loader starts the epoch again from its first batch
         self.state = LoaderState(epoch=state.epoch, skipped_samples=state.skipped_samples)

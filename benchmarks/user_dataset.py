@@ -26,21 +26,31 @@ def _label(row: dict):
 def _baseline(ds: Dataset, split: str, batch_size: int, workers: int, patch, clip_len):
     """The lazy per-file loader over the sources, or None when they cannot be reached."""
     root = Path(ds.card.sources.get("root", ""))
-    rows = [r for r in ds.manifest.to_pylist() if r["split"] == split and
-            (r["zarr_path"] if ds.card.kind != "images" else r["shard"])]
+    rows = [
+        r
+        for r in ds.manifest.to_pylist()
+        if r["split"] == split and (r["zarr_path"] if ds.card.kind != "images" else r["shard"])
+    ]
     if not rows or not all((root / s).exists() for r in rows for s in r["source"]):
         return None
     stats = ds.card.stats
     if ds.card.kind == "images":
         name = _label(rows[0])[0]
         transform = FrameTransform(Augment2D(normalize="none"), 0, False, None)
-        dataset = LazyImageFiles(root, [r["source"][0] for r in rows], [_label(r)[1] for r in rows],
-                                 transform, name)
+        dataset = LazyImageFiles(
+            root, [r["source"][0] for r in rows], [_label(r)[1] for r in rows], transform, name
+        )
     elif ds.card.kind == "volumes" and patch and ds.card.options.get("modalities"):
         transform = VolumeTransform(Augment3D(normalize="none"), 0, False, stats.model_dump())
         mask = bool(ds.card.options.get("mask_col"))
-        subjects = [([root / s for s in (r["source"][:-1] if mask else r["source"])],
-                     root / r["source"][-1] if mask else None, _label(r)[1]) for r in rows]
+        subjects = [
+            (
+                [root / s for s in (r["source"][:-1] if mask else r["source"])],
+                root / r["source"][-1] if mask else None,
+                _label(r)[1],
+            )
+            for r in rows
+        ]
         if not mask:
             return None
         dataset = LazyNiftiPatches(subjects, patch, 4, transform)
@@ -54,19 +64,41 @@ def _baseline(ds: Dataset, split: str, batch_size: int, workers: int, patch, cli
     return lambda: DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers)
 
 
-def bench_dataset(path: Path, *, split: str = "train", batch_size: int = 32, workers: int = 2,
-                  repetitions: int = 3, patch_size=None, clip_len=None,
-                  max_batches: int | None = None) -> tuple[Measurement, Measurement | None]:
+def bench_dataset(
+    path: Path,
+    *,
+    split: str = "train",
+    batch_size: int = 32,
+    workers: int = 2,
+    repetitions: int = 3,
+    patch_size=None,
+    clip_len=None,
+    max_batches: int | None = None,
+) -> tuple[Measurement, Measurement | None]:
     """(engine, baseline or None) measurements of one split, decode and batch only."""
     ds = open_dataset(path)
-    plain = Augment3D(normalize="none") if ds.card.kind == "volumes" else Augment2D(normalize="none")
-    options = dict(batch_size=batch_size, augment=plain, num_workers=workers, training=False,
-                   shuffle=True, patch_size=patch_size, clip_len=clip_len)
-    engine = measure("engine", lambda: build_loader(ds, split, **options), repetitions=repetitions,
-                     max_batches=max_batches)
+    plain = (
+        Augment3D(normalize="none") if ds.card.kind == "volumes" else Augment2D(normalize="none")
+    )
+    options = dict(
+        batch_size=batch_size,
+        augment=plain,
+        num_workers=workers,
+        training=False,
+        shuffle=True,
+        patch_size=patch_size,
+        clip_len=clip_len,
+    )
+    engine = measure(
+        "engine",
+        lambda: build_loader(ds, split, **options),
+        repetitions=repetitions,
+        max_batches=max_batches,
+    )
     baseline_batches = _baseline(ds, split, batch_size, workers, patch_size, clip_len)
     baseline = None
     if baseline_batches is not None:
-        baseline = measure("baseline", baseline_batches, repetitions=repetitions,
-                           max_batches=max_batches)
+        baseline = measure(
+            "baseline", baseline_batches, repetitions=repetitions, max_batches=max_batches
+        )
     return engine, baseline

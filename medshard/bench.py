@@ -72,24 +72,28 @@ def _batch_size_and_bytes(batch) -> tuple[int, int]:
 
 def measure(
     name: str,
-    make_batches: Callable[[], Iterable],
+    make_loader: Callable[[], Iterable],
     *,
     repetitions: int = 3,
     warmup: int = 1,
     max_batches: int | None = None,
 ) -> Measurement:
-    """Run `make_batches()` to the end (or `max_batches`) warmup + repetitions times; the
-    median over the repetitions is reported. Each run starts fresh (new workers)."""
+    """Build the loader once, as training does, and run over it warmup + repetitions times
+    (to the end, or `max_batches`); the median over the repetitions is reported. The time
+    to the first batch is the first run's: a cold start, worker start-up included."""
     speeds, throughputs, firsts = [], [], []
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.reset_peak_memory_stats()
     with PeakRSS() as rss:
+        started = time.perf_counter()
+        loader = make_loader()
         for run in range(warmup + repetitions):
             samples = nbytes = 0
             first = None
-            started = time.perf_counter()
-            for number, batch in enumerate(make_batches()):
+            if run:
+                started = time.perf_counter()
+            for number, batch in enumerate(loader):
                 if first is None:
                     first = time.perf_counter() - started
                 count, size = _batch_size_and_bytes(batch)
@@ -99,15 +103,16 @@ def measure(
             if cuda:
                 torch.cuda.synchronize()
             seconds = time.perf_counter() - started
+            firsts.append(first or 0.0)
             if run >= warmup:
                 speeds.append(samples / seconds)
                 throughputs.append(nbytes / 1e6 / seconds)
-                firsts.append(first or 0.0)
+        del loader
     return Measurement(
         name=name,
         samples_per_s=statistics.median(speeds),
         mb_per_s=statistics.median(throughputs),
-        first_batch_s=statistics.median(firsts),
+        first_batch_s=firsts[0],
         peak_rss_mb=rss.peak / 2**20,
         gpu_peak_mb=torch.cuda.max_memory_allocated() / 2**20 if cuda else None,
         runs_samples_per_s=speeds,

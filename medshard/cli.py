@@ -464,6 +464,33 @@ def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) 
     )
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(
+    ctx: typer.Context,
+    config: Annotated[
+        Path, typer.Argument(help="Training config (YAML), e.g. configs/embryo-stage.yaml.")
+    ],
+    folds: Annotated[int, typer.Option(help="Cross-validate over the dataset's K folds.")] = 0,
+    resume: Annotated[bool, typer.Option(help="Continue from outputs/RUN/last.")] = False,
+) -> None:
+    """Train from a config, with key=value overrides (epochs=5 loader.batch_size=8). Under
+    `accelerate launch -m medshard.trainers` the same run spans processes and nodes."""
+    from medshard.trainers.cli import run
+
+    try:
+        result = run(str(config), list(ctx.args), folds, resume)
+    except MedshardError as exc:
+        _fail(exc)
+    shown = {k: v for k, v in result.items() if isinstance(v, (float, dict))}
+    for name, value in shown.items():
+        if isinstance(value, dict):
+            low, high = value["ci95"]
+            spread = f"+/- {value['std']:.4f} (95% CI {low:.4f} .. {high:.4f})"
+            console.print(f"{name}: {value['mean']:.4f} {spread}")
+        else:
+            console.print(f"{name}: {value:.4f}")
+
+
 @app.command()
 def bench(
     dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],

@@ -37,13 +37,15 @@ def assign_groups(
     order = sorted(names, key=lambda g: (-len(members[g]), tie_break[g]))
 
     filled = np.zeros((len(weights), len(labels)))
+    target = weights[:, None] * totals[None, :]  # samples of each label each bucket should get
     bucket_of = np.empty(len(strata), dtype=np.int64)
     for group in order:
         c = counts[group]
-        # How far each bucket is below its share, per label and in total, after adding c.
-        label_deficit = (weights[:, None] * totals[None, :] - filled) @ c / max(c.sum(), 1)
-        size_deficit = weights * totals.sum() - filled.sum(axis=1)
-        bucket = int(np.argmax(label_deficit + 1e-3 * size_deficit))
+        # The share each bucket still lacks, relative to its target, for this group's labels
+        # and in total: relative, so that a small bucket (val, test) gets its turn too.
+        label_need = ((target - filled) / np.maximum(target, 1e-9)) @ c / max(c.sum(), 1)
+        size_need = (target.sum(1) - filled.sum(1)) / np.maximum(target.sum(1), 1e-9)
+        bucket = int(np.argmax(label_need + size_need))
         filled[bucket] += c
         bucket_of[members[group]] = bucket
     return bucket_of

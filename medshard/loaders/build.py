@@ -10,7 +10,7 @@ import torch
 from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, Augment3D
 from medshard.loaders.partition import Uneven
-from medshard.loaders.sources import ClipSamples, PatchSamples, ShardSamples
+from medshard.loaders.sources import ClipSamples, PatchSamples, Selection, ShardSamples
 from medshard.loaders.topology import current_topology
 from medshard.loaders.torch_loader import TorchLoader
 from medshard.loaders.transforms import FrameTransform, VolumeTransform
@@ -78,6 +78,7 @@ def build_loader(
     rank: int | None = None,
     world_size: int | None = None,
     fields: tuple[str, ...] | None = None,
+    fold: int | None = None,
     on_error: Literal["fail", "skip"] = "fail",
 ):
     """Batches of `split` as dicts of tensors (`image`, `mask`, `label`/`labels`/`target`,
@@ -86,10 +87,15 @@ def build_loader(
     Volumes give random patches of `patch_size` from Zarr (else their stored crops); videos
     give clips of `clip_len` frames from Zarr (else their stored clips): random starts when
     training, every clip in turn otherwise. `training` turns on random augmentation and
-    shuffling. Rank and world size default to the launcher's.
+    shuffling. With `fold` k, split 'val' is fold k and 'train' every other non-test fold.
+    Rank and world size default to the launcher's.
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    ds.require_split(split)
+    if fold is None:
+        ds.require_split(split)
+    elif not 0 <= fold < ds.card.folds:
+        raise DatasetError(f"{ds.path}: no fold {fold}; the dataset has {ds.card.folds} folds")
+    select = Selection(split, fold)
     available = _outputs(ds)
     missing = [f for f in fields or () if f not in available]
     if missing:
@@ -109,18 +115,19 @@ def build_loader(
     if kind == "volumes" and patch_size is not None:
         source = PatchSamples(
             ds,
-            split,
+            select,
             patch_size,
             samples_per_volume=samples_per_volume,
             foreground_prob=foreground_prob if training else 0.0,
             seed=seed,
         )
     elif kind == "video" and clip_len is not None:
+        sequential = not training if sequential_clips is None else sequential_clips
         source = ClipSamples(
-            ds, split, clip_len, clips_per_video=clips_per_video, sequential=not training, seed=seed
+            ds, select, clip_len, clips_per_video=clips_per_video, sequential=sequential, seed=seed
         )
     else:
-        source = ShardSamples(ds, split)
+        source = ShardSamples(ds, select)
         if not len(source):
             hint = {"volumes": "pass patch_size", "video": "pass clip_len"}.get(kind, "")
             raise DatasetError(
@@ -128,10 +135,15 @@ def build_loader(
                 + (f"; {hint} to sample from the Zarr store" if hint else "")
             )
 
-    use_dali = backend == "dali" or (backend == "auto" and kind == "images" and dali_available())
+    use_dali = backend == "dali" or (
+        backend == "auto" and kind == "images" and fold is None and dali_available()
+    )
     if use_dali:
-        if kind != "images" or not isinstance(source, ShardSamples):
-            raise ValueError("the DALI backend reads 2D image shards; use backend='torch' here")
+        if kind != "images" or fold is not None:
+            raise ValueError(
+                "the DALI backend reads the 2D image shards of a split; "
+                "use backend='torch' for volumes, videos and folds"
+            )
         from medshard.loaders.dali import DaliLoader
 
         return DaliLoader(

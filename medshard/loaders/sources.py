@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -21,7 +22,23 @@ from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import Dataset
 from medshard.shards.zarr_store import ZarrReader
 
-__all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "label_fields"]
+__all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "Selection", "label_fields"]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which manifest rows a loader reads: a split, or with `fold` k a cross-validation
+    role: 'val' is fold k, any other split name is every non-test row outside fold k."""
+
+    split: str
+    fold: int | None = None
+
+    def __call__(self, row: dict) -> bool:
+        if self.fold is None:
+            return row["split"] == self.split
+        if self.split == "val":
+            return row["fold"] == self.fold
+        return row["split"] != "test" and row["fold"] not in (-1, self.fold)
 
 
 def label_fields(row: dict) -> dict:
@@ -43,9 +60,9 @@ def _npy(data: bytes) -> np.ndarray:
 class ShardSamples:
     """Samples of one split stored in tar shards, in manifest order."""
 
-    def __init__(self, dataset: Dataset, split: str):
+    def __init__(self, dataset: Dataset, select: Selection):
         self.dataset = dataset
-        rows = [r for r in dataset.manifest.to_pylist() if r["split"] == split and r["shard"]]
+        rows = [r for r in dataset.manifest.to_pylist() if select(r) and r["shard"]]
         self.rows = sorted(rows, key=lambda r: (r["shard"], r["offset"]))
         self.files = ShardFiles(dataset.path)
 
@@ -94,7 +111,7 @@ class PatchSamples:
     def __init__(
         self,
         dataset: Dataset,
-        split: str,
+        select: Selection,
         patch_size: tuple[int, int, int],
         *,
         samples_per_volume: int = 4,
@@ -103,13 +120,11 @@ class PatchSamples:
     ):
         self.dataset = dataset
         self.rows = sorted(
-            (r for r in dataset.manifest.to_pylist() if r["split"] == split and r["zarr_path"]),
+            (r for r in dataset.manifest.to_pylist() if select(r) and r["zarr_path"]),
             key=lambda r: r["key"],
         )
         if not self.rows:
-            raise DatasetError(
-                f"{dataset.path}: split {split!r} holds no volumes to draw patches from"
-            )
+            raise DatasetError(f"{dataset.path}: {select} holds no volumes to draw patches from")
         self.patch = tuple(patch_size)
         self.per_volume = samples_per_volume
         self.foreground_prob = foreground_prob
@@ -168,7 +183,7 @@ class ClipSamples:
     def __init__(
         self,
         dataset: Dataset,
-        split: str,
+        select: Selection,
         clip_len: int,
         *,
         clips_per_video: int = 1,
@@ -178,7 +193,7 @@ class ClipSamples:
     ):
         self.dataset = dataset
         self.rows = sorted(
-            (r for r in dataset.manifest.to_pylist() if r["split"] == split and r["zarr_path"]),
+            (r for r in dataset.manifest.to_pylist() if select(r) and r["zarr_path"]),
             key=lambda r: r["key"],
         )
         short = [r["key"] for r in self.rows if r["shape"][0] < clip_len]

@@ -117,6 +117,13 @@ class _PlannedBatches(IterableDataset):
                 yield number, collate(kept), len(samples) - len(kept)
 
 
+def _worker_context():
+    """A forkserver that has imported the loader stack once: workers fork from it cheaply."""
+    context = mp.get_context("forkserver")
+    context.set_forkserver_preload(["medshard.loaders.build"])
+    return context
+
+
 class TorchLoader:
     """Batches of one split for this rank: `len()`, `set_epoch()`, `state_dict()`,
     `load_state_dict()`; the order is a pure function of (seed, epoch, rank, world size)."""
@@ -146,7 +153,7 @@ class TorchLoader:
         self.batch_size, self.seed, self.world_size = batch_size, seed, world_size
         self.num_workers, self.device = num_workers, device
         self.device_transform = device_transform
-        context = mp.get_context("forkserver") if num_workers else None
+        context = _worker_context() if num_workers else None
         self._shared = ((context or mp).Value("q", 0), (context or mp).Value("q", 0))
         self._dataset = _PlannedBatches(
             source, self.plan, self._shared, worker_transform, on_error, threads

@@ -1,0 +1,132 @@
+"""The training configuration: one validated model loaded from YAML, with `key=value`
+overrides; unknown keys and wrong types are refused before anything starts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medshard.errors import MedshardError
+
+__all__ = ["ConfigError", "TrainConfig", "load_config", "apply_overrides"]
+
+Task = Literal["classification", "multilabel", "segmentation", "regression", "reconstruction"]
+
+
+class ConfigError(MedshardError, ValueError):
+    """A configuration that cannot be trained from."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LoaderConfig(_Strict):
+    batch_size: int = 16
+    num_workers: int = 2
+    backend: Literal["auto", "dali", "torch"] = "auto"
+    train_split: str = "train"
+    val_split: str = "val"
+    patch_size: tuple[int, int, int] | None = None  # volumes: random patches from Zarr
+    samples_per_volume: int = 4
+    foreground_prob: float = 0.33
+    clip_len: int | None = None  # video: clips from Zarr
+    clips_per_video: int = 1
+
+
+class ModelConfig(_Strict):
+    # densenet121, resnet18, resnet34, efficientnet-b0, unet, vgg3d, convlstm_ae, or "pkg.mod:fn"
+    name: str = "densenet121"
+    out_channels: int | None = None  # default: from the dataset and task
+    kwargs: dict[str, Any] = Field(default_factory=dict)
+
+
+class FinetuneConfig(_Strict):
+    checkpoint: Path | None = None  # weights loaded with strict=False
+    head: tuple[str, ...] | None = None  # parameter name prefixes of the head (default: found)
+    freeze_backbone_epochs: int = 0
+    unfreeze: Literal["all", "progressive"] = "all"
+    backbone_lr: float | None = None  # default: optim.lr
+    head_lr: float | None = None
+
+
+class OptimConfig(_Strict):
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: Literal["cosine", "plateau", "none"] = "cosine"
+    grad_clip: float | None = 1.0
+    accumulate: int = 1
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+
+class LossConfig(_Strict):
+    label_smoothing: float = 0.0
+    pos_weight: list[float] | Literal["auto"] | None = None  # multi-label BCE
+    regression: Literal["mse", "l1"] = "mse"
+    l1_weight: float = 1.0  # reconstruction: L1 + MS-SSIM + temporal smoothness (+ classifier)
+    ssim_weight: float = 0.5
+    smooth_weight: float = 0.1
+    classifier_weight: float = 0.0
+
+
+class EarlyStopping(_Strict):
+    patience: int = 5
+    min_delta: float = 0.0
+
+
+class TrainConfig(_Strict):
+    name: str
+    dataset: Path
+    task: Task
+    loader: LoaderConfig = Field(default_factory=LoaderConfig)
+    augment: dict[str, Any] = Field(default_factory=dict)  # Augment2D or Augment3D fields
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    loss: LossConfig = Field(default_factory=LossConfig)
+    epochs: int = 10
+    seed: int = 0
+    monitor: str | None = None  # metric for the best checkpoint; default per task
+    monitor_mode: Literal["max", "min"] | None = None
+    early_stopping: EarlyStopping | None = None
+    output_dir: Path = Path("outputs")
+    fold: int | None = None  # cross-validation: validate on this fold, train on the others
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """`a.b=value` sets raw["a"]["b"]; the value is read as YAML (numbers, lists, null)."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        dotted, text = item.split("=", 1)
+        node = raw
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[last] = yaml.safe_load(text)
+    return raw
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> TrainConfig:
+    """Read, override and validate a YAML config; relative dataset paths stay relative to
+    the working directory, as on the command line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: the config file does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        message = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+        raise ConfigError(f"{path}: {where}: {message}") from None

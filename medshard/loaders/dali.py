@@ -94,6 +94,13 @@ class DaliLoader:
         stats = self.ds.card.stats
         pipeline_seed = hash((self.seed, epoch, self.rank)) % (2**31)
 
+        channels = a.channels or self.channels
+        if self.sixteen_bit and channels < self.channels:
+            raise ValueError(
+                "the DALI backend keeps 16-bit colour images in colour; "
+                "use backend='torch' to turn them to one channel"
+            )
+
         @pipeline_def(
             batch_size=self.batch_size,
             num_threads=self.threads,
@@ -125,10 +132,10 @@ class DaliLoader:
                 image = fn.decoders.image(
                     encoded,
                     device="mixed" if cuda else "cpu",
-                    output_type=types.RGB if self.channels == 3 else types.GRAY,
+                    output_type=types.RGB if channels == 3 else types.GRAY,  # DALI converts
                 )
             x = fn.cast(image, dtype=types.FLOAT) / scale
-            if a.channels == 3 and self.channels == 1:
+            if self.sixteen_bit and channels == 3 and self.channels == 1:
                 x = fn.cat(x, x, x, axis=2)
             if a.resize:
                 x = fn.resize(x, resize_y=a.resize[0], resize_x=a.resize[1], antialias=True)
@@ -161,7 +168,6 @@ class DaliLoader:
                         contrast=fn.random.uniform(range=(1 - a.contrast, 1 + a.contrast)),
                         brightness_shift=fn.random.uniform(range=(-a.brightness, a.brightness)),
                     )
-            channels = 3 if a.channels == 3 else self.channels
             if a.normalize == "imagenet":
                 mean, std = (np.asarray(v[:channels], np.float32) for v in IMAGENET)
             elif a.normalize == "card" and stats is not None:

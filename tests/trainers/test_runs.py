@@ -1,0 +1,111 @@
+"""Resume, k-fold, fine-tuning and a real two-process `accelerate launch` on CPU."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from medshard.shards.reader import open_dataset
+from medshard.trainers.cli import run
+
+CONFIGS = Path(__file__).parents[2] / "configs"
+SMALL = [
+    "loader.num_workers=0",
+    "loader.batch_size=4",
+    "augment.resize=[32,32]",
+    "model.name=resnet18",
+]
+
+
+def test_resume_continues_where_the_run_stopped(datasets, tmp_path):
+    base = [f"dataset={datasets['embryo-stage']}", f"output_dir={tmp_path}", *SMALL]
+    run(str(CONFIGS / "embryo-stage.yaml"), [*base, "epochs=2"], quiet=True)
+    first = json.loads((tmp_path / "embryo-stage/history.json").read_text())
+    run(str(CONFIGS / "embryo-stage.yaml"), [*base, "epochs=3"], resume=True, quiet=True)
+    history = json.loads((tmp_path / "embryo-stage/history.json").read_text())
+    assert len(history) == 3 and history[:2] == first and history[2]["epoch"] == 3
+
+
+def test_folds_run_each_fold_and_aggregate(datasets, tmp_path):
+    overrides = [
+        f"dataset={datasets['fomo-mri']}",
+        f"output_dir={tmp_path}",
+        "epochs=1",
+        "loader.num_workers=0",
+        "loader.patch_size=[16,16,16]",
+    ]
+    summary = run(str(CONFIGS / "fomo-mri-classification.yaml"), overrides, folds=3, quiet=True)
+    assert len(summary["val_accuracy"]["values"]) == 3
+    assert json.loads((tmp_path / "fomo-mri-classification-folds.json").read_text())["folds"] == 3
+    seen = [
+        set(
+            json.loads((tmp_path / f"fomo-mri-classification-fold{k}/rank0.json").read_text())[
+                "samples"
+            ]
+        )
+        for k in range(3)
+    ]
+    assert all(seen)
+
+
+def test_finetuning_reuses_a_backbone_with_another_head(datasets, tmp_path):
+    common = [
+        f"output_dir={tmp_path}",
+        "epochs=1",
+        "loader.num_workers=0",
+        "loader.batch_size=4",
+        "model.name=resnet18",
+    ]
+    embryo = [f"dataset={datasets['embryo-stage']}", "augment.resize=[32,32]", "augment.channels=1"]
+    run(str(CONFIGS / "embryo-stage.yaml"), [*common, *embryo], quiet=True)
+    mammo = [
+        f"dataset={datasets['mammo-tiles']}",
+        "augment.random_crop=[48,48]",
+        f"finetune.checkpoint={tmp_path / 'embryo-stage/best'}",
+        "finetune.freeze_backbone_epochs=1",
+    ]
+    metrics = run(str(CONFIGS / "mammo-tiles.yaml"), [*common, *mammo], quiet=True)
+    assert "val_auroc_macro" in metrics and len(metrics["val_auroc"]) == 3
+
+
+def test_accelerate_launch_two_cpu_processes(datasets, tmp_path):
+    """`accelerate launch` with torchrun's launcher and ACCELERATE_USE_CPU: two processes
+    on gloo, as the README shows for CPU machines."""
+    accelerate = Path(sys.executable).with_name("accelerate")
+    overrides = [
+        f"dataset={datasets['embryo-stage']}",
+        f"output_dir={tmp_path}",
+        "epochs=2",
+        *SMALL,
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    command = [
+        str(accelerate),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "-m",
+        "medshard.trainers",
+        str(CONFIGS / "embryo-stage.yaml"),
+        *overrides,
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"embryo-stage/rank{r}.json").read_text()) for r in (0, 1)]
+    train_keys = {
+        r["key"]
+        for r in open_dataset(datasets["embryo-stage"]).manifest.to_pylist()
+        if r["split"] == "train"
+    }
+    first, second = (set(r["samples"]) for r in ranks)
+    assert first | second == train_keys
+    assert len(first & second) <= 1  # only the sample that pads an odd count
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # replicas in sync

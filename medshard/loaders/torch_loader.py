@@ -2,14 +2,14 @@
 epoch's plan. Workers read, decode and (for 2D images, or on a CPU) augment; on a GPU the
 fixed-size 3D and clip batches are augmented on the device.
 
-Workers persist across epochs and start from a clean forkserver process: no respawn cost
-per epoch, and no state (such as tensorstore's thread pools) inherited by fork. The epoch
-and the resume point reach them through shared values, and each worker derives its
-batches from those integers alone."""
+Workers persist across epochs: no respawn cost per epoch. The epoch and the resume point
+reach them through shared values, and each worker derives its batches from those
+integers alone."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -118,7 +118,13 @@ class _PlannedBatches(IterableDataset):
 
 
 def _worker_context():
-    """A forkserver that has imported the loader stack once: workers fork from it cheaply."""
+    """Fork, as DataLoader does on Linux; but a process that has used tensorstore holds its
+    thread pools, which a forked child cannot use, so then the workers come from a clean
+    forkserver that has imported the loader stack once. (Like any non-fork start, that one
+    re-imports a script's main module: keep the script's work under `if __name__ ==
+    "__main__":`.)"""
+    if "tensorstore" not in sys.modules:
+        return mp.get_context("fork")
     context = mp.get_context("forkserver")
     context.set_forkserver_preload(["medshard.loaders.build"])
     return context

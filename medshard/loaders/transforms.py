@@ -3,6 +3,7 @@ numpy sample -> augmented tensors, seeded by (seed, epoch, sample index)."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -11,6 +12,14 @@ import torch
 from medshard.loaders.augment import Augment2D, Augment3D, augment_2d, augment_3d, sample_generator
 
 __all__ = ["FrameTransform", "VolumeTransform"]
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of a possibly read-only array (tensorstore returns those): safe here
+    because every augmentation starts from a float copy and never writes to its input."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
 
 
 @dataclass(frozen=True)
@@ -26,9 +35,7 @@ class FrameTransform:
         image = sample["image"]
         scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
         generator = sample_generator(self.seed, epoch, index) if self.training else None
-        sample["image"] = augment_2d(
-            torch.from_numpy(image), self.config, generator, scale, self.stats
-        )
+        sample["image"] = augment_2d(_tensor(image), self.config, generator, scale, self.stats)
         return sample
 
 
@@ -51,8 +58,8 @@ class VolumeTransform:
         sample["index"] = index
         if self.on_device:
             return sample
-        mask = torch.from_numpy(sample["mask"]) if "mask" in sample else None
-        sample["image"], mask = self._one(torch.from_numpy(sample["image"]), mask, index, epoch)
+        mask = _tensor(sample["mask"]) if "mask" in sample else None
+        sample["image"], mask = self._one(_tensor(sample["image"]), mask, index, epoch)
         if mask is not None:
             sample["mask"] = mask
         return sample

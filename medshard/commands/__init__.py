@@ -1,0 +1,1 @@
+"""The subcommands of `medshard`, one module per group."""

@@ -139,10 +139,10 @@ def build_loader(
         backend == "auto" and kind == "images" and fold is None and dali_available()
     )
     if use_dali:
-        if kind != "images" or fold is not None:
+        if not isinstance(source, ShardSamples) or fold is not None:
             raise ValueError(
-                "the DALI backend reads the 2D image shards of a split; "
-                "use backend='torch' for volumes, videos and folds"
+                "the DALI backend reads the shards of a split (images, crops, clips); "
+                "use backend='torch' for Zarr patches, Zarr clips and folds"
             )
         from medshard.loaders.dali import DaliLoader
 
@@ -150,7 +150,7 @@ def build_loader(
             ds,
             split,
             batch_size=batch_size,
-            augment=augment or Augment2D(),
+            augment=augment or (Augment3D() if kind == "volumes" else Augment2D()),
             seed=seed,
             training=training,
             shuffle=shuffle,

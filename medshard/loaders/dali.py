@@ -9,12 +9,20 @@ resume replays the skipped batches (DALI's order cannot be indexed)."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator
 
 import numpy as np
 import torch
 
-from medshard.loaders.augment import IMAGENET, Augment2D
+from medshard.loaders.augment import (
+    IMAGENET,
+    Augment2D,
+    Augment3D,
+    augment_2d,
+    augment_3d,
+    sample_generator,
+)
 from medshard.loaders.partition import Uneven, num_batches
 from medshard.loaders.torch_loader import LoaderState
 from medshard.shards.reader import Dataset
@@ -31,7 +39,7 @@ class DaliLoader:
         split: str,
         *,
         batch_size: int,
-        augment: Augment2D,
+        augment: Augment2D | Augment3D,
         seed: int,
         training: bool,
         shuffle: bool,
@@ -51,11 +59,15 @@ class DaliLoader:
         )
         self.uneven, self.drop_last = uneven, drop_last
         self.rank, self.world_size, self.device, self.threads = rank, world_size, device, threads
-        rows = [r for r in ds.manifest.to_pylist() if r["split"] == split]
+        rows = [r for r in ds.manifest.to_pylist() if r["split"] == split and r["shard"]]
         self.num_samples = len(rows)
         self.sixteen_bit = any(r["dtype"] == "uint16" for r in rows)
         self.channels = max(r["shape"][0] for r in rows)
         self.image_exts = ";".join(f for f in ds.card.fields if f.startswith("image."))
+        # Volume crops and video clips are stored as .npy: DALI reads and decodes them, and
+        # the Augment3D / Augment2D chain runs in torch on the device afterwards.
+        self.arrays = self.image_exts == "image.npy"
+        self.masked = "mask.npy" in ds.card.fields
         self.state = LoaderState()
 
     def __len__(self) -> int:
@@ -85,8 +97,49 @@ class DaliLoader:
                 )
         self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
 
+    def _reader(self, epoch: int, ext: list[str]):
+        from nvidia.dali import fn
+
+        return fn.readers.webdataset(
+            paths=[str(p) for p in self.ds.shard_paths(self.split)],
+            index_paths=[str(p) for p in self.ds.index_paths(self.split)],
+            ext=ext,
+            missing_component_behavior="error",
+            shard_id=(self.rank + epoch) % self.world_size,
+            num_shards=self.world_size,
+            random_shuffle=self.shuffle,
+            initial_fill=min(4096, max(self.num_samples, 1)),
+            pad_last_batch=self.uneven == "pad",
+            name="reader",
+        )
+
+    def _array_pipeline(self, epoch: int):
+        from nvidia.dali import fn, pipeline_def
+
+        cuda = self.device.type == "cuda"
+
+        @pipeline_def(
+            batch_size=self.batch_size,
+            num_threads=self.threads,
+            device_id=self.device.index or 0 if cuda else None,
+            seed=hash((self.seed, epoch, self.rank)) % (2**31),
+            prefetch_queue_depth=2,
+        )
+        def pipeline():
+            ext = ["image.npy", *(["mask.npy"] if self.masked else []), "json"]
+            *arrays, meta = self._reader(epoch, ext)
+            decoded = [fn.decoders.numpy(a) for a in arrays]
+            return (*[d.gpu() if cuda else d for d in decoded], meta)
+
+        pipe = pipeline()
+        pipe.build()
+        return pipe
+
     def _pipeline(self, epoch: int):
         from nvidia.dali import fn, pipeline_def, types
+
+        if self.arrays:
+            return self._array_pipeline(epoch)
 
         cuda = self.device.type == "cuda"
         a = self.augment
@@ -109,18 +162,7 @@ class DaliLoader:
             prefetch_queue_depth=2,
         )
         def pipeline():
-            encoded, meta = fn.readers.webdataset(
-                paths=[str(p) for p in self.ds.shard_paths(self.split)],
-                index_paths=[str(p) for p in self.ds.index_paths(self.split)],
-                ext=[self.image_exts, "json"],
-                missing_component_behavior="error",
-                shard_id=(self.rank + epoch) % self.world_size,
-                num_shards=self.world_size,
-                random_shuffle=self.shuffle,
-                initial_fill=min(4096, max(self.num_samples, 1)),
-                pad_last_batch=self.uneven == "pad",
-                name="reader",
-            )
+            encoded, meta = self._reader(epoch, [self.image_exts, "json"])
             if self.sixteen_bit:  # 16-bit PNG/TIFF stay 16-bit: decode as they are stored
                 image = fn.decoders.image(
                     encoded,
@@ -182,29 +224,64 @@ class DaliLoader:
         pipe.build()
         return pipe
 
-    def _batch(self, images, metas) -> dict:
+    def _tensor(self, tensors) -> torch.Tensor:
+        """A dense DALI batch as a torch tensor on the loader's device."""
         if self.device.type == "cuda":
-            from nvidia.dali.plugin.pytorch import feed_ndarray
+            from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
-            tensor = images.as_tensor()
-            image = torch.empty(tensor.shape(), dtype=torch.float32, device=self.device)
-            feed_ndarray(tensor, image, cuda_stream=torch.cuda.current_stream(self.device))
-        else:
-            image = torch.from_numpy(np.array(images.as_tensor()))
+            dense = tensors.as_tensor()
+            out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype], device=self.device)
+            feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(self.device))
+            return out
+        return torch.from_numpy(np.array(tensors.as_tensor()))
+
+    def _batch(self, outputs, epoch: int) -> dict:
+        *arrays, metas = outputs
         about = [json.loads(bytes(np.array(metas[i]))) for i in range(len(metas))]
-        batch: dict = {"image": image, "key": [m["key"] for m in about]}
-        task = self.ds.card.task
-        if task == "classification":
-            batch["label"] = torch.tensor([m["label"] for m in about], device=self.device)
-        elif task == "multilabel":
-            batch["labels"] = torch.tensor(
-                [m["labels"] for m in about], dtype=torch.float32, device=self.device
-            )
-        elif task == "regression":
-            batch["target"] = torch.tensor(
-                [m["target"] for m in about], dtype=torch.float32, device=self.device
-            )
+        batch: dict = {"image": self._tensor(arrays[0]), "key": [m["key"] for m in about]}
+        if self.arrays and self.masked:
+            batch["mask"] = self._tensor(arrays[1]).long()
+        for name, kind in (
+            ("label", torch.long),
+            ("labels", torch.float32),
+            ("target", torch.float32),
+        ):
+            if name in about[0]:
+                batch[name] = torch.tensor([m[name] for m in about], dtype=kind, device=self.device)
+        if self.arrays:
+            self._augment_arrays(batch, epoch)
         return batch
+
+    def _augment_arrays(self, batch: dict, epoch: int) -> None:
+        """The torch augmentations on the device, each sample with its own seeded draw."""
+        images, masks = [], []
+        stats = self.ds.card.stats
+        for i, key in enumerate(batch["key"]):
+            generator = (
+                sample_generator(self.seed, epoch, zlib.crc32(key.encode()))
+                if self.training
+                else None
+            )
+            image = batch["image"][i]
+            if isinstance(self.augment, Augment3D):
+                mask = batch["mask"][i] if "mask" in batch else None
+                image, mask = augment_3d(
+                    image, mask, self.augment, generator, stats.model_dump() if stats else None
+                )
+                masks.append(mask)
+            else:
+                scale = float(np.iinfo(np.uint8).max) if image.dtype == torch.uint8 else 1.0
+                image = augment_2d(
+                    image,
+                    self.augment,
+                    generator,
+                    scale,
+                    (stats.mean, stats.std) if stats else None,
+                )
+            images.append(image)
+        batch["image"] = torch.stack(images)
+        if masks and masks[0] is not None:
+            batch["mask"] = torch.stack(masks)
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
@@ -212,11 +289,11 @@ class DaliLoader:
         state.yielded = 0
         try:
             for number in range(len(self)):
-                images, metas = pipe.run()
+                outputs = pipe.run()
                 if number < state.skip:
                     continue  # replayed to reach the resume point
                 state.yielded += 1
-                yield self._batch(images, metas)
+                yield self._batch(outputs, state.epoch)
         finally:
             del pipe
         self.state = LoaderState(epoch=state.epoch)

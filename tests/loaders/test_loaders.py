@@ -303,3 +303,29 @@ def test_video_clips_from_zarr_and_from_shards(tmp_path):
     assert batches[0]["image"].shape[1:] == (4, 1, 32, 32)
     stored = build_loader(tmp_path / "ds", "train", batch_size=2, augment=RAW)
     assert sum(len(b["key"]) for b in stored) == 3 * 2  # two back-to-back clips of 4 in 10 frames
+
+
+@pytest.mark.skipif(not dali_available(), reason="DALI is installed on Linux only")
+def test_dali_reads_npy_crops_with_fn_decoders_numpy(volume_dataset):
+    augment = Augment3D(flip_axes=(0, 1, 2), rot90_xy=True, normalize="none")
+
+    def labelled(backend):
+        loader = build_loader(
+            volume_dataset,
+            "train",
+            batch_size=3,
+            backend=backend,
+            augment=augment,
+            device="cpu",
+            uneven="drop",
+            training=True,
+        )
+        found = {}
+        for batch in loader:
+            image, mask = batch["image"][:, 0].numpy(), batch["mask"].numpy()
+            assert np.array_equal(mask, mask_of(image))  # one spatial draw for image and mask
+            found.update({k: int(v) for k, v in zip(batch["key"], batch["label"])})
+        return found
+
+    dali, torch_ = labelled("dali"), labelled("torch")
+    assert dali == torch_ and len(dali) == 4 * 2 * 2 * 2  # 4 volumes, 2x2x2 crops each

@@ -7,9 +7,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict
 
 from medshard import __version__
 from medshard.errors import BadInputError
@@ -25,6 +22,7 @@ from medshard.ingest.build import (
 )
 from medshard.ingest.cluster import dask_client, run_tasks
 from medshard.ingest.image_probe import ImageInfo, probe_image
+from medshard.ingest.options import IngestOptions
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.table import LabelSpec, read_table, require_columns, row_key, row_source
@@ -36,13 +34,10 @@ __all__ = ["ImageIngestOptions", "ingest_images"]
 _PROBE_CHUNK = 32
 
 
-class ImageIngestOptions(BaseModel):
-    """Everything `medshard ingest images` takes; the CLI flags map onto these fields."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class ImageIngestOptions(IngestOptions):
+    """`medshard ingest images`: a table of 2D images and their labels."""
 
     table: Path
-    out: Path
     image_col: str
     root: Path | None = None  # image paths are relative to this; default: the table's folder
     label_col: str | None = None
@@ -52,23 +47,6 @@ class ImageIngestOptions(BaseModel):
     key_col: str | None = None
     group_col: str | None = None
     split_col: str | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    folds: int = 0
-    seed: int = 0
-    shard_bytes: int = 256 * 2**20
-    shard_samples: int = 10_000
-    on_error: Literal["fail", "skip"] = "fail"
-    workers: int | None = None
-    scheduler: str | None = None
-    processes: bool = True
-    overwrite: bool = False
-    quiet: bool = False
-
-    def identity(self) -> dict:
-        """The options that decide the dataset's content (not how or where it is built)."""
-        runtime = {"out", "workers", "scheduler", "processes", "overwrite", "quiet"}
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in runtime}
 
 
 def _probe_chunk(chunk: list[tuple[int, str]]) -> list[tuple[int, ImageInfo | str]]:

@@ -10,15 +10,14 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from medshard import __version__
 from medshard.errors import BadInputError
 from medshard.ingest.build import Staging, check_output
 from medshard.ingest.cluster import dask_client, run_tasks
+from medshard.ingest.options import IngestOptions
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.table import LabelSpec
@@ -35,32 +34,12 @@ _VOXEL_SAMPLE = 20_000  # voxels per sample and channel kept for the percentiles
 _FOREGROUND_POINTS = 256  # voxel coordinates kept per sample and mask label
 
 
-class VolumeIngestOptions(BaseModel):
-    """Options every volume ingest shares; the CLI flags map onto these fields."""
+class VolumeIngestOptions(IngestOptions):
+    """Options every volume and video ingest shares."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    out: Path
     patch_size: tuple[int, int, int] = (64, 64, 64)
     crops: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    folds: int = 0
-    seed: int = 0
-    shard_bytes: int = 256 * 2**20
-    shard_samples: int = 10_000
-    on_error: Literal["fail", "skip"] = "fail"
-    workers: int | None = None
-    scheduler: str | None = None
-    processes: bool = True
-    overwrite: bool = False
-    quiet: bool = False
-
-    def identity(self) -> dict:
-        """The options that decide the dataset's content (not how or where it is built)."""
-        runtime = {"out", "workers", "scheduler", "processes", "overwrite", "quiet"}
-        return {k: v for k, v in self.model_dump(mode="json").items() if k not in runtime}
 
 
 @dataclass(frozen=True)

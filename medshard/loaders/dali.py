@@ -24,13 +24,13 @@ from medshard.loaders.augment import (
     sample_generator,
 )
 from medshard.loaders.partition import Uneven, num_batches
-from medshard.loaders.torch_loader import LoaderState
+from medshard.loaders.torch_loader import LoaderState, Resumable
 from medshard.shards.reader import Dataset
 
 __all__ = ["DaliLoader"]
 
 
-class DaliLoader:
+class DaliLoader(Resumable):
     """Same protocol as TorchLoader: len, set_epoch, state_dict, load_state_dict, iter."""
 
     def __init__(
@@ -74,28 +74,6 @@ class DaliLoader:
         n, w = self.num_samples, self.world_size
         per_rank = n // w if self.uneven == "drop" else -(-n // w)
         return num_batches(per_rank, self.batch_size, self.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.state.epoch:
-            self.state = LoaderState(epoch=epoch)
-
-    def state_dict(self) -> dict:
-        return {
-            "epoch": self.state.epoch,
-            "batches": self.state.skip + self.state.yielded,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "batch_size": self.batch_size,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("seed", "world_size", "batch_size"):
-            if state[name] != getattr(self, name):
-                raise ValueError(
-                    f"cannot resume: the state was saved with {name}={state[name]}, "
-                    f"this loader has {name}={getattr(self, name)}"
-                )
-        self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
 
     def _reader(self, epoch: int, ext: list[str]):
         from nvidia.dali import fn

@@ -28,7 +28,7 @@ from medshard.loaders.partition import (
 )
 from medshard.loaders.topology import worker_info
 
-__all__ = ["LoaderState", "TorchLoader", "collate"]
+__all__ = ["LoaderState", "Resumable", "TorchLoader", "collate"]
 
 
 def collate(samples: list[dict]) -> dict:
@@ -51,6 +51,38 @@ class LoaderState:
     skip: int = 0  # batches of this epoch already consumed (resume)
     yielded: int = 0  # batches yielded so far in this pass
     skipped_samples: int = 0  # bad samples skipped with on_error="skip"
+
+
+class Resumable:
+    """`set_epoch`, `state_dict` and `load_state_dict` over `self.state` for every backend;
+    a state resumes only a loader with the same seed, world size and batch size."""
+
+    state: LoaderState
+    seed: int
+    world_size: int
+    batch_size: int
+
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.state.epoch:
+            self.state = LoaderState(epoch=epoch, skipped_samples=self.state.skipped_samples)
+
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.state.epoch,
+            "batches": self.state.skip + self.state.yielded,
+            "seed": self.seed,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in ("seed", "world_size", "batch_size"):
+            if state[name] != getattr(self, name):
+                raise ValueError(
+                    f"cannot resume: the state was saved with {name}={state[name]}, "
+                    f"this loader has {name}={getattr(self, name)}"
+                )
+        self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
 
 
 @dataclass(frozen=True)
@@ -130,7 +162,7 @@ def _worker_context():
     return context
 
 
-class TorchLoader:
+class TorchLoader(Resumable):
     """Batches of one split for this rank: `len()`, `set_epoch()`, `state_dict()`,
     `load_state_dict()`; the order is a pure function of (seed, epoch, rank, world size)."""
 
@@ -181,28 +213,6 @@ class TorchLoader:
             )
         )
         return num_batches(per_rank, self.batch_size, self.plan.drop_last)
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.state.epoch:
-            self.state = LoaderState(epoch=epoch, skipped_samples=self.state.skipped_samples)
-
-    def state_dict(self) -> dict:
-        return {
-            "epoch": self.state.epoch,
-            "batches": self.state.skip + self.state.yielded,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "batch_size": self.batch_size,
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        for name in ("seed", "world_size", "batch_size"):
-            if state[name] != getattr(self, name):
-                raise ValueError(
-                    f"cannot resume: the state was saved with {name}={state[name]}, "
-                    f"this loader has {name}={getattr(self, name)}"
-                )
-        self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
 
     def batches_of_epoch(self) -> list[np.ndarray]:
         """This epoch's batches of source indices for this rank."""

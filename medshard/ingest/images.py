@@ -25,7 +25,15 @@ from medshard.ingest.image_probe import ImageInfo, probe_image
 from medshard.ingest.options import IngestOptions
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
-from medshard.ingest.table import LabelSpec, read_table, require_columns, row_key, row_source
+from medshard.ingest.table import (
+    KeyRegistry,
+    LabelSpec,
+    check_rows,
+    read_table,
+    require_columns,
+    row_file,
+    row_key,
+)
 from medshard.shards.card import ChannelStats, DatasetCard, ShardInfo, write_card
 from medshard.shards.manifest import write_manifest, write_rejected
 
@@ -89,43 +97,30 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
     spec = spec.with_classes_from(rows)
     root = o.root or o.table.parent
 
-    rejected: list[dict] = []
-    accepted: dict[int, dict] = {}
-    first_row_of: dict[str, int] = {}
-    for i, row in enumerate(rows):
-        where = row_source(o.table, i)
-        relative = row[o.image_col]
-        try:
-            if not relative:
-                raise BadInputError(where, f"column {o.image_col!r} is empty")
-            path = root / relative
-            key = row_key(row, o.key_col, relative)
-            if key in first_row_of:
-                raise ValueError(
-                    f"key {key!r} appears twice (rows {first_row_of[key] + 1} and {i + 1})"
-                )
-            if not path.is_file():
-                raise BadInputError(str(path), f"file not found ({where})")
-            parsed = spec.parse(row)
-            split = row[o.split_col] if o.split_col else None
-            if o.split_col and not split:
-                raise ValueError(f"column {o.split_col!r} is empty")
-        except BadInputError as exc:
-            rejected.append({"row": i, "source": exc.source, "key": None, "reason": exc.reason})
-            continue
-        except ValueError as exc:
-            rejected.append({"row": i, "source": where, "key": None, "reason": str(exc)})
-            continue
-        first_row_of[key] = i
+    keys = KeyRegistry()
+
+    def check(i: int, row: dict, where: str) -> dict:
+        path = row_file(root, row, o.image_col, where)
+        if not path.is_file():
+            raise BadInputError(str(path), f"not a file ({where})")
+        key = row_key(row, o.key_col, row[o.image_col])
+        parsed = spec.parse(row)
+        if o.split_col and not row[o.split_col]:
+            raise ValueError(f"column {o.split_col!r} is empty")
+        keys.claim(key, i)
         group = (row[o.group_col] if o.group_col else "") or key
-        accepted[i] = {
+        return {
+            "row": i,
             "key": key,
             "path": path,
-            "relative": relative,
+            "relative": row[o.image_col],
             "group": group,
-            "split": split,
+            "split": row[o.split_col] if o.split_col else None,
             "parsed": parsed,
         }
+
+    checked, rejected = check_rows(o.table, rows, check)
+    accepted = {r["row"]: r for r in checked}
     _stop_at_first(rejected, o.on_error)
 
     with dask_client(o.workers, o.scheduler, o.processes) as client:

@@ -11,7 +11,15 @@ import numpy as np
 from medshard.errors import BadInputError
 from medshard.ingest.build import fingerprint
 from medshard.ingest.result import IngestResult
-from medshard.ingest.table import LabelSpec, read_table, require_columns, row_key, row_source
+from medshard.ingest.table import (
+    KeyRegistry,
+    LabelSpec,
+    check_rows,
+    read_table,
+    require_columns,
+    row_file,
+    row_key,
+)
 from medshard.ingest.volume_read import read_nifti_volume, same_grid, spacing_from_affine
 from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest
 
@@ -116,44 +124,27 @@ def ingest_nifti(options: NiftiIngestOptions, command: str = "") -> IngestResult
     require_columns(o.table, rows, [*o.modalities, *spec.columns, *optional])
     spec = spec.with_classes_from(rows)
     root = o.root or o.table.parent
-    jobs, rejected, first_row = [], [], {}
-    for i, row in enumerate(rows):
-        where = row_source(o.table, i)
-        try:
-            paths = []
-            for column in [*o.modalities, *([o.mask_col] if o.mask_col else [])]:
-                if not row[column]:
-                    raise BadInputError(where, f"column {column!r} is empty")
-                path = root / row[column]
-                if not path.is_file():
-                    raise BadInputError(str(path), f"file not found ({where})")
-                paths.append(str(path))
-            key = row_key(row, o.key_col, row[o.modalities[0]])
-            if key in first_row:
-                raise ValueError(
-                    f"key {key!r} appears twice (rows {first_row[key] + 1} and {i + 1})"
-                )
-            parsed = spec.parse(row)
-        except BadInputError as exc:
-            rejected.append({"row": i, "source": exc.source, "key": None, "reason": exc.reason})
-            continue
-        except ValueError as exc:
-            rejected.append({"row": i, "source": where, "key": None, "reason": str(exc)})
-            continue
-        first_row[key] = i
+    keys = KeyRegistry()
+    columns = [*o.modalities, *([o.mask_col] if o.mask_col else [])]
+
+    def check(i: int, row: dict, where: str) -> VolumeJob:
+        paths = [str(row_file(root, row, column, where)) for column in columns]
+        key = row_key(row, o.key_col, row[o.modalities[0]])
+        parsed = spec.parse(row)
+        keys.claim(key, i)
         mask = paths[len(o.modalities)] if o.mask_col else None
-        jobs.append(
-            VolumeJob(
-                row=i,
-                key=key,
-                source=where,
-                group=(row[o.group_col] if o.group_col else "") or key,
-                split=row[o.split_col] if o.split_col else None,
-                parsed=parsed,
-                loader=load_nifti_subject,
-                args=(tuple(paths[: len(o.modalities)]), tuple(o.modalities), mask, o.resample),
-            )
+        return VolumeJob(
+            row=i,
+            key=key,
+            source=where,
+            group=(row[o.group_col] if o.group_col else "") or key,
+            split=row[o.split_col] if o.split_col else None,
+            parsed=parsed,
+            loader=load_nifti_subject,
+            args=(tuple(paths[: len(o.modalities)]), tuple(o.modalities), mask, o.resample),
         )
+
+    jobs, rejected = check_rows(o.table, rows, check)
     return run_volume_ingest(
         jobs,
         rejected,

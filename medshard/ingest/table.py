@@ -4,15 +4,27 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from medshard.errors import BadInputError
 from medshard.shards.layout import is_valid_key, key_from_path
 from medshard.shards.tar_writer import MAX_KEY_LENGTH
 
-__all__ = ["read_table", "require_columns", "LabelSpec", "row_key", "row_source"]
+T = TypeVar("T")
+
+__all__ = [
+    "KeyRegistry",
+    "LabelSpec",
+    "check_rows",
+    "read_table",
+    "require_columns",
+    "row_file",
+    "row_key",
+    "row_source",
+]
 
 
 def read_table(path: str | Path) -> list[dict[str, str]]:
@@ -59,6 +71,45 @@ def row_key(row: dict[str, str], key_col: str | None, relative_path: str) -> str
             f"key {key!r} is not a valid sample key (1-{MAX_KEY_LENGTH} of A-Z a-z 0-9 _ -)"
         )
     return key
+
+
+def check_rows(
+    table: str | Path, rows: list[dict[str, str]], check: Callable[[int, dict, str], T]
+) -> tuple[list[T], list[dict]]:
+    """Run `check(index, row, where)` on every row: what it returns is kept, and the
+    BadInputError or ValueError it raises becomes a refusal naming the file or the row."""
+    kept, refused = [], []
+    for i, row in enumerate(rows):
+        where = row_source(table, i)
+        try:
+            kept.append(check(i, row, where))
+        except BadInputError as exc:
+            refused.append({"row": i, "source": exc.source, "key": None, "reason": exc.reason})
+        except ValueError as exc:
+            refused.append({"row": i, "source": where, "key": None, "reason": str(exc)})
+    return kept, refused
+
+
+def row_file(root: Path, row: dict[str, str], column: str, where: str) -> Path:
+    """The existing file or folder a row's column names, relative to `root`."""
+    if not row[column]:
+        raise BadInputError(where, f"column {column!r} is empty")
+    path = root / row[column]
+    if not path.exists():
+        raise BadInputError(str(path), f"file not found ({where})")
+    return path
+
+
+class KeyRegistry:
+    """Sample keys seen so far; a second row with the same key is refused."""
+
+    def __init__(self):
+        self._first: dict[str, int] = {}
+
+    def claim(self, key: str, row: int) -> None:
+        first = self._first.setdefault(key, row)
+        if first != row:
+            raise ValueError(f"key {key!r} appears twice (rows {first + 1} and {row + 1})")
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,15 @@ from medshard.codecs import IMAGE_EXTENSIONS, decode_image
 from medshard.errors import BadInputError
 from medshard.ingest.build import fingerprint
 from medshard.ingest.result import IngestResult
-from medshard.ingest.table import LabelSpec, read_table, require_columns, row_key, row_source
+from medshard.ingest.table import (
+    KeyRegistry,
+    LabelSpec,
+    check_rows,
+    read_table,
+    require_columns,
+    row_file,
+    row_key,
+)
 from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest
 from medshard.ingest.windows import WindowSpec, write_window_shards
 
@@ -157,44 +165,29 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
     require_columns(o.table, rows, [o.video_col, *spec.columns, *optional])
     spec = spec.with_classes_from(rows)
     root = o.root or o.table.parent
-    jobs, rejected, first_row = [], [], {}
-    for i, row in enumerate(rows):
-        where = row_source(o.table, i)
-        try:
-            path = root / row[o.video_col]
-            if not row[o.video_col]:
-                raise BadInputError(where, f"column {o.video_col!r} is empty")
-            if not path.exists():
-                raise BadInputError(str(path), f"file not found ({where})")
-            if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
-                raise BadInputError(
-                    str(path), f"not a video file ({', '.join(VIDEO_SUFFIXES)}) or frame folder"
-                )
-            key = row_key(row, o.key_col, row[o.video_col])
-            if key in first_row:
-                raise ValueError(
-                    f"key {key!r} appears twice (rows {first_row[key] + 1} and {i + 1})"
-                )
-            parsed = spec.parse(row)
-        except BadInputError as exc:
-            rejected.append({"row": i, "source": exc.source, "key": None, "reason": exc.reason})
-            continue
-        except ValueError as exc:
-            rejected.append({"row": i, "source": where, "key": None, "reason": str(exc)})
-            continue
-        first_row[key] = i
-        jobs.append(
-            VolumeJob(
-                row=i,
-                key=key,
-                source=str(path),
-                group=(row[o.group_col] if o.group_col else "") or key,
-                split=row[o.split_col] if o.split_col else None,
-                parsed=parsed,
-                loader=load_video,
-                args=(str(path), o.channels, tuple(o.size), o.fit, o.clip_len),
+    keys = KeyRegistry()
+
+    def check(i: int, row: dict, where: str) -> VolumeJob:
+        path = row_file(root, row, o.video_col, where)
+        if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
+            raise BadInputError(
+                str(path), f"not a video file ({', '.join(VIDEO_SUFFIXES)}) or frame folder"
             )
+        key = row_key(row, o.key_col, row[o.video_col])
+        parsed = spec.parse(row)
+        keys.claim(key, i)
+        return VolumeJob(
+            row=i,
+            key=key,
+            source=str(path),
+            group=(row[o.group_col] if o.group_col else "") or key,
+            split=row[o.split_col] if o.split_col else None,
+            parsed=parsed,
+            loader=load_video,
+            args=(str(path), o.channels, tuple(o.size), o.fit, o.clip_len),
         )
+
+    jobs, rejected = check_rows(o.table, rows, check)
 
     def clips(client, dataset_dir, manifest, label_spec, _):
         window = WindowSpec("clip", (o.clip_len,), o.clip_stride or o.clip_len)

@@ -194,3 +194,29 @@ def test_video_quickstart_ivf_timelapse(tmp_path):
     out = run("inspect", str(tmp_path / "ds")).stdout
     assert "12x128x128" in out and "clips" in out and "fps" in out
     assert "OK, 12 samples" in run("verify", str(tmp_path / "ds")).stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "code", "message"),
+    [
+        (["--on-error", "maybe"], 2, "--on-error takes fail or skip"),
+        (["--size", "12"], 2, "give the size as H,W"),
+        (["--fit", "wobble"], 1, "error: --fit: Input should be 'pad', 'crop' or 'stretch'"),
+    ],
+)
+def test_bad_flag_values_are_refused_naming_the_flag(tmp_path, flags, code, message):
+    table = tmp_path / "index.csv"
+    table.write_text("video_path\nv.mp4\n")
+    result = run(
+        "ingest",
+        "video",
+        str(table),
+        "--out",
+        str(tmp_path / "ds"),
+        "--video-col",
+        "video_path",
+        *flags,
+        ok=False,
+    )
+    assert result.returncode == code and message in result.stderr
+    assert not (tmp_path / "ds").exists()

@@ -12,18 +12,31 @@ import typer
 from rich.console import Console
 
 __all__ = [
+    "Classes",
+    "Crops",
+    "Folds",
+    "GroupCol",
+    "OnError",
+    "Out",
+    "Overwrite",
+    "PatchSize",
+    "Root",
+    "Scheduler",
+    "ShardSize",
+    "Spacing",
+    "SplitCol",
+    "Workers",
+    "command_line",
     "console",
     "errors",
     "fail",
-    "parse_size",
+    "ingest_options",
     "parse_columns",
+    "parse_pair",
+    "parse_size",
     "parse_triple",
-    "command_line",
-    "volume_flags",
     "report_ingest",
-    "PatchSize",
-    "Crops",
-    "Spacing",
+    "run_ingest",
 ]
 
 console = Console()
@@ -63,6 +76,14 @@ def command_line() -> str:
     return shlex.join(["medshard", *sys.argv[1:]])
 
 
+def parse_pair(text: str) -> tuple[int, int]:
+    """'128,128' -> (128, 128)."""
+    values = text.split(",")
+    if len(values) != 2 or not all(v.strip().isdigit() for v in values):
+        raise typer.BadParameter(f"{text!r}: give the size as H,W, e.g. 128,128")
+    return int(values[0]), int(values[1])
+
+
 def parse_triple(text: str | None, kind=int) -> tuple | None:
     if not text:
         return None
@@ -72,38 +93,45 @@ def parse_triple(text: str | None, kind=int) -> tuple | None:
     return values
 
 
-def volume_flags(
-    out,
-    patch_size,
-    crops,
-    spacing,
-    val_fraction,
-    test_fraction,
-    folds,
-    seed,
-    shard_size,
-    on_error,
-    workers,
-    scheduler,
-    overwrite,
-) -> dict:
-    if on_error not in ("fail", "skip"):
+_COLUMN_LISTS = {"label_cols", "classes", "modalities"}
+_TRIPLES = {"patch_size": int, "crops": int, "spacing": float}
+_RENAMED = {"samples_per_shard": "shard_samples"}
+
+
+def ingest_options(flags: dict) -> dict:
+    """An ingest command's flags as option fields: every flag is the field of the same
+    name, with sizes, comma-separated lists and z,y,x triples parsed."""
+    if flags["on_error"] not in ("fail", "skip"):
         raise typer.BadParameter("--on-error takes fail or skip")
-    return dict(
-        out=out,
-        patch_size=parse_triple(patch_size),
-        crops=parse_triple(crops),
-        spacing=parse_triple(spacing, float),
-        val_fraction=val_fraction,
-        test_fraction=test_fraction,
-        folds=folds,
-        seed=seed,
-        shard_bytes=parse_size(shard_size),
-        on_error=on_error,
-        workers=workers,
-        scheduler=scheduler,
-        overwrite=overwrite,
-    )
+    fields = {}
+    for name, value in flags.items():
+        if name == "shard_size":
+            fields["shard_bytes"] = parse_size(value)
+        elif name in _COLUMN_LISTS:
+            fields[name] = parse_columns(value)
+        elif name in _TRIPLES:
+            fields[name] = parse_triple(value, _TRIPLES[name])
+        elif name == "size":
+            fields[name] = parse_pair(value)
+        else:
+            fields[_RENAMED.get(name, name)] = value
+    return fields
+
+
+def run_ingest(options_class, ingest, flags: dict) -> None:
+    """Build the options from the flags, ingest, and report (or fail in one sentence)."""
+    from pydantic import ValidationError
+
+    from medshard.errors import MedshardError
+
+    try:
+        result = ingest(options_class(**ingest_options(flags)), command=command_line())
+    except ValidationError as exc:  # a flag value the options refuse: name the flag
+        first = exc.errors()[0]
+        fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+    except (MedshardError, ValueError) as exc:
+        fail(exc)
+    report_ingest(result, flags["out"])
 
 
 def report_ingest(result, out: Path) -> None:
@@ -123,3 +151,22 @@ Crops = Annotated[
     str | None, typer.Option(help="Also write non-overlapping crops z,y,x to shards.")
 ]
 Spacing = Annotated[str | None, typer.Option(help="Voxel spacing z,y,x (overrides metadata).")]
+Out = Annotated[Path, typer.Option(help="Dataset directory to create.")]
+Root = Annotated[
+    Path | None, typer.Option(help="Paths are relative to this (default: the table's folder).")
+]
+Classes = Annotated[str | None, typer.Option(help="Comma-separated known classes, in index order.")]
+GroupCol = Annotated[str | None, typer.Option(help="Patient/embryo id: a group is never split.")]
+SplitCol = Annotated[str | None, typer.Option(help="Keep this existing split column.")]
+Folds = Annotated[int, typer.Option(help="Cross-validation folds over the non-test samples.")]
+ShardSize = Annotated[str, typer.Option(help="Largest shard, e.g. 256MB.")]
+OnError = Annotated[
+    str, typer.Option(help="fail: stop at the first bad input; skip: record it and go on.")
+]
+Workers = Annotated[
+    int | None, typer.Option(help="Local Dask worker processes (default: all cores).")
+]
+Scheduler = Annotated[
+    str | None, typer.Option(help="Address of an existing dask.distributed scheduler.")
+]
+Overwrite = Annotated[bool, typer.Option(help="Replace a different dataset at --out.")]

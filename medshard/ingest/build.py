@@ -19,7 +19,6 @@ from medshard.shards.tar_writer import ShardSummary, TarShardWriter
 T = TypeVar("T")
 
 __all__ = [
-    "OutputState",
     "check_output",
     "fingerprint",
     "Staging",
@@ -39,15 +38,11 @@ def fingerprint(options: dict, inputs: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-@dataclass(frozen=True)
-class OutputState:
-    up_to_date: bool  # an identical dataset is already there
-
-
-def check_output(out: Path, fingerprint_: str, overwrite: bool) -> OutputState:
-    """Refuse to write over anything that is not the same dataset, unless told to."""
+def check_output(out: Path, fingerprint_: str, overwrite: bool) -> bool:
+    """True when the same dataset is already at `out`; refuse to write over anything else
+    unless told to."""
     if not out.exists():
-        return OutputState(up_to_date=False)
+        return False
     if not out.is_dir():
         raise DatasetError(f"{out}: the output path exists and is not a directory")
     card = out / CARD_NAME
@@ -57,19 +52,19 @@ def check_output(out: Path, fingerprint_: str, overwrite: bool) -> OutputState:
         except json.JSONDecodeError:
             same = False
         if same and not overwrite:
-            return OutputState(up_to_date=True)
+            return True
         if not same and not overwrite:
             raise DatasetError(
                 f"{out}: the output directory holds a different dataset; "
                 "choose another --out or pass --overwrite to replace it"
             )
-        return OutputState(up_to_date=False)
+        return False
     if any(out.iterdir()) and not overwrite:
         raise DatasetError(
             f"{out}: the output directory is not empty and holds no medshard dataset; "
             "choose an empty or new directory"
         )
-    return OutputState(up_to_date=False)
+    return False
 
 
 class Staging:

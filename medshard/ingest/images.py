@@ -92,7 +92,7 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
     optional = [o.key_col, o.group_col, o.split_col]
     require_columns(o.table, rows, [o.image_col, *spec.columns, *[c for c in optional if c]])
     print_ = fingerprint(o.identity(), [o.table])
-    if check_output(o.out, print_, o.overwrite).up_to_date:
+    if check_output(o.out, print_, o.overwrite):
         return IngestResult.unchanged(o.out)
     spec = spec.with_classes_from(rows)
     root = o.root or o.table.parent

@@ -174,7 +174,7 @@ def run_volume_ingest(
     started = time.perf_counter()
     o = options
     _stop_at_first(rejected, o.on_error)
-    if check_output(o.out, fingerprint, o.overwrite).up_to_date:
+    if check_output(o.out, fingerprint, o.overwrite):
         return IngestResult.unchanged(o.out)
     with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
         create_store(staging.dir)

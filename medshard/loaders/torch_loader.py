@@ -214,10 +214,6 @@ class TorchLoader(Resumable):
         )
         return num_batches(per_rank, self.batch_size, self.plan.drop_last)
 
-    def batches_of_epoch(self) -> list[np.ndarray]:
-        """This epoch's batches of source indices for this rank."""
-        return self.plan.batches(self.state.epoch)
-
     def _dataloader(self) -> DataLoader:
         if self._loader is None:
             workers = self.num_workers

@@ -20,7 +20,6 @@ T = TypeVar("T")
 
 __all__ = [
     "check_output",
-    "fingerprint",
     "Staging",
     "MemberSource",
     "SampleSpec",
@@ -28,14 +27,6 @@ __all__ = [
     "plan_shards",
     "write_shard",
 ]
-
-
-def fingerprint(options: dict, inputs: Sequence[Path]) -> str:
-    """What makes two ingests the same: their options and the bytes of their input tables."""
-    digest = hashlib.sha256(json.dumps(options, sort_keys=True, default=str).encode())
-    for path in inputs:
-        digest.update(Path(path).read_bytes())
-    return digest.hexdigest()
 
 
 def check_output(out: Path, fingerprint_: str, overwrite: bool) -> bool:

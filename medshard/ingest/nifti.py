@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from medshard.errors import BadInputError
-from medshard.ingest.build import fingerprint
+from medshard.ingest.options import VolumeIngestOptions
+from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
-    KeyRegistry,
     LabelSpec,
     check_rows,
     read_table,
@@ -21,7 +21,7 @@ from medshard.ingest.table import (
     row_key,
 )
 from medshard.ingest.volume_read import read_nifti_volume, same_grid, spacing_from_affine
-from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest
+from medshard.ingest.windows import WindowSpec
 
 __all__ = ["NiftiIngestOptions", "ingest_nifti", "load_nifti_subject"]
 
@@ -124,34 +124,38 @@ def ingest_nifti(options: NiftiIngestOptions, command: str = "") -> IngestResult
     require_columns(o.table, rows, [*o.modalities, *spec.columns, *optional])
     spec = spec.with_classes_from(rows)
     root = o.root or o.table.parent
-    keys = KeyRegistry()
     columns = [*o.modalities, *([o.mask_col] if o.mask_col else [])]
 
-    def check(i: int, row: dict, where: str) -> VolumeJob:
+    def check(i: int, row: dict, where: str) -> Job:
         paths = [str(row_file(root, row, column, where)) for column in columns]
         key = row_key(row, o.key_col, row[o.modalities[0]])
         parsed = spec.parse(row)
-        keys.claim(key, i)
         mask = paths[len(o.modalities)] if o.mask_col else None
-        return VolumeJob(
+        return Job(
             row=i,
             key=key,
             source=where,
             group=(row[o.group_col] if o.group_col else "") or key,
             split=row[o.split_col] if o.split_col else None,
             parsed=parsed,
-            loader=load_nifti_subject,
+            files=tuple(paths),
+            read=load_nifti_subject,
             args=(tuple(paths[: len(o.modalities)]), tuple(o.modalities), mask, o.resample),
         )
 
     jobs, rejected = check_rows(o.table, rows, check)
-    return run_volume_ingest(
+    return run_ingest(
         jobs,
         rejected,
         options=o,
         spec=spec,
-        fingerprint=fingerprint(o.identity(), [o.table]),
-        channel_names=list(o.modalities),
+        kind="volumes",
+        identity=o.identity(),
+        tables=[o.table],
         sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
         command=command,
+        channel_names=list(o.modalities),
+        window=WindowSpec("crop", tuple(o.crops)) if o.crops else None,
+        patch_size=o.patch_size,
+        spacing=o.spacing,
     )

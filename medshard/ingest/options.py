@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["IngestOptions"]
+__all__ = ["IngestOptions", "VolumeIngestOptions"]
 
 
 class IngestOptions(BaseModel):
@@ -33,3 +33,11 @@ class IngestOptions(BaseModel):
         """The options that decide the dataset's content (not how or where it is built)."""
         runtime = {"out", "workers", "scheduler", "processes", "overwrite", "quiet"}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in runtime}
+
+
+class VolumeIngestOptions(IngestOptions):
+    """What every volume and video ingest adds: how its arrays are laid out."""
+
+    patch_size: tuple[int, int, int] = (64, 64, 64)
+    crops: tuple[int, int, int] | None = None
+    spacing: tuple[float, float, float] | None = None

@@ -16,7 +16,6 @@ from medshard.shards.tar_writer import MAX_KEY_LENGTH
 T = TypeVar("T")
 
 __all__ = [
-    "KeyRegistry",
     "LabelSpec",
     "check_rows",
     "read_table",
@@ -98,18 +97,6 @@ def row_file(root: Path, row: dict[str, str], column: str, where: str) -> Path:
     if not path.exists():
         raise BadInputError(str(path), f"file not found ({where})")
     return path
-
-
-class KeyRegistry:
-    """Sample keys seen so far; a second row with the same key is refused."""
-
-    def __init__(self):
-        self._first: dict[str, int] = {}
-
-    def claim(self, key: str, row: int) -> None:
-        first = self._first.setdefault(key, row)
-        if first != row:
-            raise ValueError(f"key {key!r} appears twice (rows {first + 1} and {row + 1})")
 
 
 @dataclass(frozen=True)

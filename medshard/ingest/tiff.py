@@ -9,11 +9,12 @@ from pathlib import Path
 from natsort import natsorted
 
 from medshard.errors import BadInputError
-from medshard.ingest.build import fingerprint
+from medshard.ingest.options import VolumeIngestOptions
+from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import LabelSpec, read_table, require_columns, row_source
 from medshard.ingest.volume_read import TIFF_SUFFIXES, read_tiff_stack
-from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest
+from medshard.ingest.windows import WindowSpec
 from medshard.shards.layout import is_valid_key, key_from_path
 
 __all__ = ["TiffIngestOptions", "ingest_tiff", "load_tiff_sample"]
@@ -131,25 +132,30 @@ def ingest_tiff(options: TiffIngestOptions, command: str = "") -> IngestResult:
             continue
         row = labels[key][0] if key in labels else -1
         jobs.append(
-            VolumeJob(
+            Job(
                 row=row,
                 key=key,
                 source=where,
                 group=key,
                 split=None,
                 parsed=parsed,
-                loader=load_tiff_sample,
+                files=(image,) if mask is None else (image, mask),
+                read=load_tiff_sample,
                 args=(image, mask),
             )
         )
-    identity = {**o.identity(), "root": str(o.root.resolve()), "listing": sorted(present)}
-    return run_volume_ingest(
+    return run_ingest(
         jobs,
         rejected,
         options=o,
         spec=spec,
-        fingerprint=fingerprint(identity, inputs),
-        channel_names=["raw"],
+        kind="volumes",
+        identity={**o.identity(), "root": str(o.root.resolve()), "listing": sorted(present)},
+        tables=inputs,
         sources={"root": str(o.root.resolve())},
         command=command,
+        channel_names=["raw"],
+        window=WindowSpec("crop", tuple(o.crops)) if o.crops else None,
+        patch_size=o.patch_size,
+        spacing=o.spacing,
     )

@@ -12,10 +12,10 @@ from PIL import Image
 
 from medshard.codecs import IMAGE_EXTENSIONS, decode_image
 from medshard.errors import BadInputError
-from medshard.ingest.build import fingerprint
+from medshard.ingest.options import VolumeIngestOptions
+from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
-    KeyRegistry,
     LabelSpec,
     check_rows,
     read_table,
@@ -23,8 +23,7 @@ from medshard.ingest.table import (
     row_file,
     row_key,
 )
-from medshard.ingest.volumes import LoadedVolume, VolumeIngestOptions, VolumeJob, run_volume_ingest
-from medshard.ingest.windows import WindowSpec, write_window_shards
+from medshard.ingest.windows import WindowSpec
 
 __all__ = ["VIDEO_SUFFIXES", "VideoIngestOptions", "ingest_video", "load_video", "fit_frame"]
 
@@ -156,6 +155,10 @@ def load_video(
     )
 
 
+def _clips(o: VideoIngestOptions) -> WindowSpec | None:
+    return WindowSpec("clip", (o.clip_len,), o.clip_stride or o.clip_len) if o.clip_len else None
+
+
 def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult:
     """Ingest an index of videos or frame folders into a video dataset at `options.out`."""
     o = options
@@ -165,9 +168,8 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
     require_columns(o.table, rows, [o.video_col, *spec.columns, *optional])
     spec = spec.with_classes_from(rows)
     root = o.root or o.table.parent
-    keys = KeyRegistry()
 
-    def check(i: int, row: dict, where: str) -> VolumeJob:
+    def check(i: int, row: dict, where: str) -> Job:
         path = row_file(root, row, o.video_col, where)
         if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
             raise BadInputError(
@@ -175,42 +177,32 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
             )
         key = row_key(row, o.key_col, row[o.video_col])
         parsed = spec.parse(row)
-        keys.claim(key, i)
-        return VolumeJob(
+        return Job(
             row=i,
             key=key,
             source=str(path),
             group=(row[o.group_col] if o.group_col else "") or key,
             split=row[o.split_col] if o.split_col else None,
             parsed=parsed,
-            loader=load_video,
+            files=(str(path),),
+            read=load_video,
             args=(str(path), o.channels, tuple(o.size), o.fit, o.clip_len),
         )
 
     jobs, rejected = check_rows(o.table, rows, check)
 
-    def clips(client, dataset_dir, manifest, label_spec, _):
-        window = WindowSpec("clip", (o.clip_len,), o.clip_stride or o.clip_len)
-        return write_window_shards(
-            client,
-            dataset_dir,
-            manifest,
-            window,
-            label_spec.names,
-            max_bytes=o.shard_bytes,
-            max_samples=o.shard_samples,
-            quiet=o.quiet,
-        )
-
-    return run_volume_ingest(
+    return run_ingest(
         jobs,
         rejected,
         options=o,
         spec=spec,
-        fingerprint=fingerprint(o.identity(), [o.table]),
-        channel_names=["gray"] if o.channels == 1 else ["red", "green", "blue"],
+        kind="video",
+        identity=o.identity(),
+        tables=[o.table],
         sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
         command=command,
-        kind="video",
-        windows=clips if o.clip_len else None,
+        channel_names=["gray"] if o.channels == 1 else ["red", "green", "blue"],
+        window=_clips(o),
+        patch_size=o.patch_size,
+        spacing=o.spacing,
     )

@@ -4,18 +4,16 @@ written by one task that reads each of its samples once."""
 
 from __future__ import annotations
 
-import io
 import itertools
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from medshard.ingest.build import plan_shards
 from medshard.ingest.cluster import run_tasks
+from medshard.ingest.members import json_member, label_members, npy_bytes
 from medshard.shards.card import ShardInfo
 from medshard.shards.tar_writer import ShardSummary, TarShardWriter
 from medshard.shards.zarr_store import open_sample
@@ -72,27 +70,6 @@ class WindowSpec:
         return [self.size[0], channels, *shape[1:3]]
 
 
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, np.ascontiguousarray(array), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def _label_members(row: dict, label_names: Sequence[str]) -> tuple[list, dict]:
-    members: list[tuple[str, bytes]] = []
-    about: dict[str, Any] = {}
-    if row["label"] is not None:
-        members.append(("cls", str(row["label"]).encode()))
-        about |= {"label": row["label"], "label_name": label_names[row["label"]]}
-    if row["labels"] is not None:
-        members.append(("labels.npy", _npy(np.asarray(row["labels"], np.uint8))))
-        about["labels"] = row["labels"]
-    if row["target"] is not None:
-        members.append(("target.npy", _npy(np.asarray([row["target"]], np.float32))))
-        about["target"] = row["target"]
-    return members, about
-
-
 @dataclass(frozen=True)
 class WindowTask:
     dataset_dir: str
@@ -111,13 +88,13 @@ def write_windows(task: WindowTask) -> tuple[ShardSummary, list[dict]]:
         for sample in task.samples:
             image, mask = open_sample(task.dataset_dir, sample["zarr_path"])
             image, mask = image[...], (mask[...] if mask is not None else None)
-            labels, about_labels = _label_members(sample, task.label_names)
+            labels, about_labels = label_members(sample, task.label_names)
             for origin in task.spec.windows(sample["shape"]):
                 key = task.spec.key(sample["key"], origin)
                 window, window_mask, where = task.spec.cut(image, mask, origin)
-                members = [("image.npy", _npy(window))]
+                members = [("image.npy", npy_bytes(window))]
                 if window_mask is not None:
-                    members.append(("mask.npy", _npy(window_mask)))
+                    members.append(("mask.npy", npy_bytes(window_mask)))
                 about = {
                     "key": key,
                     "source_key": sample["key"],
@@ -125,7 +102,7 @@ def write_windows(task: WindowTask) -> tuple[ShardSummary, list[dict]]:
                     **where,
                     **about_labels,
                 }
-                members += [*labels, ("json", json.dumps(about, sort_keys=True).encode())]
+                members += [*labels, json_member(about)]
                 placed = writer.add(key, members)
                 rows.append(
                     {

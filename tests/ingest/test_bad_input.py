@@ -53,7 +53,7 @@ def rewrite_row(table: Path, row: int, column: int, value: str) -> None:
         ),
         (
             lambda t: rewrite_row(t, 4, 0, "images/img_003.png"),
-            r"row 5: key 'images_img_003' appears twice \(rows 4 and 5\)",
+            r"img_003.png: key 'images_img_003' appears twice \(rows 4 and 5\)",
         ),
     ],
     ids=[
@@ -178,7 +178,7 @@ def test_skip_with_nothing_left_fails(tmp_path):
     table = make_image_table(tmp_path / "raw", n=2)
     for p in (tmp_path / "raw/images").iterdir():
         p.write_bytes(b"broken")
-    with pytest.raises(BadInputError, match=r"no row could be ingested \(2 refused\)"):
+    with pytest.raises(BadInputError, match=r"labels.csv: no sample could be ingested \(2 refused\)"):
         ingest(table, tmp_path / "ds", on_error="skip")
     assert_nothing_written(tmp_path, tmp_path / "ds")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from medshard.errors import BadInputError
-from medshard.ingest.options import VolumeIngestOptions
+from medshard.ingest.options import TableIngestOptions, VolumeIngestOptions
 from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
@@ -26,17 +26,12 @@ from medshard.ingest.windows import WindowSpec
 __all__ = ["NiftiIngestOptions", "ingest_nifti", "load_nifti_subject"]
 
 
-class NiftiIngestOptions(VolumeIngestOptions):
-    table: Path
+class NiftiIngestOptions(VolumeIngestOptions, TableIngestOptions):
     modalities: tuple[str, ...]  # table columns holding each modality's path
-    root: Path | None = None  # paths are relative to this; default: the table's folder
     mask_col: str | None = None
     label_col: str | None = None
     target_col: str | None = None
     classes: tuple[str, ...] = ()
-    key_col: str | None = None
-    group_col: str | None = None
-    split_col: str | None = None
     resample: bool = False
 
 
@@ -123,11 +118,13 @@ def ingest_nifti(options: NiftiIngestOptions, command: str = "") -> IngestResult
     optional = [c for c in (o.mask_col, o.key_col, o.group_col, o.split_col) if c]
     require_columns(o.table, rows, [*o.modalities, *spec.columns, *optional])
     spec = spec.with_classes_from(rows)
-    root = o.root or o.table.parent
+    root = o.data_root
     columns = [*o.modalities, *([o.mask_col] if o.mask_col else [])]
 
     def check(i: int, row: dict, where: str) -> Job:
-        paths = [str(row_file(root, row, column, where)) for column in columns]
+        paths = [
+            str(row_file(root, row, column, where, o.allow_outside_root)) for column in columns
+        ]
         key = row_key(row, o.key_col, row[o.modalities[0]])
         parsed = spec.parse(row)
         mask = paths[len(o.modalities)] if o.mask_col else None

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["IngestOptions", "VolumeIngestOptions"]
+__all__ = ["IngestOptions", "TableIngestOptions", "VolumeIngestOptions"]
 
 
 class IngestOptions(BaseModel):
@@ -41,3 +41,19 @@ class VolumeIngestOptions(IngestOptions):
     patch_size: tuple[int, int, int] = (64, 64, 64)
     crops: tuple[int, int, int] | None = None
     spacing: tuple[float, float, float] | None = None
+
+
+class TableIngestOptions(IngestOptions):
+    """What every ingest driven by a CSV table adds: where its paths lead, and the columns
+    that give keys, groups and splits."""
+
+    table: Path
+    root: Path | None = None  # paths are relative to this; default: the table's folder
+    allow_outside_root: bool = False
+    key_col: str | None = None
+    group_col: str | None = None
+    split_col: str | None = None
+
+    @property
+    def data_root(self) -> Path:
+        return self.root or self.table.parent

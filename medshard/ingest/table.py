@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,11 +90,24 @@ def check_rows(
     return kept, refused
 
 
-def row_file(root: Path, row: dict[str, str], column: str, where: str) -> Path:
-    """The existing file or folder a row's column names, relative to `root`."""
+def row_file(
+    root: Path, row: dict[str, str], column: str, where: str, allow_outside: bool = False
+) -> Path:
+    """The existing file or folder a row's column names, relative to `root`; a path that
+    leads outside `root` is refused unless allowed."""
     if not row[column]:
         raise BadInputError(where, f"column {column!r} is empty")
     path = root / row[column]
+    # Lexical, not resolved: a symlink inside the root is the user's own layout.
+    inside = os.path.normpath(os.path.abspath(path)).startswith(
+        os.path.join(os.path.normpath(os.path.abspath(root)), "")
+    )
+    if not (inside or allow_outside):
+        raise BadInputError(
+            where,
+            f"the path {row[column]!r} in column {column!r} leads outside the root folder "
+            f"{root}; pass --allow-outside-root to ingest it",
+        )
     if not path.exists():
         raise BadInputError(str(path), f"file not found ({where})")
     return path

@@ -12,7 +12,7 @@ from PIL import Image
 
 from medshard.codecs import IMAGE_EXTENSIONS, decode_image
 from medshard.errors import BadInputError
-from medshard.ingest.options import VolumeIngestOptions
+from medshard.ingest.options import TableIngestOptions, VolumeIngestOptions
 from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
@@ -31,17 +31,12 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 Fit = Literal["pad", "crop", "stretch"]
 
 
-class VideoIngestOptions(VolumeIngestOptions):
-    table: Path
+class VideoIngestOptions(VolumeIngestOptions, TableIngestOptions):
     video_col: str
-    root: Path | None = None
     label_col: str | None = None
     label_cols: tuple[str, ...] = ()
     target_col: str | None = None
     classes: tuple[str, ...] = ()
-    key_col: str | None = None
-    group_col: str | None = None
-    split_col: str | None = None
     channels: Literal[1, 3] = 1
     size: tuple[int, int] = (128, 128)
     fit: Fit = "pad"
@@ -167,10 +162,10 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
     optional = [c for c in (o.key_col, o.group_col, o.split_col) if c]
     require_columns(o.table, rows, [o.video_col, *spec.columns, *optional])
     spec = spec.with_classes_from(rows)
-    root = o.root or o.table.parent
+    root = o.data_root
 
     def check(i: int, row: dict, where: str) -> Job:
-        path = row_file(root, row, o.video_col, where)
+        path = row_file(root, row, o.video_col, where, o.allow_outside_root)
         if path.is_file() and path.suffix.lower() not in VIDEO_SUFFIXES:
             raise BadInputError(
                 str(path), f"not a video file ({', '.join(VIDEO_SUFFIXES)}) or frame folder"

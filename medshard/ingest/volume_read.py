@@ -19,6 +19,7 @@ __all__ = [
 ]
 
 TIFF_SUFFIXES = (".tif", ".tiff")
+_LARGEST_LABEL = 2**32 - 1  # masks are stored as uint32 at most
 
 
 def _tiff_files(folder: Path) -> list[Path]:
@@ -86,6 +87,7 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
     Images get scl_slope/inter applied; masks are read unscaled. A `.npy` file holds an
     (x, y, z) array already in RAS+ order, with unit spacing."""
     import nibabel as nib
+    from nibabel.affines import voxel_sizes
     from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation
 
     try:
@@ -110,6 +112,13 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"is 2D (shape {raw.shape}), not a volume")
     if raw.ndim != 3:
         raise ValueError(f"has shape {raw.shape}; one 3D volume per file is expected")
+    sizes = voxel_sizes(affine)
+    if not (np.all(np.isfinite(sizes)) and np.all(sizes > 0)):
+        shown = ", ".join(f"{v:g}" for v in sizes)
+        raise ValueError(
+            f"its affine gives a voxel size of zero or not a number ({shown}), "
+            "so its orientation and spacing are undefined; fix the header's pixdim/srow"
+        )
     ornt = io_orientation(affine)
     canonical = apply_orientation(raw, ornt)
     return np.ascontiguousarray(canonical), affine @ inv_ornt_aff(ornt, raw.shape), affine
@@ -132,13 +141,17 @@ def check_volume(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray | Non
     if mask.size and mask.min() < 0:
         raise ValueError("the mask holds negative labels")
     top = int(mask.max()) if mask.size else 0
+    if top > _LARGEST_LABEL:
+        raise ValueError(f"the mask holds label {top}, above the largest label {_LARGEST_LABEL}")
     return mask.astype(np.uint8 if top < 256 else np.uint16 if top < 65536 else np.uint32)
 
 
 def spacing_from_affine(affine: np.ndarray) -> tuple[float, float, float]:
     """(z, y, x) voxel sizes of a canonical (x, y, z) affine."""
-    zooms = np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))
-    return (float(zooms[2]), float(zooms[1]), float(zooms[0]))
+    from nibabel.affines import voxel_sizes
+
+    x, y, z = voxel_sizes(affine)
+    return (float(z), float(y), float(x))
 
 
 def same_grid(a: Sequence, b: Sequence, shape_a, shape_b, tolerance: float = 1e-3) -> bool:

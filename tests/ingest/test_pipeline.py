@@ -1,0 +1,141 @@
+"""The one ingest pipeline on real files: keys unique across inputs, reruns that notice
+changed inputs, refusals that keep the rest of the run."""
+
+import hashlib
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import skimage.data
+import tifffile
+from PIL import Image
+
+from medshard.errors import BadInputError
+from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
+from medshard.shards.reader import open_dataset
+from medshard.shards.verify import verify_dataset
+from tests.conftest import ingest
+from tests.real_data import copy_skimage_file, mixed_tile_table, real_nifti_table
+
+
+def run_tiff(root, out, **options):
+    defaults = dict(workers=1, processes=False, quiet=True, val_fraction=0.0)
+    return ingest_tiff(TiffIngestOptions(root=root, out=out, **{**defaults, **options}))
+
+
+def run_nifti(table, out, **options):
+    defaults = dict(
+        modalities=("image",),
+        mask_col="seg",
+        key_col="subject",
+        workers=1,
+        processes=False,
+        quiet=True,
+        val_fraction=0.0,
+    )
+    return ingest_nifti(NiftiIngestOptions(table=table, out=out, **{**defaults, **options}))
+
+
+def stack_beside_folder(root):
+    """skimage's multi-page TIFF as the stack `s1.tif`, and its pages as the slice folder
+    `s1/raw/` beside it: two samples whose keys are both 's1'."""
+    stack = tifffile.imread(copy_skimage_file("multipage.tif", root / "s1.tif"))
+    (root / "s1" / "raw").mkdir(parents=True)
+    for z, plane in enumerate(stack):
+        tifffile.imwrite(root / "s1" / "raw" / f"z{z}.tif", plane)
+    tifffile.imwrite(root / "s2.tif", stack[::-1])
+    return stack
+
+
+def test_a_stack_and_a_folder_with_one_key_are_refused(tmp_path):
+    stack_beside_folder(tmp_path / "raw")
+    with pytest.raises(BadInputError, match=r"s1\.tif: key 's1' is also the key of .*s1"):
+        run_tiff(tmp_path / "raw", tmp_path / "ds")
+    assert not (tmp_path / "ds").exists()
+
+
+def test_skipping_a_key_collision_keeps_one_sample_per_key(tmp_path):
+    stack = stack_beside_folder(tmp_path / "raw")
+    result = run_tiff(tmp_path / "raw", tmp_path / "ds", on_error="skip")
+    keys = open_dataset(tmp_path / "ds").manifest.column("key").to_pylist()
+    assert sorted(keys) == ["s1", "s2"] and result.card.rejected == 1
+    rejected = pq.read_table(tmp_path / "ds" / "rejected.parquet").to_pylist()
+    assert rejected[0]["source"].endswith("s1.tif") and "'s1'" in rejected[0]["reason"]
+    assert verify_dataset(tmp_path / "ds").ok
+    assert stack.shape[0] == 2  # the folder's slices were ingested, not the stack
+
+
+def test_rerun_after_fixing_a_rejected_image_rebuilds(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    tile = tmp_path / "raw" / "batch0" / "camera_gray8.png"
+    good = tile.read_bytes()
+    tile.write_bytes(good[: len(good) // 2])  # truncated
+    first = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip")
+    assert first.card.rejected == 1 and first.samples == 6
+    tile.write_bytes(good)
+    fixed = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip", overwrite=True)
+    assert not fixed.up_to_date and fixed.card.rejected == 0 and fixed.samples == 7
+    again = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip")
+    assert again.up_to_date
+
+
+def test_rerun_after_editing_an_image_stores_the_new_bytes(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage")
+    tile = tmp_path / "raw" / "batch0" / "camera_gray8.png"
+    Image.fromarray(skimage.data.coins()[:64, :64]).save(tile)
+    edited = ingest(table, tmp_path / "ds", label_col="stage", overwrite=True)
+    assert not edited.up_to_date
+    rows = open_dataset(tmp_path / "ds").manifest.to_pylist()
+    row = next(r for r in rows if r["source"] == ["batch0/camera_gray8.png"])
+    assert row["source_sha256"] == [hashlib.sha256(tile.read_bytes()).hexdigest()]
+    assert verify_dataset(tmp_path / "ds").ok
+
+
+def zero_voxel_size(path):
+    """nibabel's anatomical.nii with the z column of its affine zeroed in the header."""
+    img = nib.load(path, mmap=False)
+    header = img.header.copy()
+    header["pixdim"][3] = 0
+    header["srow_z"][:3] = 0
+    nib.Nifti1Image(np.asarray(img.dataobj), None, header).to_filename(path)
+
+
+def test_a_zero_voxel_size_is_refused_and_skip_keeps_the_other_subjects(tmp_path):
+    table = real_nifti_table(tmp_path / "raw")
+    zero_voxel_size(tmp_path / "raw" / "anatomical.nii")
+    with pytest.raises(
+        BadInputError, match=r"anatomical\.nii: its affine gives a voxel size of zero"
+    ):
+        run_nifti(table, tmp_path / "ds")
+    result = run_nifti(table, tmp_path / "ds", on_error="skip")
+    assert result.samples == 2 and result.card.rejected == 1
+
+
+def test_a_mask_label_beyond_uint32_is_refused_not_wrapped(tmp_path):
+    table = real_nifti_table(tmp_path / "raw", names=("anatomical", "standard"))
+    seg = tmp_path / "raw" / "standard_seg.nii.gz"
+    img = nib.load(seg, mmap=False)
+    mask = np.asarray(img.dataobj).astype(np.int64)
+    mask[0, 0, 0] = 5_000_000_000
+    nib.save(nib.Nifti1Image(mask, img.affine, dtype=np.int64), seg)
+    with pytest.raises(BadInputError, match=r"the mask holds label 5000000000, above the largest"):
+        run_nifti(table, tmp_path / "ds")
+
+
+@pytest.mark.parametrize("outside", ["../elsewhere/x.png", "ABSOLUTE"])
+def test_paths_outside_the_root_are_refused_unless_allowed(tmp_path, outside):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    elsewhere = tmp_path / "elsewhere" / "x.png"
+    elsewhere.parent.mkdir()
+    shutil.copyfile(tmp_path / "raw" / "batch0" / "ihc_rgb8.png", elsewhere)
+    path = str(elsewhere) if outside == "ABSOLUTE" else outside
+    lines = table.read_text().splitlines()
+    table.write_text("\n".join([*lines, f"{path},morula,P9"]) + "\n")
+    with pytest.raises(BadInputError, match=r"row 8: the path .* leads outside the root folder"):
+        ingest(table, tmp_path / "ds", label_col="stage")
+    result = ingest(table, tmp_path / "ds", label_col="stage", allow_outside_root=True)
+    assert result.samples == 8

@@ -17,7 +17,12 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from benchmarks.baselines import LazyImageFiles, LazyNiftiPatches, LazySliceCrops, LazyVideoClips
+from medshard.bench.baselines import (
+    LazyImageFiles,
+    LazyNiftiPatches,
+    LazySliceCrops,
+    LazyVideoClips,
+)
 from medshard.codecs import IMAGE_EXTENSIONS, decode_image
 from medshard.ingest.images import ImageIngestOptions, ingest_images
 from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti

@@ -65,7 +65,7 @@ def bench(
     sources when the manifest still reaches them (decode and batch, no augmentation)."""
     from rich.table import Table
 
-    from benchmarks.user_dataset import bench_dataset
+    from medshard.bench import bench_dataset
 
     try:
         engine, baseline = bench_dataset(

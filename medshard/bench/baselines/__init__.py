@@ -3,9 +3,9 @@
 Each applies the engine's own augmentation code to what it decodes, so a comparison
 measures reading and decoding, not two different augmentation implementations."""
 
-from benchmarks.baselines.images import LazyImageFiles
-from benchmarks.baselines.mri import LazyNiftiPatches
-from benchmarks.baselines.nuclei import LazySliceCrops
-from benchmarks.baselines.video import LazyVideoClips
+from medshard.bench.baselines.images import LazyImageFiles
+from medshard.bench.baselines.mri import LazyNiftiPatches
+from medshard.bench.baselines.nuclei import LazySliceCrops
+from medshard.bench.baselines.video import LazyVideoClips
 
 __all__ = ["LazyImageFiles", "LazyNiftiPatches", "LazySliceCrops", "LazyVideoClips"]

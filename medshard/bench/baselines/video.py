@@ -8,10 +8,8 @@ from pathlib import Path
 
 import av
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 from torch.utils.data import Dataset
-
-from medshard.ingest.video import fit_frame
 
 
 class LazyVideoClips(Dataset):
@@ -47,11 +45,17 @@ class LazyVideoClips(Dataset):
                     break
         return frames
 
+    def _fit(self, frame: np.ndarray) -> np.ndarray:
+        """Grayscale, letterboxed to the frame size (aspect ratio kept, zero padding)."""
+        height, width = self.size
+        gray = Image.fromarray(frame).convert("L")
+        return np.asarray(ImageOps.pad(gray, (width, height), method=Image.BILINEAR, color=0))
+
     def __getitem__(self, index: int) -> dict:
         path, count, label = self.videos[index // self.per_video]
         start = int(
             np.random.default_rng([self.seed, index]).integers(0, count - self.clip_len + 1)
         )
-        clip = np.stack([fit_frame(f, 1, self.size, "pad") for f in self._frames(path, start)])
+        clip = np.stack([self._fit(frame) for frame in self._frames(path, start)])
         sample = {"key": f"{path.name}#{index}", "image": clip[:, None], "label": np.asarray(label)}
         return self.transform(sample, index, 0)

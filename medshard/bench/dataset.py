@@ -7,8 +7,8 @@ from pathlib import Path
 
 from torch.utils.data import DataLoader
 
-from benchmarks.baselines import LazyImageFiles, LazyNiftiPatches, LazyVideoClips
-from medshard.bench import Measurement, measure
+from medshard.bench.baselines import LazyImageFiles, LazyNiftiPatches, LazyVideoClips
+from medshard.bench.measure import Measurement, measure
 from medshard.loaders import Augment2D, Augment3D, build_loader
 from medshard.loaders.transforms import FrameTransform, VolumeTransform
 from medshard.shards.reader import Dataset, open_dataset

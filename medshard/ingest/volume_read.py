@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -28,15 +27,44 @@ def _tiff_files(folder: Path) -> list[Path]:
     return natsorted((p for p in folder.iterdir() if p.suffix.lower() in TIFF_SUFFIXES), key=str)
 
 
+# OME length units in micrometres, the unit of TIFF datasets.
+_MICROMETRES = {
+    "pm": 1e-6,
+    "Å": 1e-4,
+    "nm": 1e-3,
+    "µm": 1.0,
+    "um": 1.0,
+    "mm": 1e3,
+    "cm": 1e4,
+    "m": 1e6,
+}
+
+
+def _ome_spacing(ome: dict) -> tuple[float, float, float] | None:
+    """(z, y, x) in micrometres from the first image's Pixels element, when it has X and Y."""
+    image = ome.get("OME", {}).get("Image", {})
+    pixels = (image[0] if isinstance(image, list) else image).get("Pixels", {})
+
+    def size(axis: str) -> float | None:
+        value = pixels.get(f"PhysicalSize{axis}")
+        if value is None:
+            return None
+        unit = pixels.get(f"PhysicalSize{axis}Unit", "µm")  # OME's default unit
+        return float(value) * _MICROMETRES.get(unit, 1.0)
+
+    x, y, z = size("X"), size("Y"), size("Z")
+    return None if x is None or y is None else (z or 1.0, y, x)
+
+
 def _tiff_spacing(path: Path) -> tuple[float, float, float] | None:
     """(z, y, x) spacing from OME-XML or ImageJ metadata, when the file has any."""
     import tifffile
 
     with tifffile.TiffFile(path) as tif:
         if tif.is_ome and tif.ome_metadata:
-            found = dict(re.findall(r'PhysicalSize([XYZ])="([0-9.eE+-]+)"', tif.ome_metadata))
-            if {"X", "Y"} <= set(found):
-                return (float(found.get("Z", 1.0)), float(found["Y"]), float(found["X"]))
+            spacing = _ome_spacing(tifffile.xml2dict(tif.ome_metadata))
+            if spacing is not None:
+                return spacing
         if tif.is_imagej:
             page = tif.pages.first
 

@@ -62,6 +62,26 @@ def test_ome_tiff_spacing_is_read(tmp_path):
     assert open_dataset(tmp_path / "ds").manifest.to_pylist()[0]["spacing"] == [1.5, 0.3, 0.4]
 
 
+def test_ome_tiff_spacing_units_become_micrometres(tmp_path):
+    image, _ = volume(3)
+    (tmp_path / "raw").mkdir()
+    tifffile.imwrite(
+        tmp_path / "raw/ome.ome.tif",
+        image,
+        metadata={
+            "axes": "ZYX",
+            "PhysicalSizeZ": 0.002,
+            "PhysicalSizeZUnit": "mm",
+            "PhysicalSizeY": 300,
+            "PhysicalSizeYUnit": "nm",
+            "PhysicalSizeX": 0.4,
+        },
+    )
+    run(tmp_path / "raw", tmp_path / "ds")
+    spacing = open_dataset(tmp_path / "ds").manifest.to_pylist()[0]["spacing"]
+    assert spacing == pytest.approx([2.0, 0.3, 0.4])
+
+
 def test_crops_are_aligned_with_the_volume_and_mask(tmp_path):
     root, arrays = tiff_root(tmp_path / "raw", n=2)
     run(root, tmp_path / "ds", crops=(6, 8, 8), shard_samples=5)

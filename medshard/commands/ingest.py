@@ -45,6 +45,7 @@ def ingest_images_command(
     key_col: Annotated[str | None, Opt(help="Sample keys (default: from the image path).")] = None,
     group_col: GroupCol = None,
     split_col: SplitCol = None,
+    max_pixels: Annotated[int, Opt(help="Refuse larger images (decompression bomb).")] = 89478485,
     samples_per_shard: int = 10_000,
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from medshard.errors import BadInputError
-from medshard.ingest.image_probe import probe_image
+from medshard.ingest.image_probe import MAX_PIXELS, probe_image
 from medshard.ingest.options import IngestOptions
 from medshard.ingest.pipeline import EncodedImage, Job, run_ingest
 from medshard.ingest.result import IngestResult
@@ -37,6 +37,7 @@ class ImageIngestOptions(IngestOptions):
     label_cols: tuple[str, ...] = ()
     target_col: str | None = None
     classes: tuple[str, ...] = ()
+    max_pixels: int = MAX_PIXELS  # larger images are refused before decoding (bombs)
     key_col: str | None = None
     group_col: str | None = None
     split_col: str | None = None

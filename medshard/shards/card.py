@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medshard.errors import DatasetError, FormatVersionError
 from medshard.shards.atomic import atomic_write_bytes
@@ -37,7 +37,10 @@ class SplitCounts(_Frozen):
 
 
 class ChannelStats(_Frozen):
-    """Per-channel intensity statistics over the training split, in stored units."""
+    """Per-channel intensity statistics over the training split: in stored units for volumes
+    and video; for 2D images in unit scale (each sample divided by its own bit depth's
+    maximum, 255 or 65535; float images as stored) over the card's `channels`, alpha
+    dropped and a gray sample counted in every channel."""
 
     mean: list[float]
     std: list[float]
@@ -61,12 +64,23 @@ class DatasetCard(_Frozen):
     crop_size: list[int] | None = None  # volume datasets that also stream fixed crops
     shards: list[ShardInfo] = Field(default_factory=list)
     stats: ChannelStats | None = None
+    channels: int | None = None  # channels of every batch by default: those of `stats`
     rejected: int = 0
     sources: dict[str, Any] = Field(default_factory=dict)
     options: dict[str, Any] = Field(default_factory=dict)
     command: str = ""
     fingerprint: str
     created_by: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _channels_of_stats(cls, data: Any) -> Any:
+        """A card that does not give its channel count has that of its statistics."""
+        if isinstance(data, dict) and data.get("channels") is None and data.get("stats"):
+            stats = data["stats"]
+            mean = stats["mean"] if isinstance(stats, dict) else stats.mean
+            data = {**data, "channels": len(mean)}
+        return data
 
     @property
     def splits(self) -> list[str]:

@@ -1,0 +1,49 @@
+"""The measuring harness: what it reports comes from what it counted and timed."""
+
+import pytest
+import torch
+
+from medshard.bench import measure
+
+
+class CountingLoader:
+    """Batches of known size; counts how often it is iterated."""
+
+    def __init__(self, batches: int, batch_size: int, pixels: int):
+        self.batches, self.batch_size, self.pixels = batches, batch_size, pixels
+        self.iterations = 0
+
+    def __iter__(self):
+        self.iterations += 1
+        for _ in range(self.batches):
+            yield {"image": torch.zeros(self.batch_size, self.pixels, dtype=torch.float32)}
+
+
+def test_rates_come_from_the_counted_samples_and_bytes():
+    loader = CountingLoader(batches=5, batch_size=3, pixels=1000)
+    result = measure("x", lambda: loader, repetitions=3, warmup=1)
+    assert loader.iterations == 4  # one warm-up run, three measured
+    assert len(result.runs_samples_per_s) == 3
+    assert result.samples_per_s == sorted(result.runs_samples_per_s)[1]  # the median
+    bytes_per_sample = 1000 * 4
+    assert result.mb_per_s / result.samples_per_s == pytest.approx(bytes_per_sample / 1e6)
+    assert result.peak_rss_mb > 0 and result.first_batch_s >= 0
+
+
+def test_max_batches_stops_each_run_early():
+    seen = []
+
+    class Recording(CountingLoader):
+        def __iter__(self):
+            for batch in super().__iter__():
+                seen.append(1)
+                yield batch
+
+    measure(
+        "x",
+        lambda: Recording(batches=10, batch_size=2, pixels=4),
+        repetitions=2,
+        warmup=0,
+        max_batches=3,
+    )
+    assert len(seen) == 6

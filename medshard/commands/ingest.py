@@ -26,6 +26,10 @@ from medshard.commands.common import (
     run_ingest,
 )
 
+AllowOutsideRoot = Annotated[
+    bool, typer.Option(help="Also ingest table paths that lead outside --root.")
+]
+
 ingest_app = typer.Typer(help="Convert raw data into a medshard dataset.", no_args_is_help=True)
 Opt = typer.Option
 
@@ -36,6 +40,7 @@ def ingest_images_command(
     out: Out,
     image_col: Annotated[str, Opt(help="Column with the image path.")],
     root: Root = None,
+    allow_outside_root: AllowOutsideRoot = False,
     label_col: Annotated[str | None, Opt(help="One class per image.")] = None,
     label_cols: Annotated[
         str | None, Opt(help="Comma-separated 0/1 columns (multi-label).")
@@ -101,6 +106,7 @@ def ingest_nifti_command(
     out: Out,
     modalities: Annotated[str, Opt(help="Comma-separated columns holding each modality's file.")],
     root: Root = None,
+    allow_outside_root: AllowOutsideRoot = False,
     mask_col: Annotated[str | None, Opt(help="Column with the segmentation mask file.")] = None,
     label_col: Annotated[str | None, Opt(help="One class per subject.")] = None,
     target_col: Annotated[str | None, Opt(help="A number per subject (e.g. age).")] = None,
@@ -141,6 +147,7 @@ def ingest_video_command(
     out: Out,
     video_col: Annotated[str, Opt(help="Column with the video file or frame folder.")],
     root: Root = None,
+    allow_outside_root: AllowOutsideRoot = False,
     label_col: Annotated[str | None, Opt(help="One class per sequence.")] = None,
     label_cols: Annotated[str | None, Opt(help="Comma-separated 0/1 columns.")] = None,
     target_col: Annotated[str | None, Opt(help="A number per sequence.")] = None,

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from pydantic import Field
 
 from medshard.errors import BadInputError
 from medshard.ingest.image_probe import MAX_PIXELS, probe_image
-from medshard.ingest.options import IngestOptions
+from medshard.ingest.options import TableIngestOptions
 from medshard.ingest.pipeline import EncodedImage, Job, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.stats import SampleStats
@@ -27,26 +28,21 @@ __all__ = ["ImageIngestOptions", "ingest_images", "read_image"]
 _IMAGES_PER_TASK = 32
 
 
-class ImageIngestOptions(IngestOptions):
+class ImageIngestOptions(TableIngestOptions):
     """`medshard ingest images`: a table of 2D images and their labels."""
 
-    table: Path
     image_col: str
-    root: Path | None = None  # image paths are relative to this; default: the table's folder
     label_col: str | None = None
     label_cols: tuple[str, ...] = ()
     target_col: str | None = None
     classes: tuple[str, ...] = ()
-    max_pixels: int = MAX_PIXELS  # larger images are refused before decoding (bombs)
-    key_col: str | None = None
-    group_col: str | None = None
-    split_col: str | None = None
+    max_pixels: int = Field(MAX_PIXELS, gt=0)  # larger images are refused undecoded (bombs)
 
 
-def read_image(path: str, source: str) -> EncodedImage:
+def read_image(path: str, source: str, max_pixels: int = MAX_PIXELS) -> EncodedImage:
     """Read, checksum and fully decode one image (a refusal raises with the reason)."""
     try:
-        info = probe_image(path)
+        info = probe_image(path, max_pixels)
     except (ValueError, OSError) as exc:
         raise BadInputError(path, str(exc)) from exc
     return EncodedImage(
@@ -88,10 +84,10 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
     optional = [o.key_col, o.group_col, o.split_col]
     require_columns(o.table, rows, [o.image_col, *spec.columns, *[c for c in optional if c]])
     spec = spec.with_classes_from(rows)
-    root = o.root or o.table.parent
+    root = o.data_root
 
     def check(i: int, row: dict, where: str) -> Job:
-        path = row_file(root, row, o.image_col, where)
+        path = row_file(root, row, o.image_col, where, o.allow_outside_root)
         if not path.is_file():
             raise BadInputError(str(path), f"not a file ({where})")
         key = row_key(row, o.key_col, row[o.image_col])
@@ -107,7 +103,7 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
             parsed=parsed,
             files=(str(path),),
             read=read_image,
-            args=(str(path), row[o.image_col]),
+            args=(str(path), row[o.image_col], o.max_pixels),
         )
 
     jobs, rejected = check_rows(o.table, rows, check)

@@ -313,6 +313,7 @@ def run_ingest(
         if rejected:
             write_rejected(staging.dir, rejected)
         train = [r["stats"] for (_, r), s in zip(results, splits) if s == "train"]
+        stats = pool_stats(train or [r["stats"] for _, r in results])
         card = DatasetCard(
             kind=kind,
             task=spec.task,
@@ -324,7 +325,8 @@ def run_ingest(
             channel_names=list(channel_names),
             crop_size=list(window.size) if window is not None and window.kind == "crop" else None,
             shards=shards,
-            stats=pool_stats(train or [r["stats"] for _, r in results]),
+            stats=stats,
+            channels=len(stats.mean) if stats else None,
             rejected=len(rejected),
             sources=sources,
             options=identity,

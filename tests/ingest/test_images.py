@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 
 from medshard.codecs import decode_image
+from medshard.errors import BadInputError
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
 from tests.conftest import CLASSES, IMAGE_KINDS, ingest, make_image_table, write_image, write_table
+from tests.real_data import mixed_tile_table
 
 
 @pytest.mark.parametrize("kind", sorted(IMAGE_KINDS))
@@ -121,9 +123,12 @@ def test_shard_limits_cut_shards(tmp_path, image_table):
 def test_intensity_statistics_match_numpy_in_units_of_the_bit_depth(tmp_path):
     table = make_image_table(tmp_path / "raw", kind="png16-gray", n=5, groups=5)
     result = ingest(table, tmp_path / "ds", val_fraction=0.0)
-    pixels = np.stack(
-        [write_image(tmp_path / "x.png", "png16-gray", seed=i) for i in range(5)]
-    ).astype(float) / 65535
+    pixels = (
+        np.stack([write_image(tmp_path / "x.png", "png16-gray", seed=i) for i in range(5)]).astype(
+            float
+        )
+        / 65535
+    )
     assert result.card.stats.mean[0] == pytest.approx(pixels.mean())
     assert result.card.stats.std[0] == pytest.approx(pixels.std())
     assert result.card.stats.max[0] == pixels.max()
@@ -140,3 +145,11 @@ def test_ingest_on_a_local_cluster_with_two_worker_processes(tmp_path, image_tab
         assert (tmp_path / "ds" / shard.path).read_bytes() == (
             tmp_path / "ref" / shard.path
         ).read_bytes()
+
+
+def test_max_pixels_refuses_larger_images_before_decoding(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    with pytest.raises(BadInputError, match=r"declares 64 x 64 = 4,096 pixels, more than .* 4,095"):
+        ingest(table, tmp_path / "ds", label_col="stage", max_pixels=4095)
+    assert not (tmp_path / "ds").exists()
+    assert ingest(table, tmp_path / "ds", label_col="stage", max_pixels=4096).samples == 7

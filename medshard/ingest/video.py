@@ -4,13 +4,14 @@ and, with `--clip-len`, clips of T frames in WebDataset shards."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 from PIL import Image
 
-from medshard.codecs import IMAGE_EXTENSIONS, decode_image
+from medshard.codecs import IMAGE_EXTENSIONS, MAX_PIXELS, declared_shape, decode_image
 from medshard.errors import BadInputError
 from medshard.ingest.options import TableIngestOptions, VolumeIngestOptions
 from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
@@ -97,12 +98,20 @@ def _read_frame_folder(folder: Path) -> list[np.ndarray]:
         raise ValueError("the frame folder holds no PNG, JPEG or TIFF frames")
     frames = []
     for path in files:
+        data, ext = path.read_bytes(), IMAGE_EXTENSIONS[path.suffix.lower()]
         try:
-            frames.append(decode_image(path.read_bytes(), IMAGE_EXTENSIONS[path.suffix.lower()]))
+            pixels = math.prod(declared_shape(data, ext))
+            frame = None if pixels > MAX_PIXELS else decode_image(data, ext)
         except Exception as exc:  # each codec raises its own error for a corrupt frame
             raise ValueError(
                 f"cannot decode frame {path.name}, it is truncated or corrupt ({exc})"
             ) from exc
+        if frame is None:
+            raise ValueError(
+                f"frame {path.name} declares {pixels:,} pixels, more than the limit of "
+                f"{MAX_PIXELS:,} against decompression bombs"
+            )
+        frames.append(frame)
         if frames[-1].shape[:2] != frames[0].shape[:2]:
             raise ValueError(
                 f"frames differ in size: {files[0].name} is {frames[0].shape[:2]}, "

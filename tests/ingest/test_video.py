@@ -13,6 +13,7 @@ from medshard.shards.verify import verify_dataset
 from medshard.shards.zarr_store import open_sample
 from medshard.synth.video import write_mp4
 from tests.conftest import write_table
+from tests.test_codecs import bomb_png
 
 FRAMES = 10
 
@@ -140,6 +141,10 @@ def short(root):
         (root / f"frames/f1/frame_{t}.png").unlink()
 
 
+def bomb_frame(root):
+    (root / "frames/f1/frame_7.png").write_bytes(bomb_png(20_000, 20_000))
+
+
 def missing(root):
     (root / "videos/v0.mp4").unlink()
 
@@ -159,9 +164,18 @@ def missing(root):
             r"f1: frames differ in size: frame_0\.png is \(36, 48\), frame_7\.png is \(10, 10\)",
         ),
         (short, r"f1: has 3 frames, fewer than the clip length 4"),
+        (bomb_frame, r"f1: frame frame_7\.png declares 400,000,000 pixels, more than the limit"),
         (missing, r"v0\.mp4: file not found \(.*index\.csv row 1\)"),
     ],
-    ids=["truncated", "corrupt", "no-frames", "frame-sizes", "shorter-than-clip", "missing"],
+    ids=[
+        "truncated",
+        "corrupt",
+        "no-frames",
+        "frame-sizes",
+        "shorter-than-clip",
+        "bomb",
+        "missing",
+    ],
 )
 def test_bad_videos_are_refused_and_nothing_is_written(tmp_path, raw, damage, message):
     damage(tmp_path / "raw")

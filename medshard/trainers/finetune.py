@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from medshard.trainers.checkpoint import is_pickle
 from medshard.trainers.config import ConfigError
 
 __all__ = [
@@ -36,22 +37,35 @@ class LoadReport:
 
 
 def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """Tensors from safetensors, or from a torch file without unpickling objects
-    (weights_only=True); an Accelerate state folder is read from its model file."""
+    """Tensors from a safetensors file, or from the model file of a medshard checkpoint
+    folder; a pickle is refused, since unpickling can run any code."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("model*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
-        if not found:
+        found = sorted(path.glob("model*.safetensors"))
+        pickles = [p for p in sorted(path.iterdir()) if p.is_file() and is_pickle(p)]
+        if not found and pickles:
+            path = pickles[0]
+        elif not found:
             raise ConfigError(f"{path}: no model weights in this checkpoint folder")
-        path = found[0]
+        else:
+            path = found[0]
     if not path.is_file():
         raise ConfigError(f"{path}: the checkpoint does not exist")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
+    if is_pickle(path):
+        raise ConfigError(
+            f"{path}: is a pickle; medshard loads weights only from safetensors, which cannot "
+            "run code (convert it once, if you trust it, with safetensors.torch.save_file("
+            "torch.load(PATH, weights_only=True), 'weights.safetensors'))"
+        )
+    try:
         return load_file(str(path))
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    return state.get("state_dict", state) if isinstance(state, dict) else state
+    except (SafetensorError, OSError) as exc:
+        raise ConfigError(
+            f"{path}: not a safetensors file ({exc}); medshard loads weights only from safetensors"
+        ) from exc
 
 
 def load_weights(model: nn.Module, path: Path) -> LoadReport:

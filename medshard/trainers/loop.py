@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
+import math
 import time
 from pathlib import Path
 
@@ -14,14 +14,25 @@ import torch
 import yaml
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medshard.errors import MedshardError
 from medshard.loaders import Augment2D, Augment3D, build_loader
 from medshard.shards.reader import open_dataset
+from medshard.trainers.checkpoint import (
+    TrainingState,
+    copy_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from medshard.trainers.config import ConfigError, TrainConfig
 from medshard.trainers.finetune import load_weights, set_backbone_trainable, split_parameters
 from medshard.trainers.models import build_model, head_prefixes
 from medshard.trainers.tasks import Task, build_task
 
-__all__ = ["train", "run_dir"]
+__all__ = ["NonFiniteLossError", "train", "run_dir"]
+
+
+class NonFiniteLossError(MedshardError, ArithmeticError):
+    """The training loss became NaN or infinite: the run has diverged."""
 
 
 def run_dir(config: TrainConfig) -> Path:
@@ -63,7 +74,8 @@ def _loaders(config: TrainConfig, ds, task: Task, accelerator):
     val_split = lc.val_split if config.fold is None else "val"
     return (
         build_loader(ds, train_split, training=True, **common),
-        build_loader(ds, val_split, training=False, **common),
+        # every validation sample counts once: ranks read shares that differ by at most one
+        build_loader(ds, val_split, training=False, uneven="uneven", **common),
     )
 
 
@@ -110,6 +122,19 @@ def _loss(task: Task, loss_fn, output, batch):
     return loss_fn(output, target)
 
 
+def _check_finite(loss, accelerator, epoch: int, step: int, lr: float) -> None:
+    """Stop on a NaN or infinite loss on any rank; every rank learns it at the same step,
+    before the backward pass, so that none is left waiting in a collective."""
+    losses = accelerator.gather(loss.detach().float().reshape(1))
+    bad = [value for value in losses.tolist() if not math.isfinite(value)]
+    if bad:
+        raise NonFiniteLossError(
+            f"epoch {epoch + 1}, step {step}: the training loss is {bad[0]}, so the run stops "
+            f"here; check the inputs for NaN or infinite values, or lower the learning rate "
+            f"(optim.lr={lr:g})"
+        )
+
+
 def _weights_sha256(model) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
@@ -145,18 +170,15 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
     model, head = _model(config, ds, task, log)
     optimizer, scheduler = _optimizer(config, model, head)
     model, optimizer = accelerator.prepare(model, optimizer)
-    accelerator.register_for_checkpointing(scheduler)
     loss_fn = task.loss_fn(ds).to(accelerator.device)
     metrics = task.metrics().to(accelerator.device)
 
     out = run_dir(config)
+    parts = dict(accelerator=accelerator, model=model, optimizer=optimizer, scheduler=scheduler)
     history: list[dict] = []
-    if resume and (out / "last").is_dir():
-        accelerator.load_state(str(out / "last"))
-        history = json.loads((out / "history.json").read_text())
+    if resume:
+        history = load_checkpoint(out / "last", **parts).history
         log(f"resuming {out} after epoch {len(history)}")
-    elif resume:
-        raise ConfigError(f"{out}: nothing to resume (no last/ checkpoint)")
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.yaml").write_text(
@@ -194,11 +216,12 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
                 "train", total=len(train_loader), epoch=epoch + 1, loss=0.0, rate=0.0, wait=0.0
             )
             ready = time.perf_counter()
-            for batch in train_loader:
+            for step, batch in enumerate(train_loader, start=1):
                 waited += time.perf_counter() - ready
                 with accelerator.accumulate(model):
                     output = model(batch["image"])
                     loss = _loss(task, loss_fn, output, batch)
+                    _check_finite(loss, accelerator, epoch, step, optimizer.param_groups[0]["lr"])
                     accelerator.backward(loss)
                     if accelerator.sync_gradients and config.optim.grad_clip:
                         accelerator.clip_grad_norm_(model.parameters(), config.optim.grad_clip)
@@ -238,16 +261,15 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
             f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss "
             f"{record['val_loss']:.4f}, {task.monitor} {record.get(task.monitor, float('nan')):.4f}"
         )
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(out / "last"))
+        position = TrainingState(epoch=epoch + 1, loader=train_loader.state_dict(), history=history)
+        save_checkpoint(out / "last", position, **parts)
         score = sign * record.get(task.monitor, -sign * record["val_loss"])
         improved = best is None or score > best + (
             config.early_stopping.min_delta if config.early_stopping else 0
         )
         if main:
             if improved:
-                shutil.rmtree(out / "best", ignore_errors=True)
-                shutil.copytree(out / "last", out / "best")
+                copy_checkpoint(out / "last", out / "best")
                 (out / "metrics_val.json").write_text(json.dumps(record, indent=2) + "\n")
             (out / "history.json").write_text(json.dumps(history, indent=2) + "\n")
         best, stale = (score, 0) if improved else (best, stale + 1)

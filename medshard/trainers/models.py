@@ -55,8 +55,13 @@ def build_model(
             factory = getattr(importlib.import_module(module), attribute)
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"model.name: cannot import {name!r} ({exc})") from exc
-        return factory(
-            spatial_dims=spatial_dims, in_channels=in_channels, out_channels=out_channels, **kwargs
+        return _call_factory(
+            name,
+            factory,
+            spatial_dims=spatial_dims,
+            in_channels=in_channels,
+            out_channels=out_channels,
+            **kwargs,
         )
     if name == "densenet121":
         return nets.DenseNet121(
@@ -91,6 +96,24 @@ def build_model(
         f"model.name: unknown model {name!r} (densenet121, resnet18, resnet34, "
         "resnet50, efficientnet-b0 ... b7, unet, vgg3d, convlstm_ae, or module:callable)"
     )
+
+
+def _call_factory(name: str, factory, **arguments) -> nn.Module:
+    """A `module:callable` model, refused unless it builds a torch.nn.Module."""
+    if not callable(factory):
+        raise ConfigError(f"model.name: {name!r} is a {type(factory).__name__}, not a callable")
+    try:
+        model = factory(**arguments)
+    except TypeError as exc:
+        raise ConfigError(
+            f"model.name: {name!r} cannot be called with spatial_dims, in_channels, "
+            f"out_channels and model.kwargs ({exc})"
+        ) from exc
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            f"model.name: {name!r} returned a {type(model).__name__}, not a torch.nn.Module"
+        )
+    return model
 
 
 def head_prefixes(model: nn.Module) -> tuple[str, ...]:

@@ -1,10 +1,8 @@
 """Bad configs are refused with a clear sentence before training starts."""
 
 import pytest
-import torch
 
 from medshard.trainers.config import ConfigError, load_config
-from medshard.trainers.finetune import load_weights
 from medshard.trainers.kfold import aggregate_folds
 from medshard.trainers.loop import train
 from tests.conftest import CLASSES, ingest, make_image_table
@@ -68,25 +66,6 @@ def test_a_task_that_does_not_fit_the_dataset(images, tmp_path, task, message):
     with pytest.raises(ConfigError, match=message):
         train(load_config(path), quiet=True)
     assert not (tmp_path / "x").exists()
-
-
-def test_a_checkpoint_that_matches_nothing(tmp_path):
-    torch.save({"not.a.layer": torch.zeros(3)}, tmp_path / "w.pt")
-    model = torch.nn.Linear(2, 2)
-    with pytest.raises(ConfigError, match=r"w\.pt: the checkpoint matches no tensor of the model"):
-        load_weights(model, tmp_path / "w.pt")
-
-
-def test_weights_load_by_name_and_shape_with_a_report(tmp_path):
-    source = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 3))
-    torch.save(source.state_dict(), tmp_path / "w.pt")
-    target = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Linear(8, 5))
-    report = load_weights(target, tmp_path / "w.pt")
-    assert report.loaded == ["0.weight", "0.bias"] and report.skipped_shape == [
-        "1.weight",
-        "1.bias",
-    ]
-    assert torch.equal(target[0].weight, source[0].weight)
 
 
 def test_fold_aggregation_gives_mean_std_and_t_interval():

@@ -1,0 +1,63 @@
+"""A tiny training setup on real pixels: gray 8-bit crops of scikit-image's sample images,
+labelled by the picture they come from, and a small CNN named by `module:callable`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import skimage.data
+import torch
+from PIL import Image
+
+from tests.conftest import ingest, write_table
+
+PICTURES = {"camera": skimage.data.camera, "coins": skimage.data.coins, "moon": skimage.data.moon}
+TINY = "tests.trainers.real_runs:tiny_cnn"
+
+
+def real_gray_dataset(root: Path, per_class: int = 5, size: int = 32) -> Path:
+    """Ingest `per_class` crops of each picture (an odd total) as 8-bit PNGs; returns the
+    dataset folder."""
+    rows = []
+    for label, picture in PICTURES.items():
+        pixels = picture()
+        for i in range(per_class):
+            name = f"tiles/{label}_{i}.png"
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            y, x = 37 * i + 20, 29 * i + 40
+            Image.fromarray(np.ascontiguousarray(pixels[y : y + size, x : x + size])).save(
+                root / name
+            )
+            rows.append([name, label])
+    table = write_table(root / "labels.csv", ["image_path", "picture"], rows)
+    ingest(table, root / "ds", label_col="picture")
+    return root / "ds"
+
+
+def tiny_cnn(spatial_dims: int, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """One convolution, a pool and a linear head: fast enough for many runs on a CPU."""
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(in_channels, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(4),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, out_channels),
+    )
+
+
+def not_a_module(spatial_dims: int, in_channels: int, out_channels: int) -> dict:
+    """A factory that returns weights instead of a network, as a user's mistake would."""
+    return {"weight": torch.zeros(out_channels, in_channels)}
+
+
+def write_config(path: Path, dataset: Path, output_dir: Path, *, lr: float = 0.01) -> Path:
+    """A classification config for `real_gray_dataset` with the tiny CNN."""
+    path.write_text(
+        f"name: gray\ndataset: {dataset}\ntask: classification\noutput_dir: {output_dir}\n"
+        "loader: {batch_size: 4, num_workers: 0, backend: torch}\n"
+        f"model: {{name: '{TINY}'}}\n"
+        f"optim: {{lr: {lr}, schedule: plateau}}\n"
+        "epochs: 2\n"
+    )
+    return path

@@ -11,12 +11,9 @@ from pathlib import Path
 import numpy as np
 
 from medshard.codecs import IMAGE_EXTENSIONS, MAX_PIXELS, declared_shape, decode_image
+from medshard.ingest.stats import SampleStats, sample_stats
 
 __all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "probe_image", "decode_image"]
-
-# Values per block of rows measured at once: the float64 working copy stays near 8 MB
-# whatever the image's size.
-_BLOCK_VALUES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -26,13 +23,10 @@ class ImageInfo:
     dtype: str
     sha256: str
     nbytes: int  # encoded size on disk
-    # Per-channel sums for the dataset's intensity statistics, in stored units, every
-    # channel (alpha included).
-    pixels: int
-    total: tuple[float, ...]
-    total_sq: tuple[float, ...]
-    minimum: tuple[float, ...]
-    maximum: tuple[float, ...]
+    # In units of the image's own bit depth (uint16 / 65535), alpha left out: what the
+    # dataset's intensity statistics pool.
+    stats: SampleStats
+    pixels: np.ndarray  # the decoded (height, width, channels) array
 
 
 def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
@@ -64,47 +58,21 @@ def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
         array = array[:, :, None]
     if not array.size:
         raise ValueError(f"holds an empty image of shape {array.shape[:2]}")
-    height, width, channels = array.shape
-    total, total_sq, minimum, maximum, bad = _measure(array)
-    if bad:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(np.count_nonzero(~np.isfinite(array).all(axis=2)))
         raise ValueError(
             f"holds {bad} non-finite pixels (NaN or infinity); replace them with finite "
             "values before ingest"
         )
+    sha256 = hashlib.sha256(data).hexdigest()
+    colour = array[:, :, : 1 if array.shape[2] < 3 else 3]  # alpha carries no intensity
+    scale = float(np.iinfo(array.dtype).max) if array.dtype.kind in "ui" else 1.0
     return ImageInfo(
         ext=ext,
-        shape=(channels, height, width),
+        shape=(array.shape[2], *array.shape[:2]),
         dtype=str(array.dtype),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256,
         nbytes=len(data),
-        pixels=height * width,
-        total=tuple(total.tolist()),
-        total_sq=tuple(total_sq.tolist()),
-        minimum=tuple(minimum.tolist()),
-        maximum=tuple(maximum.tolist()),
+        stats=sample_stats(np.moveaxis(colour, 2, 0), int(sha256[:16], 16), scale),
+        pixels=array,
     )
-
-
-def _measure(array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
-    """Per-channel sum, sum of squares, min and max of a (H, W, C) image, and its count of
-    pixels with a non-finite value; in blocks of rows, never a float64 copy of the whole."""
-    height, width, channels = array.shape
-    total = np.zeros(channels)
-    total_sq = np.zeros(channels)
-    minimum = np.full(channels, np.inf)
-    maximum = np.full(channels, -np.inf)
-    bad = 0
-    rows = max(1, _BLOCK_VALUES // (width * channels))
-    buffer = np.empty((min(rows, height) * width, channels))  # one block, reused
-    for start in range(0, height, rows):
-        part = array[start : start + rows].reshape(-1, channels)
-        block = buffer[: len(part)]
-        block[...] = part
-        if array.dtype.kind == "f":
-            finite = np.isfinite(block).all(axis=1)
-            bad += int(finite.size - np.count_nonzero(finite))
-        total += block.sum(axis=0)
-        np.minimum(minimum, block.min(axis=0), out=minimum)
-        np.maximum(maximum, block.max(axis=0), out=maximum)
-        total_sq += np.square(block, out=block).sum(axis=0)  # in place: no second block
-    return total, total_sq, minimum, maximum, bad

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 from pydantic import Field
 
 from medshard.errors import BadInputError
@@ -13,7 +12,6 @@ from medshard.ingest.image_probe import MAX_PIXELS, probe_image
 from medshard.ingest.options import TableIngestOptions
 from medshard.ingest.pipeline import EncodedImage, Job, run_ingest
 from medshard.ingest.result import IngestResult
-from medshard.ingest.stats import SampleStats
 from medshard.ingest.table import (
     LabelSpec,
     check_rows,
@@ -53,26 +51,7 @@ def read_image(path: str, source: str, max_pixels: int = MAX_PIXELS) -> EncodedI
         nbytes=info.nbytes,
         shape=info.shape,
         dtype=info.dtype,
-        stats=_unit_stats(info),
-    )
-
-
-def _unit_stats(info) -> SampleStats:
-    """The probe's sums in units of the image's own bit depth, alpha dropped."""
-    kind = np.dtype(info.dtype)
-    scale = float(np.iinfo(kind).max) if kind.kind in "ui" else 1.0
-    colour = 1 if info.shape[0] < 3 else 3
-
-    def unit(values, power: int = 1) -> np.ndarray:
-        return np.asarray(values[:colour], dtype=np.float64) / scale**power
-
-    return SampleStats(
-        total=unit(info.total),
-        total_sq=unit(info.total_sq, 2),
-        count=info.pixels,
-        minimum=unit(info.minimum),
-        maximum=unit(info.maximum),
-        kept=None,
+        stats=info.stats,
     )
 
 

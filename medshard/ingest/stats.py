@@ -3,7 +3,6 @@ the training split into the card's ChannelStats."""
 
 from __future__ import annotations
 
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +12,7 @@ from medshard.shards.card import ChannelStats
 __all__ = ["SampleStats", "sample_stats", "pool_stats"]
 
 _KEPT_VALUES = 20_000  # values per sample and channel kept for the percentiles
+_BLOCK_VALUES = 1 << 20  # values summed at once: the float64 working copy stays near 8 MB
 
 
 @dataclass(frozen=True)
@@ -24,35 +24,39 @@ class SampleStats:
     count: int  # values per channel
     minimum: np.ndarray
     maximum: np.ndarray
-    kept: np.ndarray | None  # (C, k) values drawn for the percentiles; None: no percentiles
+    kept: np.ndarray  # (C, k) values drawn for the percentiles
 
     @property
     def channels(self) -> int:
         return len(self.total)
 
 
-def sample_stats(channel_first: np.ndarray, key: str, scale: float = 1.0) -> SampleStats:
-    """Statistics of a (C, ...) array divided by `scale` (a 16-bit image's 65535 maps it to
-    [0, 1]); sums accumulate in float64 without a float64 copy of the array."""
-    flat = channel_first.reshape(channel_first.shape[0], -1)
-    total = flat.sum(axis=1, dtype=np.float64)
-    total_sq = np.array([np.dot(row, row) for row in _float_rows(flat)])
-    rng = np.random.default_rng(zlib.crc32(key.encode()))
-    picks = np.sort(rng.choice(flat.shape[1], size=min(_KEPT_VALUES, flat.shape[1]), replace=False))
+def sample_stats(channel_first: np.ndarray, seed: int, scale: float = 1.0) -> SampleStats:
+    """Statistics of a (C, ...) array or view divided by `scale` (a 16-bit image's 65535
+    maps it to [0, 1]), summed in blocks: never a copy of the whole array."""
+    planes = list(channel_first)
+    shape = planes[0].shape
+    count = int(np.prod(shape))
+    total, total_sq = np.zeros(len(planes)), np.zeros(len(planes))
+    rows = max(1, _BLOCK_VALUES // max(1, count // shape[0]))
+    buffer = np.empty(min(rows, shape[0]) * (count // shape[0]))  # one block, reused
+    for channel, plane in enumerate(planes):
+        for start in range(0, shape[0], rows):
+            part = plane[start : start + rows]
+            block = buffer[: part.size].reshape(part.shape)
+            np.copyto(block, part)
+            total[channel] += block.sum()
+            total_sq[channel] += np.square(block, out=block).sum()  # in place
+    picks = np.random.default_rng(seed).choice(count, size=min(_KEPT_VALUES, count), replace=False)
+    where = np.unravel_index(np.sort(picks), shape)
     return SampleStats(
         total=total / scale,
         total_sq=total_sq / scale**2,
-        count=flat.shape[1],
-        minimum=flat.min(axis=1).astype(np.float64) / scale,
-        maximum=flat.max(axis=1).astype(np.float64) / scale,
-        kept=flat[:, picks].astype(np.float64) / scale,
+        count=count,
+        minimum=np.array([plane.min() for plane in planes], dtype=np.float64) / scale,
+        maximum=np.array([plane.max() for plane in planes], dtype=np.float64) / scale,
+        kept=np.stack([plane[where] for plane in planes]).astype(np.float64) / scale,
     )
-
-
-def _float_rows(flat: np.ndarray):
-    """Each channel as float64, one at a time: squares of integers overflow their dtype."""
-    for row in flat:
-        yield row.astype(np.float64, copy=False)
 
 
 def pool_stats(samples: list[SampleStats]) -> ChannelStats | None:
@@ -70,17 +74,12 @@ def pool_stats(samples: list[SampleStats]) -> ChannelStats | None:
     count = sum(s.count for s in samples)
     mean = sum(wide(s.total) for s in samples) / count
     square = sum(wide(s.total_sq) for s in samples) / count
-    percentiles = {}
-    if all(s.kept is not None for s in samples):
-        kept = np.concatenate([wide(s.kept) for s in samples], axis=1)
-        percentiles = {
-            "p0_5": np.percentile(kept, 0.5, axis=1).tolist(),
-            "p99_5": np.percentile(kept, 99.5, axis=1).tolist(),
-        }
+    kept = np.concatenate([wide(s.kept) for s in samples], axis=1)
     return ChannelStats(
         mean=mean.tolist(),
         std=np.sqrt(np.maximum(square - mean**2, 0.0)).tolist(),
         min=np.min([wide(s.minimum) for s in samples], axis=0).tolist(),
         max=np.max([wide(s.maximum) for s in samples], axis=0).tolist(),
-        **percentiles,
+        p0_5=np.percentile(kept, 0.5, axis=1).tolist(),
+        p99_5=np.percentile(kept, 99.5, axis=1).tolist(),
     )

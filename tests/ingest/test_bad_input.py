@@ -178,7 +178,9 @@ def test_skip_with_nothing_left_fails(tmp_path):
     table = make_image_table(tmp_path / "raw", n=2)
     for p in (tmp_path / "raw/images").iterdir():
         p.write_bytes(b"broken")
-    with pytest.raises(BadInputError, match=r"labels.csv: no sample could be ingested \(2 refused\)"):
+    with pytest.raises(
+        BadInputError, match=r"labels.csv: no sample could be ingested \(2 refused\)"
+    ):
         ingest(table, tmp_path / "ds", on_error="skip")
     assert_nothing_written(tmp_path, tmp_path / "ds")
 

@@ -144,10 +144,11 @@ def test_probe_never_holds_a_float64_copy_of_the_image(tmp_path):
     finally:
         tracemalloc.stop()
     assert peak < path.stat().st_size + retina.nbytes + 12 * 2**20
-    flat = retina.reshape(-1, 3).astype(np.float64)
-    assert info.total == pytest.approx(flat.sum(axis=0).tolist())
-    assert info.total_sq == pytest.approx((flat**2).sum(axis=0).tolist())
-    assert info.minimum == tuple(flat.min(axis=0)) and info.maximum == tuple(flat.max(axis=0))
+    flat = retina.reshape(-1, 3).astype(np.float64) / 255
+    assert info.stats.total == pytest.approx(flat.sum(axis=0))
+    assert info.stats.total_sq == pytest.approx((flat**2).sum(axis=0))
+    assert list(info.stats.minimum) == list(flat.min(axis=0))
+    assert list(info.stats.maximum) == list(flat.max(axis=0))
 
 
 def _unit_colour(path: Path) -> np.ndarray:

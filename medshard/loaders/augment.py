@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
+from medshard.loaders.frame_format import to_channels
+from medshard.loaders.seeds import derive_seed
+
 __all__ = ["Augment2D", "Augment3D", "sample_generator", "augment_2d", "augment_3d", "IMAGENET"]
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -29,7 +32,7 @@ class Augment2D(BaseModel):
     brightness: float = 0.0  # additive, on the [0, 1] scale
     contrast: float = 0.0  # multiplicative around 0.5: factor in [1 - c, 1 + c]
     normalize: Literal["card", "imagenet", "none"] = "card"
-    channels: int | None = None  # force 1 or 3 output channels
+    channels: Literal[1, 3] | None = None  # output channels; None: the dataset's (card)
 
 
 class Augment3D(BaseModel):
@@ -47,7 +50,7 @@ class Augment3D(BaseModel):
 
 def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     """A generator that only this (seed, epoch, sample) draws from, whichever worker runs."""
-    return torch.Generator().manual_seed(hash((seed, epoch, int(index))) & (2**63 - 1))
+    return torch.Generator().manual_seed(derive_seed(seed, epoch, index))
 
 
 def _uniform(generator: torch.Generator, low: float, high: float) -> float:
@@ -64,16 +67,12 @@ def augment_2d(
     generator: torch.Generator | None,
     scale: float,
     stats: tuple[list[float], list[float]] | None,
+    channels: int | None = None,
 ) -> torch.Tensor:
-    """(..., C, H, W) stored values -> float32; `generator` None means evaluation (no
-    random ops, centre crop); `scale` maps stored values to [0, 1]."""
-    x = image.float() / scale
-    if config.channels == 3 and x.shape[-3] == 1:
-        x = x.expand(*x.shape[:-3], 3, *x.shape[-2:])
-    elif config.channels == 1 and x.shape[-3] == 3:
-        x = (x * torch.tensor([0.299, 0.587, 0.114], device=x.device).view(3, 1, 1)).sum(
-            -3, keepdim=True
-        )
+    """(..., C, H, W) stored values -> float32 with `channels` (else `config.channels`,
+    else C without alpha); `generator` None means evaluation (no random ops, centre crop);
+    `scale` maps stored values to [0, 1]; `stats` are per channel in that unit scale."""
+    x = to_channels(image.float() / scale, channels or config.channels)
     if config.resize and tuple(x.shape[-2:]) != tuple(config.resize):
         flat = x.reshape(-1, *x.shape[-3:])
         flat = F.interpolate(
@@ -107,7 +106,7 @@ def augment_2d(
         )
         x = (x - mean) / std
     elif config.normalize == "card" and stats is not None:
-        mean, std = (torch.tensor(v, device=x.device).view(-1, 1, 1) / scale for v in stats)
+        mean, std = (torch.tensor(v, device=x.device).view(-1, 1, 1) for v in stats)
         x = (x - mean[: x.shape[-3]]) / std[: x.shape[-3]].clamp_min(1e-8)
     return x.contiguous()
 

@@ -2,9 +2,14 @@
 `shard_id` = rank, `num_shards` = world size; decoding on the GPU (`mixed`) when CUDA is
 there, else a CPU-only pipeline (`device_id=None`); the Augment2D chain as DALI operators.
 
+Every sample is decoded to the loader's channel count (gray repeated, alpha dropped) at
+16 bits when any sample is 16-bit (8-bit values then scaled by 257), so that each sample
+is scaled by its own bit depth.
+
 Each epoch builds its pipeline with a seed from (seed, epoch, rank) and a shard that
 moves with the epoch, so an epoch's order is a function of those integers. Mid-epoch
-resume replays the skipped batches (DALI's order cannot be indexed)."""
+resume replays the skipped batches (DALI's order cannot be indexed). A batch that runs
+past the rank's share (DALI fills it from the next epoch, or with padding) is cut."""
 
 from __future__ import annotations
 
@@ -23,8 +28,10 @@ from medshard.loaders.augment import (
     augment_3d,
     sample_generator,
 )
-from medshard.loaders.partition import Uneven, num_batches
-from medshard.loaders.torch_loader import LoaderState, Resumable
+from medshard.loaders.frame_format import bit_depth_scale
+from medshard.loaders.partition import Uneven, dali_rank_count, num_batches
+from medshard.loaders.seeds import derive_seed
+from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, Resumable
 from medshard.shards.reader import Dataset
 
 __all__ = ["DaliLoader"]
@@ -48,9 +55,14 @@ class DaliLoader(Resumable):
         rank: int,
         world_size: int,
         device: torch.device,
+        identity: LoaderIdentity,
+        channels: int,
+        stats: tuple[list[float], list[float]] | None,
         threads: int = 2,
     ):
-        self.ds, self.split, self.augment = ds, split, augment
+        """`channels` and `stats` (per channel, unit scale) of the batches of 2D images."""
+        self.ds, self.split, self.augment, self.identity = ds, split, augment, identity
+        self.channels, self.stats = channels, stats
         self.batch_size, self.seed, self.training, self.shuffle = (
             batch_size,
             seed,
@@ -62,7 +74,6 @@ class DaliLoader(Resumable):
         rows = [r for r in ds.manifest.to_pylist() if r["split"] == split and r["shard"]]
         self.num_samples = len(rows)
         self.sixteen_bit = any(r["dtype"] == "uint16" for r in rows)
-        self.channels = max(r["shape"][0] for r in rows)
         self.image_exts = ";".join(f for f in ds.card.fields if f.startswith("image."))
         # Volume crops and video clips are stored as .npy: DALI reads and decodes them, and
         # the Augment3D / Augment2D chain runs in torch on the device afterwards.
@@ -70,10 +81,15 @@ class DaliLoader(Resumable):
         self.masked = "mask.npy" in ds.card.fields
         self.state = LoaderState()
 
+    def _count(self, epoch: int) -> int:
+        """The samples this rank yields in `epoch`."""
+        return dali_rank_count(self.num_samples, self.rank, self.world_size, epoch, self.uneven)
+
     def __len__(self) -> int:
-        n, w = self.num_samples, self.world_size
-        per_rank = n // w if self.uneven == "drop" else -(-n // w)
-        return num_batches(per_rank, self.batch_size, self.drop_last)
+        return num_batches(self._count(self.state.epoch), self.batch_size, self.drop_last)
+
+    def _seed(self, epoch: int) -> int:
+        return derive_seed(self.seed, epoch, self.rank, bits=31)
 
     def _reader(self, epoch: int, ext: list[str]):
         from nvidia.dali import fn
@@ -100,7 +116,7 @@ class DaliLoader(Resumable):
             batch_size=self.batch_size,
             num_threads=self.threads,
             device_id=self.device.index or 0 if cuda else None,
-            seed=hash((self.seed, epoch, self.rank)) % (2**31),
+            seed=self._seed(epoch),
             prefetch_queue_depth=2,
         )
         def pipeline():
@@ -121,42 +137,27 @@ class DaliLoader(Resumable):
 
         cuda = self.device.type == "cuda"
         a = self.augment
+        channels = self.channels
         scale = 65535.0 if self.sixteen_bit else 255.0
-        stats = self.ds.card.stats
-        pipeline_seed = hash((self.seed, epoch, self.rank)) % (2**31)
-
-        channels = a.channels or self.channels
-        if self.sixteen_bit and channels < self.channels:
-            raise ValueError(
-                "the DALI backend keeps 16-bit colour images in colour; "
-                "use backend='torch' to turn them to one channel"
-            )
 
         @pipeline_def(
             batch_size=self.batch_size,
             num_threads=self.threads,
             device_id=self.device.index or 0 if cuda else None,
-            seed=pipeline_seed,
+            seed=self._seed(epoch),
             prefetch_queue_depth=2,
         )
         def pipeline():
             encoded, meta = self._reader(epoch, [self.image_exts, "json"])
-            if self.sixteen_bit:  # 16-bit PNG/TIFF stay 16-bit: decode as they are stored
-                image = fn.decoders.image(
-                    encoded,
-                    device="mixed" if cuda else "cpu",
-                    output_type=types.ANY_DATA,
-                    dtype=types.UINT16,
-                )
-            else:
-                image = fn.decoders.image(
-                    encoded,
-                    device="mixed" if cuda else "cpu",
-                    output_type=types.RGB if channels == 3 else types.GRAY,  # DALI converts
-                )
+            # DALI turns gray, RGBA and palette into `channels` and scales each sample's
+            # values to the requested type's range: 8-bit by 257 into 16 bits.
+            image = fn.decoders.image(
+                encoded,
+                device="mixed" if cuda else "cpu",
+                output_type=types.RGB if channels == 3 else types.GRAY,
+                dtype=types.UINT16 if self.sixteen_bit else types.UINT8,
+            )
             x = fn.cast(image, dtype=types.FLOAT) / scale
-            if self.sixteen_bit and channels == 3 and self.channels == 1:
-                x = fn.cat(x, x, x, axis=2)
             if a.resize:
                 x = fn.resize(x, resize_y=a.resize[0], resize_x=a.resize[1], antialias=True)
             if a.random_crop:
@@ -185,14 +186,18 @@ class DaliLoader(Resumable):
                     x = fn.brightness_contrast(
                         x,
                         contrast_center=0.5,
-                        contrast=fn.random.uniform(range=(1 - a.contrast, 1 + a.contrast)),
-                        brightness_shift=fn.random.uniform(range=(-a.brightness, a.brightness)),
+                        # DALI refuses an empty range: a factor that is off stays fixed
+                        contrast=fn.random.uniform(range=(1 - a.contrast, 1 + a.contrast))
+                        if a.contrast
+                        else 1.0,
+                        brightness_shift=fn.random.uniform(range=(-a.brightness, a.brightness))
+                        if a.brightness
+                        else 0.0,
                     )
             if a.normalize == "imagenet":
                 mean, std = (np.asarray(v[:channels], np.float32) for v in IMAGENET)
-            elif a.normalize == "card" and stats is not None:
-                mean = np.asarray(stats.mean[:channels], np.float32) / scale
-                std = np.asarray(stats.std[:channels], np.float32) / scale
+            elif a.normalize == "card" and self.stats is not None:
+                mean, std = (np.asarray(v[:channels], np.float32) for v in self.stats)
             else:
                 mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
             x = fn.normalize(x, mean=mean.reshape(1, 1, -1), stddev=std.reshape(1, 1, -1))
@@ -202,23 +207,23 @@ class DaliLoader(Resumable):
         pipe.build()
         return pipe
 
-    def _tensor(self, tensors) -> torch.Tensor:
-        """A dense DALI batch as a torch tensor on the loader's device."""
+    def _tensor(self, tensors, size: int) -> torch.Tensor:
+        """The first `size` samples of a dense DALI batch as a torch tensor on the device."""
         if self.device.type == "cuda":
             from nvidia.dali.plugin.pytorch import feed_ndarray, to_torch_type
 
             dense = tensors.as_tensor()
             out = torch.empty(dense.shape(), dtype=to_torch_type[dense.dtype], device=self.device)
             feed_ndarray(dense, out, cuda_stream=torch.cuda.current_stream(self.device))
-            return out
-        return torch.from_numpy(np.array(tensors.as_tensor()))
+            return out[:size]
+        return torch.from_numpy(np.array(tensors.as_tensor())[:size])
 
-    def _batch(self, outputs, epoch: int) -> dict:
+    def _batch(self, outputs, epoch: int, size: int) -> dict:
         *arrays, metas = outputs
-        about = [json.loads(bytes(np.array(metas[i]))) for i in range(len(metas))]
-        batch: dict = {"image": self._tensor(arrays[0]), "key": [m["key"] for m in about]}
+        about = [json.loads(bytes(np.array(metas[i]))) for i in range(size)]
+        batch: dict = {"image": self._tensor(arrays[0], size), "key": [m["key"] for m in about]}
         if self.arrays and self.masked:
-            batch["mask"] = self._tensor(arrays[1]).long()
+            batch["mask"] = self._tensor(arrays[1], size).long()
         for name, kind in (
             ("label", torch.long),
             ("labels", torch.float32),
@@ -248,14 +253,9 @@ class DaliLoader(Resumable):
                 )
                 masks.append(mask)
             else:
-                scale = float(np.iinfo(np.uint8).max) if image.dtype == torch.uint8 else 1.0
-                image = augment_2d(
-                    image,
-                    self.augment,
-                    generator,
-                    scale,
-                    (stats.mean, stats.std) if stats else None,
-                )
+                dtype = str(image.dtype).removeprefix("torch.")
+                scale = bit_depth_scale(dtype)
+                image = augment_2d(image, self.augment, generator, scale, self.stats, self.channels)
             images.append(image)
         batch["image"] = torch.stack(images)
         if masks and masks[0] is not None:
@@ -263,6 +263,7 @@ class DaliLoader(Resumable):
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
+        count = self._count(state.epoch)
         pipe = self._pipeline(state.epoch)
         state.yielded = 0
         try:
@@ -271,7 +272,8 @@ class DaliLoader(Resumable):
                 if number < state.skip:
                     continue  # replayed to reach the resume point
                 state.yielded += 1
-                yield self._batch(outputs, state.epoch)
+                size = min(self.batch_size, count - number * self.batch_size)
+                yield self._batch(outputs, state.epoch, size)
         finally:
             del pipe
         self.state = LoaderState(epoch=state.epoch)

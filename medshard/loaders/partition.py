@@ -1,10 +1,15 @@
 """Which samples a rank and a worker read: pure functions of integers that return indices.
 
 An epoch's order is a permutation of all samples drawn from (seed, epoch). Rank r of W
-takes every W-th sample of it, so ranks are disjoint and each holds the same count: the
-`drop` policy drops the last N mod W samples of the order, `pad` wraps around to fill.
-A rank's samples are cut into batches; batch b goes to DataLoader worker b mod K, the
-order in which a DataLoader collects them, so the batches come out in plan order.
+takes every W-th sample of it. Three policies for the N mod W samples left over:
+`drop` drops them and `pad` wraps around to the first samples again, so every rank holds
+the same count (training: ranks step together); `uneven` gives them to the first ranks,
+whose counts then differ by at most one, so that every sample is read exactly once
+(evaluation: no duplicate enters a metric).
+A rank's samples are cut into batches. The DataLoader collects from its K workers in
+turn, starting at worker 0, so batch `skip + j` goes to worker j mod K: a resumed pass
+that starts at batch `skip` still comes out in plan order.
+The DALI reader instead cuts the dataset into W contiguous shards (`dali_shard`).
 """
 
 from __future__ import annotations
@@ -13,9 +18,19 @@ from typing import Literal
 
 import numpy as np
 
-__all__ = ["Uneven", "epoch_order", "rank_indices", "rank_batches", "worker_batches", "num_batches"]
+__all__ = [
+    "Uneven",
+    "epoch_order",
+    "rank_count",
+    "rank_indices",
+    "rank_batches",
+    "worker_batches",
+    "num_batches",
+    "dali_shard",
+    "dali_rank_count",
+]
 
-Uneven = Literal["drop", "pad"]
+Uneven = Literal["drop", "pad", "uneven"]
 
 
 def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
@@ -23,6 +38,21 @@ def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -
     if not shuffle:
         return np.arange(num_samples)
     return np.random.default_rng([seed, epoch]).permutation(num_samples)
+
+
+def _check_rank(rank: int, world_size: int) -> None:
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is outside a world of {world_size}")
+
+
+def rank_count(num_samples: int, rank: int, world_size: int, uneven: Uneven = "pad") -> int:
+    """How many samples rank `rank` of `world_size` reads in an epoch."""
+    _check_rank(rank, world_size)
+    if uneven == "drop":
+        return num_samples // world_size
+    if uneven == "pad":
+        return -(-num_samples // world_size)
+    return num_samples // world_size + (rank < num_samples % world_size)
 
 
 def rank_indices(
@@ -36,12 +66,11 @@ def rank_indices(
     uneven: Uneven = "pad",
 ) -> np.ndarray:
     """The samples rank `rank` of `world_size` reads in this epoch, in order."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside a world of {world_size}")
+    _check_rank(rank, world_size)
     order = epoch_order(num_samples, seed, epoch, shuffle)
     if uneven == "drop":
         order = order[: num_samples - num_samples % world_size]
-    else:
+    elif uneven == "pad":
         per_rank = -(-num_samples // world_size)
         order = np.resize(order, per_rank * world_size)  # wraps: the first samples again
     return order[rank::world_size]
@@ -74,6 +103,23 @@ def rank_batches(
 def worker_batches(
     batches: list[np.ndarray], worker: int, workers: int, skip: int = 0
 ) -> list[tuple[int, np.ndarray]]:
-    """(batch number, indices) that one DataLoader worker produces, skipping the first
-    `skip` batches of the plan (mid-epoch resume)."""
-    return [(b, batch) for b, batch in enumerate(batches) if b % workers == worker and b >= skip]
+    """(batch number, indices) that one DataLoader worker produces in a pass that starts
+    at batch `skip` (mid-epoch resume): batch `skip + j` goes to worker j mod `workers`."""
+    return [(b, batches[b]) for b in range(skip, len(batches)) if (b - skip) % workers == worker]
+
+
+def dali_shard(num_samples: int, shard: int, shards: int) -> range:
+    """The samples (in stored order) of shard `shard` of `shards` as DALI's readers cut
+    them: contiguous, sizes differing by at most one."""
+    _check_rank(shard, shards)
+    return range(num_samples * shard // shards, num_samples * (shard + 1) // shards)
+
+
+def dali_rank_count(
+    num_samples: int, rank: int, world_size: int, epoch: int, uneven: Uneven = "pad"
+) -> int:
+    """How many samples a rank of the DALI backend yields in an epoch: its shard moves
+    with the epoch (shard (rank + epoch) mod W); `drop` and `pad` even the counts out."""
+    if uneven != "uneven":
+        return rank_count(num_samples, rank, world_size, uneven)
+    return len(dali_shard(num_samples, (rank + epoch) % world_size, world_size))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -22,7 +23,13 @@ from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import Dataset
 from medshard.shards.zarr_store import ZarrReader
 
-__all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "Selection", "label_fields"]
+__all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "Selection", "PadMode", "label_fields"]
+
+# How a patch larger than its volume is filled beyond the volume's edge (the mask always
+# with 0): "minimum" (each channel's lowest value in the patch: the background of MRI and
+# CT, where 0 would be bright tissue in CT or in z-scored data), "constant" (0), or
+# "reflect" (mirrored at the edge).
+PadMode = Literal["minimum", "constant", "reflect"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,9 @@ def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
 class PatchSamples:
     """`samples_per_volume` patches per volume of a split: item i is a patch of volume
     i // samples_per_volume; with `foreground_prob` p a patch is centred on a stored
-    foreground voxel, else drawn uniformly (TorchIO's LabelSampler and UniformSampler)."""
+    foreground voxel, else drawn uniformly (TorchIO's LabelSampler and UniformSampler).
+    Along an axis where the volume is smaller than the patch, the volume sits in the
+    middle of the patch, padded by `pad_mode` (MONAI's SpatialPad, TorchIO's CropOrPad)."""
 
     def __init__(
         self,
@@ -117,12 +126,14 @@ class PatchSamples:
         samples_per_volume: int = 4,
         foreground_prob: float = 0.33,
         seed: int = 0,
+        pad_mode: PadMode = "minimum",
     ):
         self.dataset = dataset
         self.rows = sorted(
             (r for r in dataset.manifest.to_pylist() if select(r) and r["zarr_path"]),
             key=lambda r: r["key"],
         )
+        self.pad_mode = pad_mode
         if not self.rows:
             raise DatasetError(f"{dataset.path}: {select} holds no volumes to draw patches from")
         self.patch = tuple(patch_size)
@@ -140,40 +151,65 @@ class PatchSamples:
         return f"{self.rows[index // self.per_volume]['key']}#{index % self.per_volume}"
 
     def _origin(self, rng: np.random.Generator, row: dict) -> np.ndarray:
+        """The patch's first voxel in volume coordinates: negative along an axis where the
+        volume is smaller than the patch (it is then centred)."""
         shape = np.asarray(row["shape"][1:])
         patch = np.asarray(self.patch)
-        high = np.maximum(shape - patch, 0)
+        low = np.minimum(-((patch - shape) // 2), 0)
+        high = np.where(shape < patch, low, shape - patch)
         points = self.foreground.get(row["key"], {})
         if points and rng.random() < self.foreground_prob:
             label = sorted(points)[rng.integers(len(points))]  # every label equally likely
             centre = points[label][rng.integers(len(points[label]))]
-            return np.clip(centre - patch // 2, 0, high)
-        return np.array([rng.integers(0, h + 1) for h in high])
+            return np.clip(centre - patch // 2, low, high)
+        return np.array([rng.integers(lo, hi + 1) for lo, hi in zip(low, high)])
 
     def load(self, index: int, epoch: int) -> dict:
         row = self.rows[index // self.per_volume]
         origin = self._origin(_rng(self.seed, epoch, index), row)
-        window = tuple(slice(o, o + p) for o, p in zip(origin, self.patch))
+        window, placed = patch_window(origin, self.patch, row["shape"][1:])
         image = self.reader.read(f"{row['zarr_path']}/image", (slice(None), *window))
         sample = {
             "key": self.key(index),
             "origin": origin,
             **label_fields(row),
-            "image": _pad(image, self.patch),
+            "image": pad_patch(image, placed, self.patch, self.pad_mode),
         }
         if self.masked:
             mask = self.reader.read(f"{row['zarr_path']}/labels/mask", window)
-            sample["mask"] = _pad(mask, self.patch)
+            sample["mask"] = pad_patch(mask, placed, self.patch, "constant")
         return sample
 
 
-def _pad(array: np.ndarray, size: tuple[int, ...]) -> np.ndarray:
-    """Zero-pad the trailing axes of a patch cut from a volume smaller than the patch."""
-    missing = [s - d for s, d in zip(size, array.shape[-len(size) :])]
-    if not any(missing):
+def patch_window(
+    origin, patch: tuple[int, ...], shape
+) -> tuple[tuple[slice, ...], tuple[slice, ...]]:
+    """For a patch at `origin` of a volume of `shape`: the region to read (inside the
+    volume) and where it lies in the patch."""
+    read, placed = [], []
+    for o, p, s in zip((int(v) for v in origin), patch, shape):
+        start, stop = max(o, 0), min(o + p, s)
+        read.append(slice(start, stop))
+        placed.append(slice(start - o, stop - o))
+    return tuple(read), tuple(placed)
+
+
+def pad_patch(
+    array: np.ndarray, placed: tuple[slice, ...], patch: tuple[int, ...], mode: PadMode
+) -> np.ndarray:
+    """`array` ((c,) z, y, x), read from a volume, at `placed` in a patch of `patch`
+    voxels; the rest filled by `mode`, per channel."""
+    if tuple(array.shape[-len(patch) :]) == tuple(patch):
         return np.ascontiguousarray(array)
-    pads = [(0, 0)] * (array.ndim - len(size)) + [(0, m) for m in missing]
-    return np.pad(array, pads)
+    lead = array.ndim - len(patch)
+    if mode == "reflect":
+        pads = [(0, 0)] * lead + [(s.start, p - s.stop) for s, p in zip(placed, patch)]
+        return np.pad(array, pads, mode="reflect")
+    out = np.zeros(array.shape[:lead] + tuple(patch), array.dtype)
+    if mode == "minimum" and array.size:
+        out[...] = array.min(axis=tuple(range(lead, array.ndim)), keepdims=True)
+    out[(slice(None),) * lead + placed] = array
+    return out
 
 
 class ClipSamples:

@@ -23,12 +23,12 @@ from medshard.loaders.partition import (
     Uneven,
     num_batches,
     rank_batches,
-    rank_indices,
+    rank_count,
     worker_batches,
 )
 from medshard.loaders.topology import worker_info
 
-__all__ = ["LoaderState", "Resumable", "TorchLoader", "collate"]
+__all__ = ["LoaderIdentity", "LoaderState", "Resumable", "TorchLoader", "collate"]
 
 
 def collate(samples: list[dict]) -> dict:
@@ -53,11 +53,23 @@ class LoaderState:
     skipped_samples: int = 0  # bad samples skipped with on_error="skip"
 
 
+@dataclass(frozen=True)
+class LoaderIdentity:
+    """What a loader reads: a state resumes only a loader of the same dataset and split."""
+
+    path: str
+    fingerprint: str  # the dataset card's
+    split: str
+    fold: int | None = None
+
+
 class Resumable:
     """`set_epoch`, `state_dict` and `load_state_dict` over `self.state` for every backend;
-    a state resumes only a loader with the same seed, world size and batch size."""
+    a state resumes only a loader of the same dataset, split and fold, with the same seed,
+    world size and batch size."""
 
     state: LoaderState
+    identity: LoaderIdentity
     seed: int
     world_size: int
     batch_size: int
@@ -73,16 +85,36 @@ class Resumable:
             "seed": self.seed,
             "world_size": self.world_size,
             "batch_size": self.batch_size,
+            "dataset": self.identity.fingerprint,
+            "split": self.identity.split,
+            "fold": self.identity.fold,
         }
 
     def load_state_dict(self, state: dict) -> None:
+        mine = self.identity
+        if state.get("dataset") != mine.fingerprint:
+            raise DatasetError(
+                f"{mine.path}: cannot resume from a loader state of another dataset "
+                f"(fingerprint {str(state.get('dataset'))[:12]}, this dataset's is "
+                f"{mine.fingerprint[:12]})"
+            )
+        if (state.get("split"), state.get("fold")) != (mine.split, mine.fold):
+            raise DatasetError(
+                f"{mine.path}: cannot resume from a loader state of split "
+                f"{_role(state.get('split'), state.get('fold'))}, this loader reads split "
+                f"{_role(mine.split, mine.fold)}"
+            )
         for name in ("seed", "world_size", "batch_size"):
-            if state[name] != getattr(self, name):
-                raise ValueError(
-                    f"cannot resume: the state was saved with {name}={state[name]}, "
-                    f"this loader has {name}={getattr(self, name)}"
+            if state.get(name) != getattr(self, name):
+                raise DatasetError(
+                    f"{mine.path}: cannot resume from a loader state saved with "
+                    f"{name}={state.get(name)}, this loader has {name}={getattr(self, name)}"
                 )
         self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
+
+
+def _role(split, fold) -> str:
+    return f"{split!r}" if fold is None else f"{split!r} of fold {fold}"
 
 
 @dataclass(frozen=True)
@@ -181,10 +213,11 @@ class TorchLoader(Resumable):
         device: torch.device,
         worker_transform: Callable | None,
         device_transform: Callable | None,
+        identity: LoaderIdentity,
         on_error: str = "fail",
         threads: int = 4,
     ):
-        self.source = source
+        self.source, self.identity = source, identity
         self.plan = PlanSpec(
             len(source), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
         )
@@ -201,16 +234,8 @@ class TorchLoader(Resumable):
         self.state = LoaderState()
 
     def __len__(self) -> int:
-        per_rank = len(
-            rank_indices(
-                self.plan.num_samples,
-                self.seed,
-                0,
-                self.plan.rank,
-                self.world_size,
-                shuffle=False,
-                uneven=self.plan.uneven,
-            )
+        per_rank = rank_count(
+            self.plan.num_samples, self.plan.rank, self.world_size, self.plan.uneven
         )
         return num_batches(per_rank, self.batch_size, self.plan.drop_last)
 

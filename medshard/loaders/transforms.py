@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from medshard.loaders.augment import Augment2D, Augment3D, augment_2d, augment_3d, sample_generator
+from medshard.loaders.frame_format import bit_depth_scale
 
 __all__ = ["FrameTransform", "VolumeTransform"]
 
@@ -24,18 +25,26 @@ def _tensor(array: np.ndarray) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class FrameTransform:
-    """2D images (C, H, W) and clips (T, C, H, W): scaled, resized, augmented, normalised."""
+    """2D images (C, H, W) and clips (T, C, H, W): each scaled by its own bit depth, given
+    `channels` (else the config's), resized, augmented, normalised."""
 
     config: Augment2D
     seed: int
     training: bool
-    stats: tuple[list[float], list[float]] | None  # the card's per-channel mean and std
+    stats: tuple[list[float], list[float]] | None  # per-channel mean and std, unit scale
+    channels: int | None = None
 
     def __call__(self, sample: dict, index: int, epoch: int) -> dict:
         image = sample["image"]
-        scale = float(np.iinfo(image.dtype).max) if image.dtype.kind in "ui" else 1.0
         generator = sample_generator(self.seed, epoch, index) if self.training else None
-        sample["image"] = augment_2d(_tensor(image), self.config, generator, scale, self.stats)
+        sample["image"] = augment_2d(
+            _tensor(image),
+            self.config,
+            generator,
+            bit_depth_scale(image.dtype),
+            self.stats,
+            self.channels,
+        )
         return sample
 
 

@@ -34,3 +34,46 @@ def volume_dataset(tmp_path_factory):
         )
     )
     return root / "ds"
+
+
+@pytest.fixture(scope="session")
+def mixed_tile_dataset(tmp_path_factory):
+    """scikit-image tiles mixing gray, RGB, RGBA and palette, 8 and 16 bit, PNG, JPEG and
+    TIFF: 21 samples, whole tile kinds in train or val, in shards of 4."""
+    from tests.real_data import mixed_tile_table
+
+    root = tmp_path_factory.mktemp("loader-mixed")
+    table = mixed_tile_table(root / "raw")
+    ingest(
+        table,
+        root / "ds",
+        label_col="stage",
+        group_col="patient",
+        val_fraction=0.3,
+        shard_samples=4,
+    )
+    return root / "ds"
+
+
+@pytest.fixture(scope="session")
+def real_mri_dataset(tmp_path_factory):
+    """nibabel's real MRI volumes (25 x 41 x 33, 22 x 26 x 21 and 7 x 5 x 4) with masks."""
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.real_data import real_nifti_table
+
+    root = tmp_path_factory.mktemp("loader-mri")
+    table = real_nifti_table(root / "raw")
+    ingest_nifti(
+        NiftiIngestOptions(
+            table=table,
+            out=root / "ds",
+            modalities=("image",),
+            mask_col="seg",
+            key_col="subject",
+            workers=1,
+            processes=False,
+            quiet=True,
+            val_fraction=0.0,
+        )
+    )
+    return root / "ds"

@@ -91,7 +91,16 @@ def test_resume_yields_exactly_the_remaining_batches(image_dataset):
     for _ in range(2):
         next(iterator)
     state = interrupted.state_dict()
-    assert state == {"epoch": 2, "batches": 2, "seed": 1, "world_size": 1, "batch_size": 4}
+    assert state == {
+        "epoch": 2,
+        "batches": 2,
+        "seed": 1,
+        "world_size": 1,
+        "batch_size": 4,
+        "dataset": open_dataset(image_dataset).card.fingerprint,
+        "split": "train",
+        "fold": None,
+    }
     resumed = build_loader(image_dataset, "train", batch_size=4, backend="torch", seed=1)
     resumed.load_state_dict(state)
     rest = list(resumed)
@@ -161,7 +170,7 @@ def test_dali_ranks_cover_each_key_once_and_resume(image_dataset):
         build_loader(image_dataset, "train", batch_size=4, backend="dali", device="cpu")
     )
     resumed = build_loader(image_dataset, "train", batch_size=4, backend="dali", device="cpu")
-    resumed.load_state_dict({"epoch": 0, "batches": 3, "seed": 0, "world_size": 1, "batch_size": 4})
+    resumed.load_state_dict(resumed.state_dict() | {"batches": 3})
     assert keys_of(resumed) == whole[12:]
 
 
@@ -250,10 +259,8 @@ def damaged_copy(image_dataset, tmp_path):
 def test_a_corrupt_sample_fails_naming_shard_and_key(damaged_copy):
     path, row = damaged_copy
     loader = build_loader(path, "train", batch_size=4, backend="torch", num_workers=0)
-    with pytest.raises(
-        DatasetError,
-        match=rf"{row['shard']}: sample '{row['key']}' member 'image.png' does not decode",
-    ):
+    # caught by the sample's checksum, or by the decoder where no checksum was recorded
+    with pytest.raises(DatasetError, match=rf"{row['shard']}: sample '{row['key']}'"):
         list(loader)
 
 

@@ -5,7 +5,15 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from medshard.loaders.partition import epoch_order, rank_batches, rank_indices, worker_batches
+from medshard.loaders.partition import (
+    dali_rank_count,
+    dali_shard,
+    epoch_order,
+    rank_batches,
+    rank_count,
+    rank_indices,
+    worker_batches,
+)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
@@ -42,7 +50,67 @@ def test_order_is_a_function_of_seed_and_epoch():
 def test_workers_take_batches_round_robin_and_skip_for_resume():
     batches = rank_batches(40, 0, 0, 0, 1, 4)
     assert [b for b, _ in worker_batches(batches, 1, 3)] == [1, 4, 7]
-    assert [b for b, _ in worker_batches(batches, 1, 3, skip=5)] == [7]
+    assert [b for b, _ in worker_batches(batches, 1, 3, skip=5)] == [6, 9]
+
+
+def collected(batches, workers: int, skip: int) -> list[int]:
+    """Batch numbers in the order a DataLoader collects them: one from each worker in turn,
+    from worker 0, leaving out a worker once it has nothing more."""
+    queues = [[b for b, _ in worker_batches(batches, w, workers, skip)] for w in range(workers)]
+    out: list[int] = []
+    while any(queues):
+        for queue in queues:
+            if queue:
+                out.append(queue.pop(0))
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 4])
+@pytest.mark.parametrize("num_batches", [1, 2, 5, 8])
+def test_a_resumed_pass_comes_out_in_plan_order_at_every_batch(workers, num_batches):
+    batches = rank_batches(num_batches * 3 - 1, 0, 1, 0, 1, 3)
+    assert len(batches) == num_batches
+    for skip in range(num_batches + 1):
+        assert collected(batches, workers, skip) == list(range(skip, num_batches))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7, 16])
+@pytest.mark.parametrize("workers", [1, 2, 3])
+@pytest.mark.parametrize("num_samples", [1, 10, 37, 64])
+def test_uneven_counts_every_sample_exactly_once_over_ranks(num_samples, world_size, workers):
+    for epoch, shuffle in ((0, False), (3, True)):
+        seen = Counter()
+        for rank in range(world_size):
+            batches = rank_batches(
+                num_samples, 5, epoch, rank, world_size, 4, shuffle=shuffle, uneven="uneven"
+            )
+            for worker in range(workers):
+                for _, batch in worker_batches(batches, worker, workers):
+                    seen.update(batch.tolist())
+        assert sorted(seen) == list(range(num_samples)) and set(seen.values()) == {1}
+    counts = [rank_count(num_samples, r, world_size, "uneven") for r in range(world_size)]
+    assert sum(counts) == num_samples and max(counts) - min(counts) <= 1
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("num_samples", [7, 10, 37])
+@pytest.mark.parametrize("uneven", ["drop", "pad", "uneven"])
+def test_rank_count_is_the_length_of_the_rank_indices(num_samples, world_size, uneven):
+    for rank in range(world_size):
+        indices = rank_indices(num_samples, 0, 2, rank, world_size, uneven=uneven)
+        assert rank_count(num_samples, rank, world_size, uneven) == len(indices)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("num_samples", [7, 10, 37])
+def test_dali_shards_cover_each_sample_once_in_every_epoch(num_samples, world_size):
+    shards = [list(dali_shard(num_samples, s, world_size)) for s in range(world_size)]
+    assert sum(shards, []) == list(range(num_samples))
+    for epoch in range(3):
+        counts = [
+            dali_rank_count(num_samples, r, world_size, epoch, "uneven") for r in range(world_size)
+        ]
+        assert sum(counts) == num_samples and max(counts) - min(counts) <= 1
 
 
 def test_a_rank_outside_the_world_is_refused():

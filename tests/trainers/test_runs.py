@@ -69,16 +69,8 @@ def test_finetuning_reuses_a_backbone_with_another_head(datasets, tmp_path):
     assert "val_auroc_macro" in metrics and len(metrics["val_auroc"]) == 3
 
 
-def test_accelerate_launch_two_cpu_processes(datasets, tmp_path):
-    """`accelerate launch` with torchrun's launcher and ACCELERATE_USE_CPU: two processes
-    on gloo, as the README shows for CPU machines."""
+def _launch_two_cpu_processes(*arguments: str) -> subprocess.CompletedProcess:
     accelerate = Path(sys.executable).with_name("accelerate")
-    overrides = [
-        f"dataset={datasets['embryo-stage']}",
-        f"output_dir={tmp_path}",
-        "epochs=2",
-        *SMALL,
-    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
     command = [
         str(accelerate),
@@ -94,11 +86,24 @@ def test_accelerate_launch_two_cpu_processes(datasets, tmp_path):
         "no",
         "-m",
         "medshard.trainers",
-        str(CONFIGS / "embryo-stage.yaml"),
-        *overrides,
+        *arguments,
     ]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+    return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_accelerate_launch_two_cpu_processes(datasets, tmp_path):
+    """`accelerate launch` with torchrun's launcher and ACCELERATE_USE_CPU: two processes
+    on gloo, as the README shows for CPU machines; stopped after one epoch and resumed."""
+    overrides = [f"dataset={datasets['embryo-stage']}", f"output_dir={tmp_path}", *SMALL]
+    config = str(CONFIGS / "embryo-stage.yaml")
+    result = _launch_two_cpu_processes(config, *overrides, "epochs=1")
     assert result.returncode == 0, result.stderr[-3000:]
+    last = tmp_path / "embryo-stage/last"
+    assert {"rng-0.json", "rng-1.json", "model.safetensors"} <= {p.name for p in last.iterdir()}
+    result = _launch_two_cpu_processes(config, *overrides, "epochs=2", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    history = json.loads((tmp_path / "embryo-stage/history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2]
     ranks = [json.loads((tmp_path / f"embryo-stage/rank{r}.json").read_text()) for r in (0, 1)]
     train_keys = {
         r["key"]

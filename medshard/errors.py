@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-__all__ = ["MedshardError", "BadInputError", "DatasetError", "FormatVersionError"]
+__all__ = [
+    "MedshardError",
+    "BadInputError",
+    "DatasetError",
+    "FormatVersionError",
+    "CorruptDataError",
+]
 
 
 class MedshardError(Exception):
@@ -27,3 +33,7 @@ class DatasetError(MedshardError, ValueError):
 
 class FormatVersionError(DatasetError):
     """A dataset written in a format version this reader does not know."""
+
+
+class CorruptDataError(DatasetError):
+    """Stored bytes that no longer match the checksum written at ingest."""

@@ -31,7 +31,7 @@ def inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")])
 
 
 def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
-    """Re-read every shard against the manifest and indexes; exit 1 listing problems."""
+    """Check files against the card's checksums, shards against the manifest and indexes."""
     from medshard.report import human_bytes
     from medshard.shards.verify import verify_dataset
 
@@ -45,7 +45,7 @@ def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) 
         raise typer.Exit(code=1)
     console.print(
         f"{dataset}: OK, {report.samples} samples in {report.shards} shards "
-        f"({human_bytes(report.bytes)}) match the manifest and indexes"
+        f"({human_bytes(report.bytes)}) match the card's checksums, the manifest and indexes"
     )
 
 

@@ -148,14 +148,17 @@ def _payload(data: bytes | MemberSource) -> bytes:
     return raw
 
 
-def write_shard(task: ShardTask) -> tuple[ShardSummary, list[tuple[str, int, int, list[str]]]]:
+def write_shard(
+    task: ShardTask,
+) -> tuple[ShardSummary, list[tuple[str, int, int, list[str], str]]]:
     """Write one whole shard (a Dask task): returns its summary and, per sample,
-    (key, offset, bytes, fields)."""
+    (key, offset, bytes, fields, sha256 of the sample's bytes)."""
     placed = []
     with TarShardWriter(task.dataset_dir, task.path) as writer:
         for sample in task.samples:
             members = [(field, _payload(data)) for field, data in sample.members]
             location = writer.add(sample.key, members)
-            placed.append((sample.key, location.offset, location.bytes, [f for f, _ in members]))
+            fields = [f for f, _ in members]
+            placed.append((sample.key, location.offset, location.bytes, fields, location.sha256))
         summary = writer.close()
     return summary, placed

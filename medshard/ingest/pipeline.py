@@ -383,6 +383,7 @@ def _manifest_row(job: Job, record: dict, split: str, fold: int) -> dict:
         "members": None,
         "zarr_path": record.get("zarr_path"),
         "bytes": record["bytes"],
+        "sample_sha256": None,  # set when the sample is written to a shard
     }
 
 
@@ -406,8 +407,14 @@ def _write_sample_shards(
     written = run_tasks(client, write_shard, tasks, description="write shards", quiet=o.quiet)
     rows = {row["key"]: row for row, _ in stored}
     for summary, placed in written:
-        for key, offset, nbytes, fields in placed:
-            rows[key].update(shard=summary.path, offset=offset, members=fields, bytes=nbytes)
+        for key, offset, nbytes, fields, digest in placed:
+            rows[key].update(
+                shard=summary.path,
+                offset=offset,
+                members=fields,
+                bytes=nbytes,
+                sample_sha256=digest,
+            )
     return [
         ShardInfo(path=s.path, split=t.split, samples=s.samples, bytes=s.bytes, sha256=s.sha256)
         for t, (s, _) in zip(tasks, written)

@@ -116,6 +116,7 @@ def write_windows(task: WindowTask) -> tuple[ShardSummary, list[dict]]:
                         "members": [f for f, _ in members],
                         "zarr_path": None,
                         "bytes": placed.bytes,
+                        "sample_sha256": placed.sha256,
                         "timestamps": None,
                     }
                 )

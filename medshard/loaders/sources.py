@@ -81,7 +81,9 @@ class ShardSamples:
 
     def load(self, index: int, epoch: int) -> dict:
         row = self.rows[index]
-        raw = self.files.read(row["shard"], row["offset"], row["bytes"], row["key"])
+        raw = self.files.read(
+            row["shard"], row["offset"], row["bytes"], row["key"], row["sample_sha256"]
+        )
         sample: dict = {"key": row["key"], **label_fields(row)}
         for field, payload in raw.items():
             if field.startswith("__"):

@@ -4,13 +4,15 @@ marks a complete dataset."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from medshard.errors import DatasetError, FormatVersionError
 from medshard.shards.atomic import atomic_write_bytes
+from medshard.shards.checksums import file_checksums
 from medshard.shards.layout import CARD_NAME, FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS
 
 __all__ = ["ShardInfo", "SplitCounts", "ChannelStats", "DatasetCard", "read_card", "write_card"]
@@ -63,6 +65,9 @@ class DatasetCard(_Frozen):
     channel_names: list[str] = Field(default_factory=list)
     crop_size: list[int] | None = None  # volume datasets that also stream fixed crops
     shards: list[ShardInfo] = Field(default_factory=list)
+    # sha256 of every other file (checksums.checked_files); None in cards written before
+    # checksums, whose files are then read unchecked
+    checksums: dict[str, str] | None = None
     stats: ChannelStats | None = None
     channels: int | None = None  # channels of every batch by default: those of `stats`
     rejected: int = 0
@@ -97,11 +102,12 @@ def read_card(dataset: str | Path) -> DatasetCard:
     if not path.is_file():
         raise DatasetError(f"{dataset}: not a medshard dataset (no {CARD_NAME})")
     try:
-        raw = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: the dataset card is not valid JSON ({exc})") from exc
-    if raw.get("format") != FORMAT_NAME:
-        raise DatasetError(f"{path}: not a medshard dataset card (format={raw.get('format')!r})")
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DatasetError(f"{path}: the dataset card is damaged: it is not JSON ({exc})") from exc
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
+        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+        raise DatasetError(f"{path}: not a medshard dataset card (format={found!r})")
     version = raw.get("format_version")
     if version not in READABLE_VERSIONS:
         readable = ", ".join(str(v) for v in READABLE_VERSIONS)
@@ -109,10 +115,43 @@ def read_card(dataset: str | Path) -> DatasetCard:
             f"{path}: format version {version!r} is not supported; "
             f"this medshard reads format versions {readable}"
         )
-    return DatasetCard.model_validate(raw)
+    try:
+        return DatasetCard.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "the card"
+        raise DatasetError(
+            f"{path}: the dataset card is damaged or was edited: {where}: {first['msg']}"
+        ) from exc
 
 
-def write_card(dataset: str | Path, card: DatasetCard) -> None:
-    """Write the card atomically; call it last, after every shard and the manifest."""
-    text = json.dumps(card.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+def write_card(dataset: str | Path, card: DatasetCard) -> DatasetCard:
+    """Write the card atomically and return it as written; call it last, after every other
+    file, whose checksums it records unless the card already gives them. Refuses
+    non-finite numbers."""
+    if card.checksums is None:
+        checksums = file_checksums(dataset, [shard.path for shard in card.shards])
+        card = card.model_copy(update={"checksums": checksums})
+    data = card.model_dump(mode="json")
+    where = _non_finite(data)
+    if where is not None:
+        raise DatasetError(
+            f"{Path(dataset) / CARD_NAME}: field {where} is not a finite number; "
+            "a dataset card holds only finite numbers"
+        )
+    text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
     atomic_write_bytes(Path(dataset) / CARD_NAME, text.encode())
+    return card
+
+
+def _non_finite(value: Any, where: str = "") -> str | None:
+    """The path of the first NaN or infinity in a JSON-like value (e.g. 'stats.mean[0]')."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return where
+    if isinstance(value, dict):
+        items = ((f"{where}.{k}" if where else str(k), v) for k, v in value.items())
+    elif isinstance(value, list | tuple):
+        items = ((f"{where}[{i}]", v) for i, v in enumerate(value))
+    else:
+        return None
+    return next((found for w, v in items if (found := _non_finite(v, w)) is not None), None)

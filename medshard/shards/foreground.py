@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medshard.errors import CorruptDataError
 from medshard.shards.atomic import atomic_open
 
 __all__ = ["FOREGROUND_NAME", "FOREGROUND_SCHEMA", "write_foreground", "read_foreground"]
@@ -38,8 +39,12 @@ def read_foreground(dataset: str | Path) -> dict[str, dict[int, np.ndarray]]:
     path = Path(dataset) / FOREGROUND_NAME
     if not path.is_file():
         return {}
+    try:
+        rows = pq.read_table(path, schema=FOREGROUND_SCHEMA).to_pylist()
+    except Exception as exc:  # Thrift, ZSTD and Arrow each raise their own errors for bad bytes
+        raise CorruptDataError(f"{path}: the file is damaged and cannot be read ({exc})") from exc
     result: dict[str, dict[int, np.ndarray]] = {}
-    for row in pq.read_table(path).to_pylist():
+    for row in rows:
         coords = np.asarray(row["coords"], dtype=np.int64).reshape(-1, 3)
         result.setdefault(row["key"], {})[row["label"]] = coords
     return result

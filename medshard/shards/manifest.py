@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medshard.errors import DatasetError, FormatVersionError
+from medshard.errors import CorruptDataError, DatasetError, FormatVersionError
 from medshard.shards.atomic import atomic_open
 from medshard.shards.layout import (
     FORMAT_VERSION,
@@ -49,9 +49,13 @@ MANIFEST_SCHEMA = pa.schema(
         pa.field("members", pa.list_(pa.string())),  # fields in the tar, in order
         pa.field("zarr_path", pa.string()),
         pa.field("bytes", pa.int64(), nullable=False),  # bytes the sample occupies on disk
+        # sha256 of the sample's bytes in its shard (offset .. offset + bytes), checked on
+        # each random-access read; absent from manifests written before it
+        pa.field("sample_sha256", pa.string()),
     ],
     metadata={_VERSION_KEY: str(FORMAT_VERSION).encode()},
 )
+_OPTIONAL_COLUMNS = {"sample_sha256"}  # read as nulls from older manifests
 
 REJECTED_SCHEMA = pa.schema(
     [
@@ -73,18 +77,33 @@ def _write(path: Path, rows: list[dict[str, Any]], schema: pa.Schema) -> None:
 def _read(path: Path, schema: pa.Schema) -> pa.Table:
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
-    table = pq.read_table(path)
-    version = (table.schema.metadata or {}).get(_VERSION_KEY, b"?").decode()
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # Thrift, ZSTD and Arrow each raise their own errors for bad bytes
+        raise _damaged(path, exc) from exc
+    version = (table.schema.metadata or {}).get(_VERSION_KEY, b"?").decode(errors="replace")
     if not version.isdigit() or int(version) not in READABLE_VERSIONS:
         readable = ", ".join(str(v) for v in READABLE_VERSIONS)
         raise FormatVersionError(
             f"{path}: format version {version!r} is not supported; "
             f"this medshard reads format versions {readable}"
         )
+    for name in sorted(_OPTIONAL_COLUMNS & set(schema.names) - set(table.schema.names)):
+        table = table.append_column(
+            schema.field(name), pa.nulls(len(table), schema.field(name).type)
+        )
     missing = set(schema.names) - set(table.schema.names)
     if missing:
         raise DatasetError(f"{path}: columns missing from the table: {', '.join(sorted(missing))}")
-    return table.select(schema.names).cast(schema)  # parquet renames list items; restore
+    try:
+        return table.select(schema.names).cast(schema)  # parquet renames list items; restore
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        raise _damaged(path, exc) from exc
+
+
+def _damaged(path: Path, exc: Exception) -> CorruptDataError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return CorruptDataError(f"{path}: the file is damaged and cannot be read ({detail})")
 
 
 def write_manifest(dataset: str | Path, rows: list[dict[str, Any]]) -> None:

@@ -3,11 +3,12 @@ access that exact shuffling, partitioning and mid-epoch resume are built on."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tarfile
 from pathlib import Path
 
-from medshard.errors import DatasetError
+from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import split_member_name
 from medshard.shards.reader import RawSample
 
@@ -46,7 +47,11 @@ class ShardFiles:
         self.dataset = Path(dataset)
         self._fds: dict[str, int] = {}
 
-    def read(self, shard: str, offset: int, nbytes: int, key: str) -> RawSample:
+    def read(
+        self, shard: str, offset: int, nbytes: int, key: str, sha256: str | None = None
+    ) -> RawSample:
+        """The members of sample `key`; checked against `sha256` (the manifest's
+        `sample_sha256`) when given."""
         fd = self._fds.get(shard)
         if fd is None:
             try:
@@ -56,6 +61,11 @@ class ShardFiles:
         data = os.pread(fd, nbytes, offset)
         if len(data) != nbytes:
             raise DatasetError(f"{shard}: the shard is truncated before sample {key!r}")
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise CorruptDataError(
+                f"{self.dataset / shard}: sample {key!r}: checksum mismatch: "
+                "the shard is damaged or was changed after ingest"
+            )
         return parse_sample(data, shard, key)
 
     def close(self) -> None:

@@ -11,7 +11,8 @@ import pyarrow as pa
 
 from medshard.errors import DatasetError
 from medshard.shards.card import DatasetCard, ShardInfo, read_card
-from medshard.shards.layout import index_name, split_member_name
+from medshard.shards.checksums import check_file
+from medshard.shards.layout import MANIFEST_NAME, index_name, split_member_name
 from medshard.shards.manifest import read_manifest
 
 __all__ = ["Dataset", "open_dataset", "iter_tar_samples", "check_tar_end", "RawSample"]
@@ -60,9 +61,17 @@ class Dataset:
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.card: DatasetCard = read_card(self.path)
+        self._manifest_checked = False
+
+    def check_manifest(self) -> None:
+        """Refuse a manifest that differs from the card's checksum, before parsing it."""
+        if not self._manifest_checked:
+            check_file(self.path, MANIFEST_NAME, (self.card.checksums or {}).get(MANIFEST_NAME))
+            self._manifest_checked = True
 
     @cached_property
     def manifest(self) -> pa.Table:
+        self.check_manifest()
         return read_manifest(self.path)
 
     @property
@@ -105,5 +114,8 @@ class Dataset:
 
 
 def open_dataset(path: str | Path) -> Dataset:
-    """Open a dataset directory; raises DatasetError when it is not a complete dataset."""
-    return Dataset(path)
+    """Open a dataset directory; raises DatasetError when it is not a complete dataset, and
+    CorruptDataError when its manifest differs from the card's checksum."""
+    dataset = Dataset(path)
+    dataset.check_manifest()
+    return dataset

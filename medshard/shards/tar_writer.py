@@ -25,6 +25,7 @@ _DALI_INDEX_VERSION = "v1.2"
 class SampleLocation:
     offset: int  # byte offset of the sample's first member header
     bytes: int  # bytes the sample's members span, headers and padding included
+    sha256: str  # of those bytes: what a random-access read checks
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,17 @@ class ShardSummary:
 
 
 class _HashingFile(io.RawIOBase):
-    """A write-only file that hashes and counts what passes through it."""
+    """A write-only file that hashes and counts what passes through it, as a whole and
+    since the last `start_sample`."""
 
     def __init__(self, raw):
         self._raw = raw
         self._sha = hashlib.sha256()
+        self.sample_sha = hashlib.sha256()
         self.position = 0
+
+    def start_sample(self) -> None:
+        self.sample_sha = hashlib.sha256()
 
     def writable(self) -> bool:
         return True
@@ -49,6 +55,7 @@ class _HashingFile(io.RawIOBase):
     def write(self, data) -> int:
         self._raw.write(data)
         self._sha.update(data)
+        self.sample_sha.update(data)
         self.position += len(data)
         return len(data)
 
@@ -81,6 +88,7 @@ class TarShardWriter:
         if not is_valid_key(key) or len(key) > MAX_KEY_LENGTH:
             raise ValueError(f"invalid sample key {key!r}")
         start = self._file.position
+        self._file.start_sample()
         entries = []
         for field, payload in members:
             name = member_name(key, field)
@@ -98,7 +106,11 @@ class TarShardWriter:
                 raise RuntimeError(f"unexpected tar header size for {name}")
             entries.append(f"{field} {data_at} {len(payload)} {name}")
         self._index_lines.append(" ".join(entries))
-        return SampleLocation(offset=start, bytes=self._file.position - start)
+        return SampleLocation(
+            offset=start,
+            bytes=self._file.position - start,
+            sha256=self._file.sample_sha.hexdigest(),
+        )
 
     def close(self) -> ShardSummary:
         """Finish the tar, then write the index, then publish both."""

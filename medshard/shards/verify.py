@@ -9,7 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medshard.errors import DatasetError
-from medshard.shards.layout import index_name, split_member_name
+from medshard.shards.checksums import check_file, file_sha256
+from medshard.shards.layout import MANIFEST_NAME, index_name, split_member_name
+from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import Dataset, check_tar_end
 from medshard.shards.zarr_store import array_sha256, open_sample
 
@@ -30,32 +32,30 @@ class VerifyReport:
 
 def read_dali_index(path: Path) -> list[list[tuple[str, int, int, str]]]:
     """Parse a `wds2idx` v1.2 index: per sample, [(field, data offset, size, member name)]."""
-    lines = path.read_text().splitlines()
-    if not lines or not lines[0].startswith("v1.2 "):
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not a DALI webdataset index (it is not UTF-8 text)") from exc
+    header = lines[0].split() if lines else []
+    if len(header) != 2 or header[0] != "v1.2" or not header[1].isdigit():
         raise DatasetError(f"{path}: not a DALI webdataset index (v1.2)")
     samples = []
-    for line in lines[1:]:
+    for number, line in enumerate(lines[1:], start=2):
         tokens = line.split()
-        if len(tokens) % 4:
-            raise DatasetError(f"{path}: malformed index line {line!r}")
-        samples.append(
-            [
-                (tokens[i], int(tokens[i + 1]), int(tokens[i + 2]), tokens[i + 3])
-                for i in range(0, len(tokens), 4)
-            ]
-        )
-    if int(lines[0].split()[1]) != len(samples):
+        try:
+            if not tokens or len(tokens) % 4:
+                raise ValueError
+            samples.append(
+                [
+                    (tokens[i], int(tokens[i + 1]), int(tokens[i + 2]), tokens[i + 3])
+                    for i in range(0, len(tokens), 4)
+                ]
+            )
+        except ValueError:
+            raise DatasetError(f"{path}: malformed index line {number}: {line[:80]!r}") from None
+    if int(header[1]) != len(samples):
         raise DatasetError(f"{path}: the index header counts a different number of samples")
     return samples
-
-
-def _file_sha256(path: Path) -> str:
-    """Checksum of a file read in blocks: a shard can be larger than memory allows."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _walk_shard(path: Path) -> list[dict]:
@@ -82,8 +82,8 @@ def _verify_zarr_sample(dataset: Path, row: dict) -> list[str]:
     where = f"{row['zarr_path']}"
     try:
         image, mask = open_sample(dataset, row["zarr_path"])
-    except DatasetError:
-        return [f"{where}: the sample's arrays are missing"]
+    except DatasetError as exc:
+        return [str(exc)]
     found = []
     if list(image.shape) != row["shape"] or str(image.dtype) != row["dtype"]:
         found.append(
@@ -104,12 +104,56 @@ def _verify_zarr_sample(dataset: Path, row: dict) -> list[str]:
     return found
 
 
+def _check_files(ds: Dataset, problems: list[str]) -> None:
+    """Every file the card checksums, but the manifest (checked before it is parsed)."""
+    for name, expected in (ds.card.checksums or {}).items():
+        if name != MANIFEST_NAME:
+            try:
+                check_file(ds.path, name, expected)
+            except DatasetError as exc:
+                problems.append(str(exc))
+
+
+def _unique_keys(manifest: list[dict]) -> list[str]:
+    counts = Counter(row["key"] for row in manifest)
+    duplicates = sorted(key for key, n in counts.items() if n > 1)
+    if not duplicates:
+        return []
+    listed = ", ".join(repr(k) for k in duplicates[:10])
+    more = f" and {len(duplicates) - 10} more" if len(duplicates) > 10 else ""
+    return [f"{MANIFEST_NAME}: keys appear in more than one row: {listed}{more}"]
+
+
+def _damaged_samples(ds: Dataset, shard: str, rows: list[dict]) -> list[str]:
+    """Which samples of a shard that fails its checksum differ from their own checksums."""
+    files = ShardFiles(ds.path)
+    found = []
+    try:
+        for row in rows:
+            if row["shard"] == shard and row["sample_sha256"] is not None:
+                try:
+                    files.read(shard, row["offset"], row["bytes"], row["key"], row["sample_sha256"])
+                except DatasetError as exc:
+                    found.append(str(exc))
+    finally:
+        files.close()
+    return found
+
+
 def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
-    """Check every shard byte against the card, the manifest and the DALI indexes."""
+    """Check every file against the card's checksums, and every shard byte against the
+    manifest and the DALI indexes."""
     ds = Dataset(dataset)
     report = VerifyReport()
     problems = report.problems
-    rows = {row["key"]: row for row in ds.manifest.to_pylist()}
+    _check_files(ds, problems)
+    try:
+        manifest = ds.manifest.to_pylist()
+    except DatasetError as exc:  # nothing else can be checked against a damaged manifest
+        problems.append(str(exc))
+        return report
+    problems.extend(_unique_keys(manifest))
+    rows = {row["key"]: row for row in manifest}
     seen: Counter[str] = Counter()
 
     for shard in ds.card.shards:
@@ -119,8 +163,9 @@ def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
             problems.append(f"{shard.path}: shard file is missing")
             continue
         report.bytes += path.stat().st_size
-        if _file_sha256(path) != shard.sha256:
+        if file_sha256(path) != shard.sha256:
             problems.append(f"{shard.path}: checksum differs from the card")
+            problems.extend(_damaged_samples(ds, shard.path, manifest))
         try:
             walked = _walk_shard(path)
         except (tarfile.TarError, EOFError, OSError, DatasetError) as exc:
@@ -137,8 +182,10 @@ def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
             actual = [[(f, o, s) for f, o, s, _ in sample["members"]] for sample in walked]
             if listed != actual:
                 problems.append(f"{index_name(shard.path)}: index does not match the shard")
-        except (OSError, DatasetError) as exc:
-            problems.append(f"{index_name(shard.path)}: unreadable index ({exc})")
+        except OSError as exc:
+            problems.append(f"{index_name(shard.path)}: unreadable index ({exc.strerror})")
+        except DatasetError as exc:
+            problems.append(str(exc))
         for sample in walked:
             key = sample["key"]
             seen[key] += 1

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medshard.errors import DatasetError
+from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import ZARR_DIR
 
 __all__ = [
@@ -26,6 +26,8 @@ __all__ = [
 
 SPATIAL_UNIT = "millimeter"
 _AXIS_TYPES = {"c": "channel", "t": "time", "z": "space", "y": "space", "x": "space"}
+# tensorstore's status for a checksum mismatch, and for a chunk whose codec cannot decode it
+_DAMAGED_STATUSES = ("DATA_LOSS", "FAILED_PRECONDITION")
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -96,9 +98,11 @@ def write_sample(
     """Write one sample's arrays whole (one task, one group: no two writers share a file).
     `spacing` is per non-channel axis. Returns zarr_path, bytes on disk and checksums."""
     import zarr
-    from zarr.codecs import BloscCodec
+    from zarr.codecs import BloscCodec, Crc32cCodec
 
-    compressor = BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")
+    # crc32c after compression, per inner chunk (the sharding codec's index carries its
+    # own by default): zarr and tensorstore refuse a damaged chunk instead of decoding it
+    compressors = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec())
     group_path = f"{ZARR_DIR}/{key}"
     root = zarr.open_group(str(Path(dataset_dir) / ZARR_DIR), mode="a", zarr_format=3)
     scale = [1.0 if a == "c" else float(s) for a, s in zip(axes, _with_channel(axes, spacing))]
@@ -119,7 +123,7 @@ def write_sample(
             dtype=array.dtype,
             chunks=inner,
             shards=shards,
-            compressors=compressor,
+            compressors=compressors,
             dimension_names=tuple(array_axes),
             attributes={"medshard": {"sha256": digest}},
         )
@@ -148,14 +152,17 @@ def open_sample(dataset_dir: str | Path, zarr_path: str):
     """(image, mask or None) of one sample as lazy zarr arrays."""
     import zarr
 
+    where = Path(dataset_dir) / zarr_path
     try:
-        group = zarr.open_group(str(Path(dataset_dir) / zarr_path), mode="r", zarr_format=3)
+        group = zarr.open_group(str(where), mode="r", zarr_format=3)
         image = group["image"]
+        mask = group["labels/mask"] if "labels" in group else None
     except (FileNotFoundError, KeyError) as exc:
-        raise DatasetError(
-            f"{Path(dataset_dir) / zarr_path}: the sample's arrays are missing"
+        raise DatasetError(f"{where}: the sample's arrays are missing") from exc
+    except Exception as exc:  # zarr raises JSON, Unicode and validation errors for bad bytes
+        raise CorruptDataError(
+            f"{where}: the sample's Zarr metadata is damaged and cannot be read ({exc})"
         ) from exc
-    mask = group["labels/mask"] if "labels" in group else None
     return image, mask
 
 
@@ -187,7 +194,18 @@ class ZarrReader:
         return found
 
     def read(self, path: str, selection: tuple = ()) -> np.ndarray:
-        return self.array(path)[selection].read().result()
+        """The values of `selection` of the array at `path`; a chunk that fails its crc32c
+        or does not decode raises CorruptDataError."""
+        try:
+            return self.array(path)[selection].read().result()
+        except ValueError as exc:
+            message = str(exc)
+            if not message.startswith(_DAMAGED_STATUSES):
+                raise
+            raise CorruptDataError(
+                f"{self.root / path}: a stored chunk is damaged or was changed after ingest "
+                f"({message})"
+            ) from exc
 
     def __getstate__(self):  # open arrays do not cross into worker processes
         return {"root": self.root, "threads": self.threads, "_arrays": {}, "_context": None}

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from medshard.errors import DatasetError, FormatVersionError
-from medshard.shards.card import DatasetCard, SplitCounts, read_card, write_card
+from medshard.shards.card import ChannelStats, DatasetCard, SplitCounts, read_card, write_card
 from medshard.shards.manifest import MANIFEST_SCHEMA, read_manifest, write_manifest
 
 
@@ -41,12 +41,14 @@ ROW = {
     "members": ["image.png", "cls"],
     "zarr_path": None,
     "bytes": 1536,
+    "sample_sha256": "a" * 64,
 }
 
 
 def test_card_round_trip(tmp_path):
-    write_card(tmp_path, card())
-    assert read_card(tmp_path) == card()
+    written = write_card(tmp_path, card())
+    assert written == card().model_copy(update={"checksums": {}})  # no other file yet
+    assert read_card(tmp_path) == written
 
 
 def test_unknown_card_version_is_refused_with_the_versions_read(tmp_path):
@@ -78,3 +80,71 @@ def test_manifest_of_unknown_version_is_refused(tmp_path):
     pq.write_table(table, tmp_path / "manifest.parquet")
     with pytest.raises(FormatVersionError, match="reads format versions 1"):
         read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_number_is_never_written_into_the_card(tmp_path, bad):
+    stats = ChannelStats(mean=[0.5, bad], std=[0.1, 0.1], min=[0.0, 0.0], max=[1.0, 1.0])
+    with pytest.raises(DatasetError, match=r"field stats\.mean\[1\] is not a finite number"):
+        write_card(tmp_path, card().model_copy(update={"stats": stats}))
+    assert not (tmp_path / "medshard.json").exists()
+
+
+def test_a_damaged_card_is_refused_in_one_sentence(tmp_path):
+    write_card(tmp_path, card())
+    path = tmp_path / "medshard.json"
+    original = path.read_bytes()
+    refused = 0
+    for position in range(0, len(original), 3):
+        data = bytearray(original)
+        data[position] ^= 0xFF
+        path.write_bytes(bytes(data))
+        try:
+            read_card(tmp_path)  # a flip inside a string can leave a valid card
+        except DatasetError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(path))
+            refused += 1
+    assert refused > len(original) // 6
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        (b'{"format": "medshard", \xff}', "the dataset card is damaged: it is not JSON"),
+        (b'["medshard"]', "not a medshard dataset card"),
+        (
+            b'{"format": "medshard", "format_version": 1, "kind": "images"}',
+            r"damaged or was edited",
+        ),
+        (b'{"format": "medshard", "format_version": 1, "kind": 7}', r"kind: Input should be"),
+    ],
+)
+def test_a_card_that_is_not_a_card_is_refused(tmp_path, text, reason):
+    (tmp_path / "medshard.json").write_bytes(text)
+    with pytest.raises(DatasetError, match=reason):
+        read_card(tmp_path)
+
+
+def test_a_manifest_that_does_not_parse_is_refused_in_one_sentence(tmp_path):
+    write_manifest(tmp_path, [ROW, {**ROW, "key": "k2"}])
+    path = tmp_path / "manifest.parquet"
+    original = path.read_bytes()
+    refused = 0
+    for position in range(0, len(original), max(1, len(original) // 40)):
+        data = bytearray(original)
+        data[position] ^= 0xFF
+        path.write_bytes(bytes(data))
+        try:
+            read_manifest(tmp_path)  # without the card's checksum some flips go unseen
+        except DatasetError as exc:
+            assert "\n" not in str(exc) and str(exc).startswith(str(path))
+            refused += 1
+    assert refused > 0
+
+
+def test_a_manifest_written_before_sample_checksums_reads_them_as_null(tmp_path):
+    old = pa.schema([f for f in MANIFEST_SCHEMA if f.name != "sample_sha256"])
+    old = old.with_metadata(MANIFEST_SCHEMA.metadata)
+    row = {k: v for k, v in ROW.items() if k != "sample_sha256"}
+    pq.write_table(pa.Table.from_pylist([row], schema=old), tmp_path / "manifest.parquet")
+    assert read_manifest(tmp_path).to_pylist() == [{**row, "sample_sha256": None}]

@@ -1,3 +1,4 @@
+import hashlib
 import subprocess
 import sys
 import tarfile
@@ -64,6 +65,15 @@ def test_locations_point_at_each_sample(tmp_path):
             first_headers.setdefault(info.name.split(".")[0], info.offset)
     assert [loc.offset for loc in locations] == [first_headers[k] for k, _ in SAMPLES]
     assert locations[1].offset == locations[0].offset + locations[0].bytes
+
+
+def test_each_location_carries_the_sha256_of_the_samples_bytes(tmp_path):
+    with TarShardWriter(tmp_path, "wds/x-000000.tar") as writer:
+        locations = [writer.add(key, members) for key, members in SAMPLES]
+    data = (tmp_path / "wds/x-000000.tar").read_bytes()
+    for loc in locations:
+        assert loc.sha256 == hashlib.sha256(data[loc.offset : loc.offset + loc.bytes]).hexdigest()
+    assert len({loc.sha256 for loc in locations}) == len(SAMPLES)
 
 
 def test_failure_inside_the_writer_leaves_nothing(tmp_path):

@@ -1,10 +1,12 @@
 import pytest
 
-from medshard.shards.layout import index_name
+from medshard.shards.checksums import MISMATCH
+from medshard.shards.layout import MANIFEST_NAME, index_name
 from medshard.shards.manifest import read_manifest, write_manifest
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
 from tests.conftest import ingest, make_image_table
+from tests.shards.conftest import flip_byte, reseal
 
 
 @pytest.fixture
@@ -27,6 +29,8 @@ def test_a_changed_byte_is_found(dataset):
     problems = verify_dataset(dataset).problems
     assert any("checksum differs from the card" in p for p in problems)
     assert any("image bytes differ from the source checksum" in p for p in problems)
+    key = open_dataset(dataset).manifest.to_pylist()[6]["key"]  # the second shard's first
+    assert f"{shard}: sample {key!r}: checksum mismatch: " in " ".join(problems)
 
 
 def test_a_truncated_shard_is_found(dataset):
@@ -56,7 +60,55 @@ def test_a_manifest_that_disagrees_is_found(dataset):
     rows[0]["members"] = ["image.png"]
     rows[1]["offset"] += 512
     write_manifest(dataset, rows[:-1])
+    assert verify_dataset(dataset).problems == [f"{dataset / MANIFEST_NAME}: {MISMATCH}"]
+    reseal(dataset)  # as if an ingest had written it so
     problems = verify_dataset(dataset).problems
     assert any("has members" in p for p in problems)
     assert any("is not where the manifest puts it" in p for p in problems)
     assert any("is not in the manifest" in p for p in problems)
+
+
+def test_keys_that_appear_in_more_than_one_row_are_named(real_volumes):
+    rows = read_manifest(real_volumes).to_pylist()
+    volume = next(r for r in rows if r["key"] == "standard")
+    crop = next(r for r in rows if r["shard"])
+    write_manifest(real_volumes, [*rows, {**volume, "source": ["other.nii"]}, crop])
+    reseal(real_volumes)
+    problems = verify_dataset(real_volumes).problems
+    assert problems == [
+        f"{MANIFEST_NAME}: keys appear in more than one row: {crop['key']!r}, 'standard'"
+    ]
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (
+            b"v1.2 1\nimage.png 512 \xff\xfe x.image.png\n",
+            "not a DALI webdataset index (it is not UTF-8 text)",
+        ),
+        (
+            "v1.2 1\nimage.png 512 9 \u00e9.image.png\n".encode("latin-1"),
+            "not a DALI webdataset index (it is not UTF-8 text)",
+        ),
+        (b"v1.2 x\n", "not a DALI webdataset index (v1.2)"),
+        (b"", "not a DALI webdataset index (v1.2)"),
+        (b"v1.2 1\nimage.png 512 nine x.image.png\n", "malformed index line 2: "),
+    ],
+)
+def test_an_index_that_is_not_a_dali_index_is_named(real_images, content, reason):
+    shard = open_dataset(real_images).card.shards[0].path
+    index = real_images / index_name(shard)
+    index.write_bytes(content)
+    problems = verify_dataset(real_images).problems
+    assert f"{index}: {MISMATCH}" in problems
+    assert any(p.startswith(f"{index}: {reason}") for p in problems)
+
+
+def test_a_damaged_crop_is_named_by_its_key(real_volumes):
+    row = next(r for r in read_manifest(real_volumes).to_pylist() if r["shard"])
+    flip_byte(real_volumes / row["shard"], row["offset"] + row["bytes"] // 2)
+    problems = verify_dataset(real_volumes).problems
+    shard = real_volumes / row["shard"]
+    assert f"{shard}: sample {row['key']!r}: checksum mismatch: " in " ".join(problems)
+    assert not any(f"sample {r!r}" in " ".join(problems) for r in ("standard", "anatomical"))

@@ -1,8 +1,13 @@
+import json
+import re
+
 import numpy as np
 import pytest
 import zarr
 
+from medshard.errors import CorruptDataError
 from medshard.shards.zarr_store import (
+    ZarrReader,
     array_sha256,
     chunk_shape,
     consolidate,
@@ -10,6 +15,7 @@ from medshard.shards.zarr_store import (
     open_sample,
     write_sample,
 )
+from tests.shards.conftest import flip_byte
 
 
 @pytest.fixture
@@ -76,3 +82,49 @@ def test_consolidated_metadata_lists_every_array(stored):
         "s1/image",
         "s1/labels/mask",
     }
+
+
+def codec_names(array_path) -> tuple[list[str], list[str]]:
+    """(inner codecs, index codecs) of a sharded array's zarr.json."""
+    metadata = json.loads((array_path / "zarr.json").read_text())
+    (sharding,) = metadata["codecs"]
+    config = sharding["configuration"]
+    return [c["name"] for c in config["codecs"]], [c["name"] for c in config["index_codecs"]]
+
+
+def test_every_chunk_and_shard_index_carries_a_crc32c(stored):
+    path, *_ = stored
+    for name in ("image", "labels/mask"):
+        inner, index = codec_names(path / "zarr/s1" / name)
+        assert inner[-1] == "crc32c" and index[-1] == "crc32c"
+
+
+def test_a_flipped_byte_anywhere_in_a_shard_file_is_refused_by_name(stored):
+    path, image, *_ = stored
+    chunk_file = path / "zarr/s1/image/c/0/0/0/0"
+    original = chunk_file.read_bytes()
+    for position in range(0, len(original), len(original) // 40):
+        flip_byte(chunk_file, position)
+        reader = ZarrReader(path)  # a fresh reader opens the array anew
+        with pytest.raises(
+            CorruptDataError, match="^" + re.escape(f"{path}/zarr/s1/image: a stored chunk")
+        ):
+            reader.read("zarr/s1/image")
+        chunk_file.write_bytes(original)
+    assert np.array_equal(ZarrReader(path).read("zarr/s1/image"), image)
+
+
+def test_a_flipped_byte_in_a_real_volume_is_refused_when_the_patch_is_read(real_volumes):
+    array = "zarr/anatomical/image"
+    reader = ZarrReader(real_volumes)
+    expected = zarr.open_array(str(real_volumes / array), mode="r")[...]
+    assert np.array_equal(reader.read(array), expected)  # tensorstore reads the crc32c codec
+    assert codec_names(real_volumes / array)[0][-1] == "crc32c"
+    flip_byte(real_volumes / array / "c/0/0/0/0", 10)  # inside the first inner chunk
+    patch = (slice(None), slice(0, 16), slice(0, 16), slice(0, 16))
+    with pytest.raises(
+        CorruptDataError, match=re.escape(f"{real_volumes / array}: a stored chunk is damaged")
+    ):
+        ZarrReader(real_volumes).read(array, patch)
+    with pytest.raises(ValueError, match="checksum"):  # zarr-python refuses it as well
+        zarr.open_array(str(real_volumes / array), mode="r")[...]

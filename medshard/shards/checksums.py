@@ -1,0 +1,60 @@
+"""sha256 checksums of a dataset's files: recorded in the card when it is written, checked
+when a file is read (the manifest, by `open_dataset`) and by `verify` (every file)."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from pathlib import Path
+
+from medshard.errors import CorruptDataError, DatasetError
+from medshard.shards.foreground import FOREGROUND_NAME
+from medshard.shards.layout import MANIFEST_NAME, REJECTED_NAME, ZARR_DIR, index_name
+
+__all__ = ["MISMATCH", "file_sha256", "checked_files", "file_checksums", "check_file"]
+
+MISMATCH = "checksum mismatch: the file is damaged or was changed after ingest"
+_ZARR_METADATA = "zarr.json"
+
+
+def file_sha256(path: str | Path) -> str:
+    """Checksum of a file read in blocks: a shard can be larger than memory allows."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checked_files(dataset: str | Path, shards: Iterable[str]) -> list[str]:
+    """Relative paths of the files the card checksums besides the shards (whose sha256 the
+    card's shard list already gives): tables, DALI indexes and Zarr metadata."""
+    root = Path(dataset)
+    tables = [n for n in (MANIFEST_NAME, REJECTED_NAME, FOREGROUND_NAME) if (root / n).is_file()]
+    indexes = [index_name(shard) for shard in shards]
+    # Zarr chunk data is left out: every chunk carries a crc32c that each read checks
+    # (zarr_store), and verify compares each array's values with the sha256 in its
+    # zarr.json, which is hashed here. Hashing the chunk files too would re-read every
+    # volume at ingest and on open for no protection that those two do not give.
+    metadata = sorted(
+        p.relative_to(root).as_posix() for p in (root / ZARR_DIR).rglob(_ZARR_METADATA)
+    )
+    return tables + indexes + metadata
+
+
+def file_checksums(dataset: str | Path, shards: Iterable[str]) -> dict[str, str]:
+    """{relative path: sha256} of every file `checked_files` lists."""
+    root = Path(dataset)
+    return {name: file_sha256(root / name) for name in checked_files(root, shards)}
+
+
+def check_file(dataset: str | Path, name: str, expected: str | None) -> None:
+    """Raise CorruptDataError when file `name` of the dataset differs from its checksum;
+    a card written before checksums gives none, and the check is skipped."""
+    path = Path(dataset) / name
+    if expected is None:
+        return
+    if not path.is_file():
+        raise DatasetError(f"{path}: file not found")
+    if file_sha256(path) != expected:
+        raise CorruptDataError(f"{path}: {MISMATCH}")

@@ -2,6 +2,7 @@
 
 from medshard.loaders.augment import Augment2D, Augment3D
 from medshard.loaders.build import build_loader, dali_available
+from medshard.loaders.frame_format import dataset_channels
 from medshard.loaders.partition import epoch_order, rank_batches, rank_indices, worker_batches
 
 __all__ = [
@@ -9,6 +10,7 @@ __all__ = [
     "Augment3D",
     "build_loader",
     "dali_available",
+    "dataset_channels",
     "epoch_order",
     "rank_batches",
     "rank_indices",

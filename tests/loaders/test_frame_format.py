@@ -155,3 +155,41 @@ def test_statistics_follow_the_channels():
     assert gray_mean == pytest.approx(np.dot(LUMA, mean)) and gray_std == pytest.approx(
         np.dot(LUMA, std)
     )
+
+
+def test_the_dataset_channel_count_is_the_cards(mixed_tile_dataset, same_picture):
+    from medshard.loaders import dataset_channels
+
+    assert dataset_channels(open_dataset(mixed_tile_dataset)) == 3
+    assert dataset_channels(open_dataset(same_picture[0])) == 1
+
+
+def card_and_manifest(kind: str, channels, rows: list[dict], mean: list[float]):
+    """A dataset as the loaders see it: a card and a manifest table."""
+    from types import SimpleNamespace
+
+    import pyarrow as pa
+
+    stats = SimpleNamespace(mean=mean, std=[m / 2 for m in mean])
+    card = SimpleNamespace(kind=kind, channels=channels, stats=stats)
+    return SimpleNamespace(card=card, manifest=pa.Table.from_pylist(rows))
+
+
+def test_without_a_card_count_the_channels_come_from_the_manifest():
+    from medshard.loaders import dataset_channels
+
+    rows = [{"shape": [4, 8, 8], "dtype": "uint8"}, {"shape": [1, 8, 8], "dtype": "uint16"}]
+    assert dataset_channels(card_and_manifest("images", None, rows, [0.5])) == 3
+    rows = [{"shape": [1, 8, 8], "dtype": "uint16"}, {"shape": [2, 8, 8], "dtype": "uint8"}]
+    assert dataset_channels(card_and_manifest("images", None, rows, [0.5])) == 1
+    video = [{"shape": [10, 8, 8], "dtype": "uint8"}]
+    assert dataset_channels(card_and_manifest("video", None, video, [0.5])) == 1
+
+
+def test_statistics_in_stored_units_are_brought_to_unit_scale():
+    from medshard.loaders.frame_format import unit_stats
+
+    video = [{"shape": [10, 8, 8], "dtype": "uint8"}]
+    assert unit_stats(card_and_manifest("video", None, video, [51.0])) == ([0.2], [0.1])
+    images = [{"shape": [1, 8, 8], "dtype": "uint16"}]
+    assert unit_stats(card_and_manifest("images", 1, images, [0.2])) == ([0.2], [0.1])

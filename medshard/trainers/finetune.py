@@ -44,14 +44,13 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     if path.is_dir():
-        found = sorted(path.glob("model*.safetensors"))
-        pickles = [p for p in sorted(path.iterdir()) if p.is_file() and is_pickle(p)]
-        if not found and pickles:
-            path = pickles[0]
-        elif not found:
+        # without safetensors weights, name the pickle that stands in their place
+        found = sorted(path.glob("model*.safetensors")) or [
+            p for p in sorted(path.iterdir()) if p.is_file() and is_pickle(p)
+        ]
+        if not found:
             raise ConfigError(f"{path}: no model weights in this checkpoint folder")
-        else:
-            path = found[0]
+        path = found[0]
     if not path.is_file():
         raise ConfigError(f"{path}: the checkpoint does not exist")
     if is_pickle(path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -114,3 +115,20 @@ def test_accelerate_launch_two_cpu_processes(datasets, tmp_path):
     assert first | second == train_keys
     assert len(first & second) <= 1  # only the sample that pads an odd count
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # replicas in sync
+
+
+def test_a_diverging_two_process_run_stops_on_every_rank(datasets, tmp_path):
+    """A NaN loss stops both ranks at the same step (none waits in a collective) with
+    one sentence and a non-zero exit from `accelerate launch`."""
+    overrides = [f"dataset={datasets['embryo-stage']}", f"output_dir={tmp_path}", *SMALL]
+    result = _launch_two_cpu_processes(
+        str(CONFIGS / "embryo-stage.yaml"), *overrides, "epochs=1", "optim.lr=1e30"
+    )
+    assert result.returncode != 0
+    stops = re.findall(
+        r"error: epoch 1, step (\d+): the training loss is \S+, so the run", result.stderr
+    )
+    assert len(stops) == 2 and stops[0] == stops[1], result.stderr[-3000:]
+    # the only traceback is the launcher's own report that its children failed
+    assert result.stderr.count("Traceback (most recent call last)") == 1
+    assert "ChildFailedError" in result.stderr

@@ -17,20 +17,20 @@ TINY = "tests.trainers.real_runs:tiny_cnn"
 
 
 def real_gray_dataset(root: Path, per_class: int = 5, size: int = 32) -> Path:
-    """Ingest `per_class` crops of each picture (an odd total) as 8-bit PNGs; returns the
-    dataset folder."""
-    rows = []
+    """Ingest `per_class` crops of each picture (an odd total), written as 8-bit PNGs under
+    `root/raw`, into `root/ds`; returns the dataset folder."""
+    raw, rows = root / "raw", []
     for label, picture in PICTURES.items():
         pixels = picture()
         for i in range(per_class):
             name = f"tiles/{label}_{i}.png"
-            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            (raw / name).parent.mkdir(parents=True, exist_ok=True)
             y, x = 37 * i + 20, 29 * i + 40
             Image.fromarray(np.ascontiguousarray(pixels[y : y + size, x : x + size])).save(
-                root / name
+                raw / name
             )
             rows.append([name, label])
-    table = write_table(root / "labels.csv", ["image_path", "picture"], rows)
+    table = write_table(raw / "labels.csv", ["image_path", "picture"], rows)
     ingest(table, root / "ds", label_col="picture")
     return root / "ds"
 

@@ -51,7 +51,7 @@ def test_a_file_that_is_neither_is_named(tmp_path):
 
 
 def test_finetune_checkpoint_that_is_a_pickle_stops_the_run_unopened(tmp_path):
-    dataset = real_gray_dataset(tmp_path / "raw")
+    dataset = real_gray_dataset(tmp_path / "data")
     marker = tmp_path / "ran"
     with open(tmp_path / "backbone.pkl", "wb") as handle:
         pickle.dump(_Touch(marker), handle)
@@ -63,7 +63,7 @@ def test_finetune_checkpoint_that_is_a_pickle_stops_the_run_unopened(tmp_path):
 
 
 def test_a_run_folder_fine_tunes_from_its_best_checkpoint(tmp_path):
-    dataset = real_gray_dataset(tmp_path / "raw")
+    dataset = real_gray_dataset(tmp_path / "data")
     config = write_config(tmp_path / "c.yaml", dataset, tmp_path / "runs")
     run(str(config), ["epochs=1"], quiet=True)
     best = tmp_path / "runs/gray/best"

@@ -30,6 +30,7 @@ from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
 from medshard.ingest.video import VideoIngestOptions, ingest_video
 from medshard.ingest.windows import crop_origins
 from medshard.loaders import Augment2D, Augment3D, build_loader
+from medshard.loaders.frame_format import dataset_channels, stats_for, unit_stats
 from medshard.loaders.transforms import FrameTransform, VolumeTransform
 from medshard.shards.layout import key_from_path
 from medshard.shards.reader import open_dataset
@@ -91,11 +92,13 @@ class Workload:
 
     def baseline(self, table: Path, ds: Path, augmented: bool) -> DataLoader:
         config = self.augment if augmented else self.plain
-        stats = open_dataset(ds).card.stats
+        dataset = open_dataset(ds)
         if isinstance(config, Augment2D):
-            transform = FrameTransform(config, 0, augmented, (stats.mean, stats.std))
+            channels = config.channels or dataset_channels(dataset)
+            stats = stats_for(unit_stats(dataset), channels)
+            transform = FrameTransform(config, 0, augmented, stats, channels)
         else:
-            transform = VolumeTransform(config, 0, augmented, stats.model_dump())
+            transform = VolumeTransform(config, 0, augmented, dataset.card.stats.model_dump())
         return _loader(self.baseline_dataset(table, ds, transform), self.batch_size)
 
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from medshard.bench.baselines import LazyImageFiles, LazyNiftiPatches, LazyVideoClips
 from medshard.bench.measure import Measurement, measure
-from medshard.loaders import Augment2D, Augment3D, build_loader
+from medshard.loaders import Augment2D, Augment3D, build_loader, dataset_channels
 from medshard.loaders.transforms import FrameTransform, VolumeTransform
 from medshard.shards.reader import Dataset, open_dataset
 
@@ -34,9 +34,10 @@ def _baseline(ds: Dataset, split: str, batch_size: int, workers: int, patch, cli
     if not rows or not all((root / s).exists() for r in rows for s in r["source"]):
         return None
     stats = ds.card.stats
+    channels = dataset_channels(ds) if ds.card.kind != "volumes" else None
     if ds.card.kind == "images":
         name = _label(rows[0])[0]
-        transform = FrameTransform(Augment2D(normalize="none"), 0, False, None)
+        transform = FrameTransform(Augment2D(normalize="none"), 0, False, None, channels)
         dataset = LazyImageFiles(
             root, [r["source"][0] for r in rows], [_label(r)[1] for r in rows], transform, name
         )
@@ -55,7 +56,7 @@ def _baseline(ds: Dataset, split: str, batch_size: int, workers: int, patch, cli
             return None
         dataset = LazyNiftiPatches(subjects, patch, 4, transform)
     elif ds.card.kind == "video" and clip_len:
-        transform = FrameTransform(Augment2D(normalize="none"), 0, False, None)
+        transform = FrameTransform(Augment2D(normalize="none"), 0, False, None, channels)
         size = tuple(ds.card.options["size"])
         videos = [(root / r["source"][0], r["shape"][0], _label(r)[1]) for r in rows]
         dataset = LazyVideoClips(videos, clip_len, 1, size, transform)

@@ -51,6 +51,11 @@ def ingest_images_command(
     group_col: GroupCol = None,
     split_col: SplitCol = None,
     max_pixels: Annotated[int, Opt(help="Refuse larger images (decompression bomb).")] = 89478485,
+    train_size: Annotated[
+        str | None, Opt(help="Also store a training copy: longest side (256) or H,W.")
+    ] = None,
+    train_format: Annotated[str, Opt(help="Training copy as raw (.npy), jpeg or png.")] = "raw",
+    train_quality: Annotated[int, Opt(help="JPEG quality of training copies.")] = 90,
     samples_per_shard: int = 10_000,
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,

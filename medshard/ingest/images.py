@@ -20,6 +20,7 @@ from medshard.ingest.table import (
     row_file,
     row_key,
 )
+from medshard.ingest.train_copy import CopySize, TrainCopy, TrainFormat, encode_copy, make_copy
 
 __all__ = ["ImageIngestOptions", "ingest_images", "read_image"]
 
@@ -34,13 +35,29 @@ class ImageIngestOptions(TableIngestOptions):
     label_cols: tuple[str, ...] = ()
     target_col: str | None = None
     classes: tuple[str, ...] = ()
+    train_size: CopySize | None = None  # a training copy per image, of this size
+    train_format: TrainFormat = "raw"
+    train_quality: int = Field(90, ge=1, le=100)
     max_pixels: int = Field(MAX_PIXELS, gt=0)  # larger images are refused undecoded (bombs)
 
+    @property
+    def train_copy(self) -> TrainCopy | None:
+        if self.train_size is None:
+            return None
+        return TrainCopy(size=self.train_size, format=self.train_format, quality=self.train_quality)
 
-def read_image(path: str, source: str, max_pixels: int = MAX_PIXELS) -> EncodedImage:
-    """Read, checksum and fully decode one image (a refusal raises with the reason)."""
+
+def read_image(
+    path: str, source: str, max_pixels: int = MAX_PIXELS, train_copy: TrainCopy | None = None
+) -> EncodedImage:
+    """Read, checksum and fully decode one image (a refusal raises with the reason), and
+    make its training copy when asked."""
     try:
         info = probe_image(path, max_pixels)
+        extra = ()
+        if train_copy is not None:
+            copy = encode_copy(make_copy(info.pixels, train_copy), train_copy)
+            extra = ((train_copy.field, copy),)
     except (ValueError, OSError) as exc:
         raise BadInputError(path, str(exc)) from exc
     return EncodedImage(
@@ -52,6 +69,7 @@ def read_image(path: str, source: str, max_pixels: int = MAX_PIXELS) -> EncodedI
         shape=info.shape,
         dtype=info.dtype,
         stats=info.stats,
+        extra=extra,
     )
 
 
@@ -82,7 +100,7 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
             parsed=parsed,
             files=(str(path),),
             read=read_image,
-            args=(str(path), row[o.image_col], o.max_pixels),
+            args=(str(path), row[o.image_col], o.max_pixels, o.train_copy),
         )
 
     jobs, rejected = check_rows(o.table, rows, check)

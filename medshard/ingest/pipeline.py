@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +43,7 @@ from medshard.shards.zarr_store import consolidate, create_store, write_sample
 __all__ = ["EncodedImage", "Job", "LoadedVolume", "run_ingest"]
 
 _FOREGROUND_POINTS = 256  # voxel coordinates kept per sample and mask label
+_SCRATCH = ".scratch"  # members waiting for their shard, inside the staging folder
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,7 @@ class EncodedImage:
     shape: tuple[int, ...]  # (channels, height, width)
     dtype: str
     stats: SampleStats
+    extra: tuple[tuple[str, bytes], ...] = ()  # more members made from it (training copy)
 
 
 @dataclass(frozen=True)
@@ -140,17 +143,22 @@ def _volume_record(key: str, volume: LoadedVolume, dataset_dir: str, patch, spac
         "source_sha256": [_digest(files) for _, files in volume.sources],
         "source_bytes": sum(p.stat().st_size for _, files in volume.sources for p in files),
         "masked": mask is not None,
-        "stats": sample_stats(channel_first, key),
+        "stats": sample_stats(channel_first, seed=_seed(key)),
         "foreground": _foreground(key, mask),
         **volume.manifest,
     }
+
+
+def _seed(key: str) -> int:
+    """A sample's own random seed, the same on every machine and Python version."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
 
 
 def _foreground(key: str, mask: np.ndarray | None) -> dict[int, np.ndarray]:
     """A bounded sample of voxel coordinates per mask label, for foreground sampling."""
     if mask is None:
         return {}
-    rng = np.random.default_rng(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8]))
+    rng = np.random.default_rng(_seed(key))
     points = {}
     for label in np.unique(mask):
         if label == 0:
@@ -161,9 +169,19 @@ def _foreground(key: str, mask: np.ndarray | None) -> dict[int, np.ndarray]:
     return points
 
 
-def _image_record(image: EncodedImage) -> dict:
+def _image_record(key: str, image: EncodedImage, dataset_dir: str) -> dict:
+    """The image's bytes stay where they are; members made from it wait in the staging
+    folder's scratch space until their shard is written, not in this process's memory."""
+    extra = []
+    for name, data in image.extra:
+        path = Path(dataset_dir) / _SCRATCH / f"{key}.{name}"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(data)
+        extra.append((name, MemberSource(str(path), hashlib.sha256(data).hexdigest())))
     return {
         "member": (f"image.{image.ext}", MemberSource(image.path, image.sha256)),
+        "extra": extra,
+        "extra_bytes": sum(len(data) for _, data in image.extra),
         "bytes": image.nbytes,
         "shape": list(image.shape),
         "dtype": image.dtype,
@@ -183,7 +201,7 @@ def _read_jobs(jobs: list[Job], dataset_dir: str, patch, spacing) -> list[dict]:
         try:
             data = job.read(*job.args)
             if isinstance(data, EncodedImage):
-                records.append(_image_record(data))
+                records.append(_image_record(job.key, data, dataset_dir))
             else:
                 records.append(_volume_record(job.key, data, dataset_dir, patch, spacing))
         except BadInputError as exc:
@@ -285,6 +303,7 @@ def run_ingest(
             (row, record) for row, (_, record) in zip(manifest, results) if "member" in record
         ]
         shards = _write_sample_shards(client, staging.dir, stored, spec.names, o)
+        shutil.rmtree(staging.dir / _SCRATCH, ignore_errors=True)
         window_rows = []
         if window is not None:
             window_rows, window_shards = write_window_shards(
@@ -425,8 +444,9 @@ def _sample_spec(row: dict, record: dict, label_names) -> SampleSpec:
     """The tar members of one stored sample: its bytes unchanged, then the labels."""
     labels, about = label_members(row, label_names)
     about |= {"key": row["key"], "subject": row["subject"], "source": row["source"][0]}
-    members = [record["member"], *labels, json_member(about)]
-    size = record["bytes"] + sum(len(data) for _, data in members[1:])
+    small = [*labels, json_member(about)]
+    members = [record["member"], *record["extra"], *small]
+    size = record["bytes"] + record["extra_bytes"] + sum(len(data) for _, data in small)
     return SampleSpec(key=row["key"], members=tuple(members), size=size)
 
 

@@ -105,9 +105,10 @@ def read_card(dataset: str | Path) -> DatasetCard:
         raw = json.loads(path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise DatasetError(f"{path}: the dataset card is damaged: it is not JSON ({exc})") from exc
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT_NAME:
-        found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
-        raise DatasetError(f"{path}: not a medshard dataset card (format={found!r})")
+    if not isinstance(raw, dict):
+        raise DatasetError(f"{path}: the dataset card is damaged: it is not a JSON object")
+    if raw.get("format") != FORMAT_NAME:
+        raise DatasetError(f"{path}: not a medshard dataset card (format={raw.get('format')!r})")
     version = raw.get("format_version")
     if version not in READABLE_VERSIONS:
         readable = ", ".join(str(v) for v in READABLE_VERSIONS)

@@ -9,7 +9,13 @@ from pathlib import Path
 
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.foreground import FOREGROUND_NAME
-from medshard.shards.layout import MANIFEST_NAME, REJECTED_NAME, ZARR_DIR, index_name
+from medshard.shards.layout import (
+    CARD_NAME,
+    MANIFEST_NAME,
+    REJECTED_NAME,
+    ZARR_DIR,
+    index_name,
+)
 
 __all__ = ["MISMATCH", "file_sha256", "checked_files", "file_checksums", "check_file"]
 
@@ -54,6 +60,10 @@ def check_file(dataset: str | Path, name: str, expected: str | None) -> None:
     path = Path(dataset) / name
     if expected is None:
         return
+    if Path(name).is_absolute() or ".." in Path(name).parts:
+        raise DatasetError(
+            f"{Path(dataset) / CARD_NAME}: the card lists {name!r}, outside the dataset"
+        )
     if not path.is_file():
         raise DatasetError(f"{path}: file not found")
     if file_sha256(path) != expected:

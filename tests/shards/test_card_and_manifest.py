@@ -111,7 +111,7 @@ def test_a_damaged_card_is_refused_in_one_sentence(tmp_path):
     "text, reason",
     [
         (b'{"format": "medshard", \xff}', "the dataset card is damaged: it is not JSON"),
-        (b'["medshard"]', "not a medshard dataset card"),
+        (b'["medshard"]', "the dataset card is damaged: it is not a JSON object"),
         (
             b'{"format": "medshard", "format_version": 1, "kind": "images"}',
             r"damaged or was edited",

@@ -79,3 +79,14 @@ def test_a_card_written_before_checksums_still_opens_and_verifies(real_images):
     problems = verify_dataset(real_images).problems
     assert not any(MISMATCH in p for p in problems)
     assert any("not a DALI webdataset index" in p for p in problems)
+
+
+@pytest.mark.parametrize("name", ["../outside.txt", "/etc/hostname"])
+def test_a_card_that_lists_a_file_outside_the_dataset_is_refused(real_images, name):
+    card = real_images / CARD_NAME
+    raw = json.loads(card.read_text())
+    raw["checksums"][name] = "0" * 64
+    card.write_text(json.dumps(raw))
+    assert f"{card}: the card lists {name!r}, outside the dataset" in (
+        verify_dataset(real_images).problems
+    )

@@ -41,7 +41,7 @@ def checked_files(dataset: str | Path, shards: Iterable[str]) -> list[str]:
     # Zarr chunk data is left out: every chunk carries a crc32c that each read checks
     # (zarr_store), and verify compares each array's values with the sha256 in its
     # zarr.json, which is hashed here. Hashing the chunk files too would re-read every
-    # volume at ingest and on open for no protection that those two do not give.
+    # volume at ingest and in verify for no protection that those two do not give.
     metadata = sorted(
         p.relative_to(root).as_posix() for p in (root / ZARR_DIR).rglob(_ZARR_METADATA)
     )

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
 import shlex
+import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -119,19 +123,78 @@ def ingest_options(flags: dict) -> dict:
 
 
 def run_ingest(options_class, ingest, flags: dict) -> None:
-    """Build the options from the flags, ingest, and report (or fail in one sentence)."""
+    """Build the options from the flags, hold --out, ingest, and report (or fail in one
+    sentence; Ctrl-C or SIGTERM: one line, the staging removed, a non-zero exit)."""
     from pydantic import ValidationError
 
     from medshard.errors import MedshardError
+    from medshard.ingest.output import claim_output
 
+    claim = None
     try:
-        result = ingest(options_class(**ingest_options(flags)), command=command_line())
+        options = options_class(**ingest_options(flags))
+        with _signals_interrupt(), claim_output(options.out, options.inputs()) as claim:
+            for note in claim.notes:
+                errors.print(note, highlight=False, soft_wrap=True)
+            result = ingest(options, command=command_line())
     except ValidationError as exc:  # a flag value the options refuse: name the flag
         first = exc.errors()[0]
-        fail(f"--{str(first['loc'][0]).replace('_', '-')}: {first['msg']}")
+        name = str(first["loc"][0]) if first["loc"] else "options"
+        fail(f"--{_FLAGS.get(name, name).replace('_', '-')}: {first['msg']}")
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        what = "terminated" if signum == signal.SIGTERM else "interrupted"
+        done = (
+            "the new dataset was already in place"
+            if claim is not None and claim.changed()
+            else "nothing was changed"
+        )
+        errors.print(f"{what}; {done} at {flags['out']}", highlight=False, soft_wrap=True)
+        raise typer.Exit(code=128 + signum) from None
     except (MedshardError, ValueError) as exc:
         fail(exc)
     report_ingest(result, flags["out"])
+
+
+_FLAGS = {field: flag for flag, field in _RENAMED.items()} | {"shard_bytes": "shard_size"}
+
+
+class Interrupted(KeyboardInterrupt):
+    """A signal that stops an ingest the way Ctrl-C does, so that every `with` cleans up."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGINT and SIGTERM raise Interrupted in the main thread; a second one while cleaning
+    up stops at once (the next ingest into the same --out recovers what is left)."""
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kinds = (signal.SIGINT, signal.SIGTERM)
+    previous = {kind: signal.getsignal(kind) for kind in kinds}
+
+    def again(signum, frame):
+        errors.print("stopped without cleaning up; the next ingest into --out recovers")
+        os._exit(128 + signum)
+
+    def first(signum, frame):
+        for kind in kinds:
+            signal.signal(kind, again)
+        raise Interrupted(signum)
+
+    for kind in kinds:
+        signal.signal(kind, first)
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
 
 
 def report_ingest(result, out: Path) -> None:
@@ -169,4 +232,6 @@ Workers = Annotated[
 Scheduler = Annotated[
     str | None, typer.Option(help="Address of an existing dask.distributed scheduler.")
 ]
-Overwrite = Annotated[bool, typer.Option(help="Replace a different dataset at --out.")]
+Overwrite = Annotated[
+    bool, typer.Option(help="Replace the medshard dataset at --out (never another folder).")
+]

@@ -1,90 +1,27 @@
-"""Build a dataset safely: staged in a sibling folder, shards written by independent
-tasks, and moved into place only when complete."""
+"""Shards of a dataset, each written whole by one independent task (the staging and
+the swap into place are in output.py)."""
 
 from __future__ import annotations
 
 import hashlib
-import json
-import shutil
-import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from medshard.errors import BadInputError, DatasetError
-from medshard.shards.layout import CARD_NAME, shard_name
+from medshard.errors import BadInputError
+from medshard.shards.layout import shard_name
 from medshard.shards.tar_writer import ShardSummary, TarShardWriter
 
 T = TypeVar("T")
 
 __all__ = [
-    "check_output",
-    "Staging",
     "MemberSource",
     "SampleSpec",
     "ShardTask",
     "plan_shards",
     "write_shard",
 ]
-
-
-def check_output(out: Path, fingerprint_: str, overwrite: bool) -> bool:
-    """True when the same dataset is already at `out`; refuse to write over anything else
-    unless told to."""
-    if not out.exists():
-        return False
-    if not out.is_dir():
-        raise DatasetError(f"{out}: the output path exists and is not a directory")
-    card = out / CARD_NAME
-    if card.is_file():
-        try:
-            same = json.loads(card.read_text()).get("fingerprint") == fingerprint_
-        except json.JSONDecodeError:
-            same = False
-        if same and not overwrite:
-            return True
-        if not same and not overwrite:
-            raise DatasetError(
-                f"{out}: the output directory holds a different dataset; "
-                "choose another --out or pass --overwrite to replace it"
-            )
-        return False
-    if any(out.iterdir()) and not overwrite:
-        raise DatasetError(
-            f"{out}: the output directory is not empty and holds no medshard dataset; "
-            "choose an empty or new directory"
-        )
-    return False
-
-
-class Staging:
-    """A dataset under construction beside its final place; only `commit` makes it visible."""
-
-    def __init__(self, out: Path):
-        self.out = Path(out)
-        self.dir = self.out.parent / f".{self.out.name}.partial-{uuid.uuid4().hex[:8]}"
-        self.dir.mkdir(parents=True)
-
-    def commit(self) -> None:
-        """Swap the finished dataset into place; an old one is removed only afterwards."""
-        old = None
-        if self.out.exists():
-            old = self.out.parent / f".{self.out.name}.old-{uuid.uuid4().hex[:8]}"
-            self.out.rename(old)
-        self.dir.rename(self.out)
-        if old is not None:
-            shutil.rmtree(old)
-
-    def abort(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> Staging:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None or self.dir.exists():
-            self.abort()
 
 
 @dataclass(frozen=True)

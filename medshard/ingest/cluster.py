@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -35,7 +36,16 @@ def dask_client(
         ) as cluster,
         Client(cluster) as client,
     ):
+        if processes:
+            client.run(_ignore_interrupts)
         yield client
+
+
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches the whole process group, and a worker process that took it would
+    print tracebacks: the main process alone stops, cleans up and closes the cluster
+    (which ends its workers). Runs in each worker process's main thread."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def run_tasks(

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 __all__ = ["IngestOptions", "TableIngestOptions", "VolumeIngestOptions"]
 
@@ -16,23 +17,51 @@ class IngestOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     out: Path
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
+    val_fraction: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
+    test_fraction: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     folds: int = 0
     seed: int = 0
-    shard_bytes: int = 256 * 2**20
-    shard_samples: int = 10_000
+    shard_bytes: int = Field(256 * 2**20, gt=0)
+    shard_samples: int = Field(10_000, gt=0)
     on_error: Literal["fail", "skip"] = "fail"
-    workers: int | None = None
+    workers: int | None = Field(None, ge=1)
     scheduler: str | None = None
     processes: bool = True
     overwrite: bool = False
     quiet: bool = False
 
+    @field_validator("folds")
+    @classmethod
+    def _folds(cls, folds: int) -> int:
+        if folds < 0 or folds == 1:
+            raise PydanticCustomError(
+                "folds",
+                "give 0 (no cross-validation) or 2 or more folds, not {folds}",
+                {"folds": folds},
+            )
+        return folds
+
+    @field_validator("test_fraction")
+    @classmethod
+    def _fractions(cls, test: float, info: ValidationInfo) -> float:
+        val = info.data.get("val_fraction")
+        if val is not None and val + test >= 1:
+            raise PydanticCustomError(
+                "fractions",
+                "validation {val} and test {test} leave no sample to train on; "
+                "their sum must be below 1",
+                {"val": val, "test": test},
+            )
+        return test
+
     def identity(self) -> dict:
         """The options that decide the dataset's content (not how or where it is built)."""
         runtime = {"out", "workers", "scheduler", "processes", "overwrite", "quiet"}
         return {k: v for k, v in self.model_dump(mode="json").items() if k not in runtime}
+
+    def inputs(self) -> list[Path]:
+        """The folders and files this ingest reads; --out may not be, hold or lie in one."""
+        return [value for name, value in self if isinstance(value, Path) and name != "out"]
 
 
 class VolumeIngestOptions(IngestOptions):
@@ -57,3 +86,7 @@ class TableIngestOptions(IngestOptions):
     @property
     def data_root(self) -> Path:
         return self.root or self.table.parent
+
+    def inputs(self) -> list[Path]:
+        """The table's folder (where its paths lead by default) and every other input."""
+        return [self.table.parent, *super().inputs()]

@@ -21,14 +21,13 @@ from medshard.ingest.build import (
     MemberSource,
     SampleSpec,
     ShardTask,
-    Staging,
-    check_output,
     plan_shards,
     write_shard,
 )
 from medshard.ingest.cluster import dask_client, run_tasks
 from medshard.ingest.members import json_member, label_members
 from medshard.ingest.options import IngestOptions
+from medshard.ingest.output import Staging, check_output
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.stats import SampleStats, pool_stats, sample_stats
@@ -265,7 +264,7 @@ def run_ingest(
     jobs = _refuse_duplicate_keys(jobs, rejected)
     _stop_at_first(rejected, o.on_error)
     print_ = fingerprint(identity, tables, [f for job in jobs for f in job.files])
-    if check_output(o.out, print_, o.overwrite):
+    if check_output(o.out, print_, o.overwrite, o.inputs()):
         return IngestResult.unchanged(o.out)
     with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
         if kind != "images":

@@ -1,22 +1,21 @@
 """Augmentations in torch, on whatever device the tensors are on. Each draws its parameters
 from a generator seeded by (seed, epoch, sample), then applies a deterministic operation:
 the same seed gives the same batch, and image and mask get the same spatial parameters.
-The DALI backend builds the same 2D chain from DALI operators (loaders/dali.py)."""
+Each 2D transform is defined once, for both backends, in loaders/chain2d.py."""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict
 
+from medshard.loaders.chain2d import IMAGENET, chain_2d
+from medshard.loaders.draws import Coin, Uniform
 from medshard.loaders.frame_format import to_channels
 from medshard.loaders.seeds import derive_seed
 
 __all__ = ["Augment2D", "Augment3D", "sample_generator", "augment_2d", "augment_3d", "IMAGENET"]
-
-IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 class Augment2D(BaseModel):
@@ -53,14 +52,6 @@ def sample_generator(seed: int, epoch: int, index: int) -> torch.Generator:
     return torch.Generator().manual_seed(derive_seed(seed, epoch, index))
 
 
-def _uniform(generator: torch.Generator, low: float, high: float) -> float:
-    return low + (high - low) * float(torch.rand((), generator=generator))
-
-
-def _coin(generator: torch.Generator) -> bool:
-    return bool(torch.rand((), generator=generator) < 0.5)
-
-
 def augment_2d(
     image: torch.Tensor,
     config: Augment2D,
@@ -70,44 +61,12 @@ def augment_2d(
     channels: int | None = None,
 ) -> torch.Tensor:
     """(..., C, H, W) stored values -> float32 with `channels` (else `config.channels`,
-    else C without alpha); `generator` None means evaluation (no random ops, centre crop);
-    `scale` maps stored values to [0, 1]; `stats` are per channel in that unit scale."""
+    else C without alpha), through the chain of loaders/chain2d.py; `generator` None
+    means evaluation (no random ops, centre crop); `scale` maps stored values to [0, 1];
+    `stats` are per channel in that unit scale."""
     x = to_channels(image.float() / scale, channels or config.channels)
-    if config.resize and tuple(x.shape[-2:]) != tuple(config.resize):
-        flat = x.reshape(-1, *x.shape[-3:])
-        flat = F.interpolate(
-            flat, size=config.resize, mode="bilinear", antialias=True, align_corners=False
-        )
-        x = flat.reshape(*x.shape[:-2], *config.resize)
-    if config.random_crop:
-        height, width = config.random_crop
-        top, left = (x.shape[-2] - height) // 2, (x.shape[-1] - width) // 2
-        if generator is not None:
-            top = int(torch.randint(0, x.shape[-2] - height + 1, (), generator=generator))
-            left = int(torch.randint(0, x.shape[-1] - width + 1, (), generator=generator))
-        x = x[..., top : top + height, left : left + width]
-    if generator is not None:
-        if config.flip_h and _coin(generator):
-            x = x.flip(-1)
-        if config.flip_v and _coin(generator):
-            x = x.flip(-2)
-        if config.rot90:
-            k = int(torch.randint(0, 4, (), generator=generator))
-            if x.shape[-2] != x.shape[-1]:
-                k = 2 * (k % 2)  # a quarter turn would change a non-square shape: half turns only
-            x = torch.rot90(x, k, dims=(-2, -1))
-        if config.contrast:
-            x = (x - 0.5) * _uniform(generator, 1 - config.contrast, 1 + config.contrast) + 0.5
-        if config.brightness:
-            x = x + _uniform(generator, -config.brightness, config.brightness)
-    if config.normalize == "imagenet":
-        mean, std = (
-            torch.tensor(v, device=x.device)[: x.shape[-3]].view(-1, 1, 1) for v in IMAGENET
-        )
-        x = (x - mean) / std
-    elif config.normalize == "card" and stats is not None:
-        mean, std = (torch.tensor(v, device=x.device).view(-1, 1, 1) for v in stats)
-        x = (x - mean[: x.shape[-3]]) / std[: x.shape[-3]].clamp_min(1e-8)
+    for transform in chain_2d(config, tuple(x.shape[-2:]), x.shape[-3], stats):
+        x = transform.torch(x, **transform.params(generator))
     return x.contiguous()
 
 
@@ -123,7 +82,7 @@ def augment_3d(
     float copy: on a CPU this runs once per sample in every worker."""
     x = image.float() if image.dtype != torch.float32 else image.clone()
     if generator is not None:
-        dims = [axis for axis in config.flip_axes if _coin(generator)]
+        dims = [axis for axis in config.flip_axes if Coin().torch(generator)]
         if dims:  # one copy for all flipped axes
             x = x.flip([d + 1 for d in dims])
             mask = None if mask is None else mask.flip(dims)
@@ -139,9 +98,10 @@ def augment_3d(
             span = (x.amax(dim=(1, 2, 3), keepdim=True) - low).clamp_min(1e-8)
             x.sub_(low).div_(span)
             if config.gamma:
-                x.pow_(_uniform(generator, *config.gamma))
+                x.pow_(Uniform(*config.gamma).torch(generator))
             if config.contrast:
-                x.sub_(0.5).mul_(_uniform(generator, *config.contrast)).add_(0.5).clamp_(0, 1)
+                factor = Uniform(*config.contrast).torch(generator)
+                x.sub_(0.5).mul_(factor).add_(0.5).clamp_(0, 1)
             x.mul_(span).add_(low)
     channels = x.shape[0]
     if config.normalize == "card" and stats is not None:

@@ -1,6 +1,7 @@
 """The DALI backend for 2D image shards: `fn.readers.webdataset` with our `.idx` files,
 `shard_id` = rank, `num_shards` = world size; decoding on the GPU (`mixed`) when CUDA is
-there, else a CPU-only pipeline (`device_id=None`); the Augment2D chain as DALI operators.
+there, else a CPU-only pipeline (`device_id=None`); the 2D chain of loaders/chain2d.py as
+DALI operators.
 
 Every sample is decoded to the loader's channel count (gray repeated, alpha dropped) at
 16 bits when any sample is 16-bit (8-bit values then scaled by 257), so that each sample
@@ -20,16 +21,10 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 
-from medshard.loaders.augment import (
-    IMAGENET,
-    Augment2D,
-    Augment3D,
-    augment_2d,
-    augment_3d,
-    sample_generator,
-)
+from medshard.loaders.augment import Augment2D, Augment3D, augment_2d, augment_3d, sample_generator
+from medshard.loaders.chain2d import chain_2d
 from medshard.loaders.frame_format import bit_depth_scale
-from medshard.loaders.partition import Uneven, dali_rank_count, num_batches
+from medshard.loaders.partition import Uneven, batch_sizes, dali_rank_count, dali_reader_shard
 from medshard.loaders.seeds import derive_seed
 from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, Resumable
 from medshard.shards.reader import Dataset
@@ -74,6 +69,8 @@ class DaliLoader(Resumable):
         rows = [r for r in ds.manifest.to_pylist() if r["split"] == split and r["shard"]]
         self.num_samples = len(rows)
         self.sixteen_bit = any(r["dtype"] == "uint16" for r in rows)
+        sizes = {tuple(r["shape"][1:3]) for r in rows if r["shape"]}
+        self.size = sizes.pop() if len(sizes) == 1 else None  # (H, W) shared by every image
         self.image_exts = ";".join(f for f in ds.card.fields if f.startswith("image."))
         # Volume crops and video clips are stored as .npy: DALI reads and decodes them, and
         # the Augment3D / Augment2D chain runs in torch on the device afterwards.
@@ -81,12 +78,13 @@ class DaliLoader(Resumable):
         self.masked = "mask.npy" in ds.card.fields
         self.state = LoaderState()
 
-    def _count(self, epoch: int) -> int:
-        """The samples this rank yields in `epoch`."""
-        return dali_rank_count(self.num_samples, self.rank, self.world_size, epoch, self.uneven)
+    def _batch_sizes(self, epoch: int) -> list[int]:
+        """The size of each batch this rank yields in `epoch`."""
+        count = dali_rank_count(self.num_samples, self.rank, self.world_size, epoch, self.uneven)
+        return batch_sizes(count, self.batch_size, self.drop_last)
 
     def __len__(self) -> int:
-        return num_batches(self._count(self.state.epoch), self.batch_size, self.drop_last)
+        return len(self._batch_sizes(self.state.epoch))
 
     def _seed(self, epoch: int) -> int:
         return derive_seed(self.seed, epoch, self.rank, bits=31)
@@ -99,7 +97,7 @@ class DaliLoader(Resumable):
             index_paths=[str(p) for p in self.ds.index_paths(self.split)],
             ext=ext,
             missing_component_behavior="error",
-            shard_id=(self.rank + epoch) % self.world_size,
+            shard_id=dali_reader_shard(self.rank, self.world_size, epoch),
             num_shards=self.world_size,
             random_shuffle=self.shuffle,
             initial_fill=min(4096, max(self.num_samples, 1)),
@@ -136,9 +134,9 @@ class DaliLoader(Resumable):
             return self._array_pipeline(epoch)
 
         cuda = self.device.type == "cuda"
-        a = self.augment
         channels = self.channels
         scale = 65535.0 if self.sixteen_bit else 255.0
+        chain = chain_2d(self.augment, self.size, channels, self.stats)
 
         @pipeline_def(
             batch_size=self.batch_size,
@@ -158,49 +156,8 @@ class DaliLoader(Resumable):
                 dtype=types.UINT16 if self.sixteen_bit else types.UINT8,
             )
             x = fn.cast(image, dtype=types.FLOAT) / scale
-            if a.resize:
-                x = fn.resize(x, resize_y=a.resize[0], resize_x=a.resize[1], antialias=True)
-            if a.random_crop:
-                position = fn.random.uniform(range=(0.0, 1.0)) if self.training else 0.5
-                x = fn.crop(
-                    x,
-                    crop=a.random_crop,
-                    crop_pos_x=position,
-                    crop_pos_y=fn.random.uniform(range=(0.0, 1.0)) if self.training else 0.5,
-                )
-            if self.training:
-                if a.flip_h or a.flip_v:
-                    x = fn.flip(
-                        x,
-                        horizontal=fn.random.coin_flip() if a.flip_h else 0,
-                        vertical=fn.random.coin_flip() if a.flip_v else 0,
-                    )
-                if a.rot90:
-                    x = fn.rotate(
-                        x,
-                        angle=fn.random.uniform(values=[0.0, 90.0, 180.0, 270.0]),
-                        keep_size=True,
-                        interp_type=types.INTERP_NN,
-                    )
-                if a.contrast or a.brightness:
-                    x = fn.brightness_contrast(
-                        x,
-                        contrast_center=0.5,
-                        # DALI refuses an empty range: a factor that is off stays fixed
-                        contrast=fn.random.uniform(range=(1 - a.contrast, 1 + a.contrast))
-                        if a.contrast
-                        else 1.0,
-                        brightness_shift=fn.random.uniform(range=(-a.brightness, a.brightness))
-                        if a.brightness
-                        else 0.0,
-                    )
-            if a.normalize == "imagenet":
-                mean, std = (np.asarray(v[:channels], np.float32) for v in IMAGENET)
-            elif a.normalize == "card" and self.stats is not None:
-                mean, std = (np.asarray(v[:channels], np.float32) for v in self.stats)
-            else:
-                mean, std = np.zeros(channels, np.float32), np.ones(channels, np.float32)
-            x = fn.normalize(x, mean=mean.reshape(1, 1, -1), stddev=std.reshape(1, 1, -1))
+            for transform in chain:
+                x = transform.dali(x, **transform.dali_params(self.training))
             return fn.transpose(x, perm=[2, 0, 1]), meta
 
         pipe = pipeline()
@@ -263,16 +220,14 @@ class DaliLoader(Resumable):
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
-        count = self._count(state.epoch)
         pipe = self._pipeline(state.epoch)
         state.yielded = 0
         try:
-            for number in range(len(self)):
+            for number, size in enumerate(self._batch_sizes(state.epoch)):
                 outputs = pipe.run()
                 if number < state.skip:
                     continue  # replayed to reach the resume point
                 state.yielded += 1
-                size = min(self.batch_size, count - number * self.batch_size)
                 yield self._batch(outputs, state.epoch, size)
         finally:
             del pipe

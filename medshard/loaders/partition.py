@@ -9,7 +9,8 @@ whose counts then differ by at most one, so that every sample is read exactly on
 A rank's samples are cut into batches. The DataLoader collects from its K workers in
 turn, starting at worker 0, so batch `skip + j` goes to worker j mod K: a resumed pass
 that starts at batch `skip` still comes out in plan order.
-The DALI reader instead cuts the dataset into W contiguous shards (`dali_shard`).
+The DALI reader instead cuts the dataset into W contiguous shards (`dali_shard`), and
+rank r reads shard (r + epoch) mod W (`dali_reader_shard`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ __all__ = [
     "rank_batches",
     "worker_batches",
     "num_batches",
+    "batch_sizes",
     "dali_shard",
+    "dali_reader_shard",
     "dali_rank_count",
 ]
 
@@ -77,7 +80,14 @@ def rank_indices(
 
 
 def num_batches(per_rank: int, batch_size: int, drop_last: bool) -> int:
+    """How many batches a rank's `per_rank` samples make."""
     return per_rank // batch_size if drop_last else -(-per_rank // batch_size)
+
+
+def batch_sizes(per_rank: int, batch_size: int, drop_last: bool) -> list[int]:
+    """The size of each of a rank's batches: full ones, then the rest unless `drop_last`."""
+    full, rest = divmod(per_rank, batch_size)
+    return [batch_size] * full + ([rest] if rest and not drop_last else [])
 
 
 def rank_batches(
@@ -115,11 +125,19 @@ def dali_shard(num_samples: int, shard: int, shards: int) -> range:
     return range(num_samples * shard // shards, num_samples * (shard + 1) // shards)
 
 
+def dali_reader_shard(rank: int, world_size: int, epoch: int) -> int:
+    """The DALI reader shard that rank `rank` reads in `epoch`: it moves with the epoch,
+    so that shuffling within a shard still lets every rank see every sample over time."""
+    _check_rank(rank, world_size)
+    return (rank + epoch) % world_size
+
+
 def dali_rank_count(
     num_samples: int, rank: int, world_size: int, epoch: int, uneven: Uneven = "pad"
 ) -> int:
-    """How many samples a rank of the DALI backend yields in an epoch: its shard moves
-    with the epoch (shard (rank + epoch) mod W); `drop` and `pad` even the counts out."""
+    """How many samples a rank of the DALI backend yields in an epoch: its reader shard's,
+    or with `drop` and `pad` the same count on every rank."""
     if uneven != "uneven":
         return rank_count(num_samples, rank, world_size, uneven)
-    return len(dali_shard(num_samples, (rank + epoch) % world_size, world_size))
+    shard = dali_reader_shard(rank, world_size, epoch)
+    return len(dali_shard(num_samples, shard, world_size))

@@ -6,9 +6,12 @@ import numpy as np
 import pytest
 
 from medshard.loaders.partition import (
+    batch_sizes,
     dali_rank_count,
+    dali_reader_shard,
     dali_shard,
     epoch_order,
+    num_batches,
     rank_batches,
     rank_count,
     rank_indices,
@@ -111,6 +114,24 @@ def test_dali_shards_cover_each_sample_once_in_every_epoch(num_samples, world_si
             dali_rank_count(num_samples, r, world_size, epoch, "uneven") for r in range(world_size)
         ]
         assert sum(counts) == num_samples and max(counts) - min(counts) <= 1
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 5])
+def test_dali_ranks_read_every_shard_once_per_epoch_and_move_on(world_size):
+    for epoch in range(4):
+        shards = [dali_reader_shard(r, world_size, epoch) for r in range(world_size)]
+        assert sorted(shards) == list(range(world_size))
+    over_epochs = {dali_reader_shard(0, world_size, epoch) for epoch in range(world_size)}
+    assert over_epochs == set(range(world_size))  # rank 0 visits every shard in turn
+
+
+@pytest.mark.parametrize("per_rank", [0, 1, 7, 8, 9])
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_batch_sizes_add_up_to_the_rank_count(per_rank, drop_last):
+    sizes = batch_sizes(per_rank, 4, drop_last)
+    assert len(sizes) == num_batches(per_rank, 4, drop_last)
+    assert all(0 < s <= 4 for s in sizes) and sizes[:-1] == [4] * (len(sizes) - 1)
+    assert sum(sizes) == (per_rank - per_rank % 4 if drop_last else per_rank)
 
 
 def test_a_rank_outside_the_world_is_refused():

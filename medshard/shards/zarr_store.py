@@ -59,7 +59,27 @@ def create_store(dataset_dir: str | Path) -> Path:
     return path
 
 
+# One colour per label value in napari and other OME-NGFF viewers (matplotlib's tab10).
+_LABEL_COLOURS = (
+    (31, 119, 180),
+    (255, 127, 14),
+    (44, 160, 44),
+    (214, 39, 40),
+    (148, 103, 189),
+    (140, 86, 75),
+    (227, 119, 194),
+    (127, 127, 127),
+    (188, 189, 34),
+    (23, 190, 207),
+)
+
+
 def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str | None) -> dict:
+    """OME-NGFF 0.5 image attributes; none for an axis order that NGFF cannot describe
+    (channels last, as in RGB video `tyxc`), so no viewer misreads the array."""
+    order = [("time", "channel", "space").index(_AXIS_TYPES[a]) for a in axes]
+    if order != sorted(order):
+        return {"version": "0.5"}
     return {
         "version": "0.5",
         "multiscales": [
@@ -79,6 +99,25 @@ def _ome(key: str, axes: str, scale: Sequence[float], path: str, unit: str | Non
                 ],
             }
         ],
+    }
+
+
+def _label_ome(key: str, axes: str, scale: Sequence[float], unit: str | None, mask) -> dict:
+    """Attributes of `labels/`: the `labels` list, and, since the mask array sits directly
+    in that group, the group is also the mask's label image (its multiscale entry and
+    `image-label` with a colour per label value and the image as source), which is how
+    ome-zarr's reader (napari's OME-Zarr plugin) opens it as a label layer."""
+    ome = _ome(f"{key} mask", axes, scale, "mask", unit)
+    small = mask.dtype.itemsize <= 2  # a count per value beats sorting for 8/16-bit masks
+    values = np.flatnonzero(np.bincount(mask.ravel())) if small else np.unique(mask)
+    colours = [
+        {"label-value": int(v), "rgba": [*_LABEL_COLOURS[(int(v) - 1) % 10], 255]}
+        for v in values
+        if v
+    ]
+    return ome | {
+        "labels": ["mask"],
+        "image-label": {"version": "0.5", "colors": colours, "source": {"image": "../"}},
     }
 
 
@@ -133,8 +172,9 @@ def write_sample(
     checksums = {"image": put(group, "image", image, axes)}
     if mask is not None:
         mask_axes = axes.replace("c", "")
+        mask_scale = [s for a, s in zip(axes, scale) if a != "c"]
         labels = group.create_group(
-            "labels", attributes={"ome": {"version": "0.5", "labels": ["mask"]}}
+            "labels", attributes={"ome": _label_ome(key, mask_axes, mask_scale, unit, mask)}
         )
         checksums["mask"] = put(labels, "mask", mask, mask_axes)
     on_disk = sum(

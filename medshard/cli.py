@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from medshard.commands.dataset import bench, inspect, verify
+from medshard.commands.derive import derive
 from medshard.commands.ingest import ingest_app
 from medshard.commands.synth import synth_app
 from medshard.commands.train import demo, train
@@ -18,4 +19,5 @@ app.command()(inspect)
 app.command()(verify)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
 app.command()(bench)
+app.command()(derive)
 app.command()(demo)

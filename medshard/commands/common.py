@@ -128,14 +128,12 @@ def run_ingest(options_class, ingest, flags: dict) -> None:
     from pydantic import ValidationError
 
     from medshard.errors import MedshardError
-    from medshard.ingest.output import claim_output
+    from medshard.ingest.output import card_state
 
-    claim = None
+    before = card_state(Path(flags["out"]))
     try:
         options = options_class(**ingest_options(flags))
-        with _signals_interrupt(), claim_output(options.out, options.inputs()) as claim:
-            for note in claim.notes:
-                errors.print(note, highlight=False, soft_wrap=True)
+        with _signals_interrupt():  # the ingest holds --out and recovers it on the way out
             result = ingest(options, command=command_line())
     except ValidationError as exc:  # a flag value the options refuse: name the flag
         first = exc.errors()[0]
@@ -146,7 +144,7 @@ def run_ingest(options_class, ingest, flags: dict) -> None:
         what = "terminated" if signum == signal.SIGTERM else "interrupted"
         done = (
             "the new dataset was already in place"
-            if claim is not None and claim.changed()
+            if card_state(Path(flags["out"])) != before
             else "nothing was changed"
         )
         errors.print(f"{what}; {done} at {flags['out']}", highlight=False, soft_wrap=True)

@@ -13,7 +13,14 @@ import numpy as np
 from medshard.codecs import IMAGE_EXTENSIONS, MAX_PIXELS, declared_shape, decode_image
 from medshard.ingest.stats import SampleStats, sample_stats
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "ImageInfo", "probe_image", "decode_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_PIXELS",
+    "ImageInfo",
+    "decode_image",
+    "probe_bytes",
+    "probe_image",
+]
 
 
 @dataclass(frozen=True)
@@ -36,7 +43,11 @@ def probe_image(path: str | Path, max_pixels: int = MAX_PIXELS) -> ImageInfo:
     if ext is None:
         accepted = ", ".join(sorted(IMAGE_EXTENSIONS))
         raise ValueError(f"unsupported image type {path.suffix!r} (accepted: {accepted})")
-    data = path.read_bytes()
+    return probe_bytes(path.read_bytes(), ext, max_pixels)
+
+
+def probe_bytes(data: bytes, ext: str, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Checksum and fully decode one encoded image; ValueError with the reason if it fails."""
     if not data:
         raise ValueError("the file is empty")
     try:

@@ -10,7 +10,7 @@ from pydantic import Field
 from medshard.errors import BadInputError
 from medshard.ingest.image_probe import MAX_PIXELS, probe_image
 from medshard.ingest.options import TableIngestOptions
-from medshard.ingest.pipeline import EncodedImage, Job, run_ingest
+from medshard.ingest.pipeline import EncodedImage, Job, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
     LabelSpec,
@@ -104,15 +104,13 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
         )
 
     jobs, rejected = check_rows(o.table, rows, check)
-    return run_ingest(
-        jobs,
-        rejected,
-        options=o,
+    recipe = Recipe(
         spec=spec,
         kind="images",
         identity=o.identity(),
-        tables=[o.table],
+        tables=(o.table,),
         sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
         command=command,
         jobs_per_task=_IMAGES_PER_TASK,
     )
+    return run_ingest(jobs, rejected, recipe, o)

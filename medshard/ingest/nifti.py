@@ -10,7 +10,7 @@ import numpy as np
 
 from medshard.errors import BadInputError
 from medshard.ingest.options import TableIngestOptions, VolumeIngestOptions
-from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
+from medshard.ingest.pipeline import Job, LoadedVolume, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
     LabelSpec,
@@ -141,18 +141,16 @@ def ingest_nifti(options: NiftiIngestOptions, command: str = "") -> IngestResult
         )
 
     jobs, rejected = check_rows(o.table, rows, check)
-    return run_ingest(
-        jobs,
-        rejected,
-        options=o,
+    recipe = Recipe(
         spec=spec,
         kind="volumes",
         identity=o.identity(),
-        tables=[o.table],
+        tables=(o.table,),
         sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
         command=command,
-        channel_names=list(o.modalities),
+        channel_names=o.modalities,
         window=WindowSpec("crop", tuple(o.crops)) if o.crops else None,
         patch_size=o.patch_size,
         spacing=o.spacing,
     )
+    return run_ingest(jobs, rejected, recipe, o)

@@ -23,6 +23,7 @@ __all__ = [
     "Claim",
     "OutputLock",
     "Staging",
+    "card_state",
     "check_output",
     "claim_output",
     "guard_output",
@@ -234,10 +235,11 @@ class Claim:
 
     def changed(self) -> bool:
         """Whether the dataset at --out is no longer the one that was there at the start."""
-        return _card_state(self.out) != self.card_before
+        return card_state(self.out) != self.card_before
 
 
-def _card_state(out: Path) -> tuple | None:
+def card_state(out: Path) -> tuple | None:
+    """Which card is at `out` (inode, time, size), or None: tells a replaced dataset."""
     try:
         stat = (out / CARD_NAME).stat()
     except OSError:
@@ -255,7 +257,7 @@ def claim_output(out: Path, inputs: Sequence[Path] = ()) -> Iterator[Claim]:
     with OutputLock(out) as lock:
         claim = Claim(out, list(lock.notes))
         claim.notes += recover_output(out)
-        claim.card_before = _card_state(out)
+        claim.card_before = card_state(out)
         try:
             yield claim
         finally:

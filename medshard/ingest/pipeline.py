@@ -27,7 +27,7 @@ from medshard.ingest.build import (
 from medshard.ingest.cluster import dask_client, run_tasks
 from medshard.ingest.members import json_member, label_members
 from medshard.ingest.options import IngestOptions
-from medshard.ingest.output import Staging, check_output
+from medshard.ingest.output import Staging, check_output, claim_output
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.stats import SampleStats, pool_stats, sample_stats
@@ -49,7 +49,7 @@ _SCRATCH = ".scratch"  # members waiting for their shard, inside the staging fol
 class EncodedImage:
     """A sample kept as its original encoded bytes in a shard (2D images)."""
 
-    path: str  # the file whose bytes are stored
+    path: str | None  # the file whose bytes are stored; None: they are in `data`
     source: str  # how the manifest names it (the path as the table gives it)
     ext: str  # member extension: png, jpg or tif
     sha256: str
@@ -58,6 +58,7 @@ class EncodedImage:
     dtype: str
     stats: SampleStats
     extra: tuple[tuple[str, bytes], ...] = ()  # more members made from it (training copy)
+    data: bytes | None = None  # the encoded bytes, when no file of their own holds them
 
 
 @dataclass(frozen=True)
@@ -88,6 +89,7 @@ class Job:
     files: tuple[str, ...]  # the files and folders it reads (their sizes and times count)
     read: Callable[..., EncodedImage | LoadedVolume]  # module-level, so that it pickles
     args: tuple
+    fold: int = -1  # kept when every job brings its split
 
 
 def fingerprint(identity: dict, tables: Sequence[Path], files: Sequence[str]) -> str:
@@ -169,16 +171,23 @@ def _foreground(key: str, mask: np.ndarray | None) -> dict[int, np.ndarray]:
 
 
 def _image_record(key: str, image: EncodedImage, dataset_dir: str) -> dict:
-    """The image's bytes stay where they are; members made from it wait in the staging
-    folder's scratch space until their shard is written, not in this process's memory."""
-    extra = []
-    for name, data in image.extra:
+    """A source file's bytes stay where they are; bytes made in the task wait in the
+    staging folder's scratch space until their shard is written, not in memory."""
+
+    def scratch(name: str, data: bytes) -> MemberSource:
         path = Path(dataset_dir) / _SCRATCH / f"{key}.{name}"
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(data)
-        extra.append((name, MemberSource(str(path), hashlib.sha256(data).hexdigest())))
+        return MemberSource(str(path), hashlib.sha256(data).hexdigest())
+
+    name = f"image.{image.ext}"
+    if image.path is None:
+        member = (name, scratch(name, image.data))
+    else:
+        member = (name, MemberSource(image.path, image.sha256))
+    extra = [(field, scratch(field, data)) for field, data in image.extra]
     return {
-        "member": (f"image.{image.ext}", MemberSource(image.path, image.sha256)),
+        "member": member,
         "extra": extra,
         "extra_bytes": sum(len(data) for _, data in image.extra),
         "bytes": image.nbytes,
@@ -240,22 +249,25 @@ def _refuse_duplicate_keys(jobs: list[Job], rejected: list[dict]) -> list[Job]:
     return kept
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """What a source format asks of the pipeline, beside its jobs and options."""
+
+    kind: str  # "images", "volumes" or "video"
+    spec: LabelSpec
+    identity: dict  # what decides the dataset's content (the card's `options`)
+    tables: tuple[Path, ...]  # whose bytes the fingerprint covers
+    sources: dict  # where the inputs are (the card's `sources`)
+    command: str = ""
+    channel_names: tuple[str, ...] = ()
+    window: WindowSpec | None = None  # fixed crops or clips to shards as well
+    patch_size: tuple[int, ...] | None = None  # Zarr chunks are sized for it
+    spacing: tuple[float, ...] | None = None  # overrides the files' own
+    jobs_per_task: int = 1
+
+
 def run_ingest(
-    jobs: list[Job],
-    rejected: list[dict],
-    *,
-    options: IngestOptions,
-    spec: LabelSpec,
-    kind: str,
-    identity: dict,
-    tables: Sequence[Path],
-    sources: dict,
-    command: str,
-    channel_names: Sequence[str] = (),
-    window: WindowSpec | None = None,
-    patch_size: tuple[int, ...] | None = None,
-    spacing: tuple[float, ...] | None = None,
-    jobs_per_task: int = 1,
+    jobs: list[Job], rejected: list[dict], recipe: Recipe, options: IngestOptions
 ) -> IngestResult:
     """Ingest `jobs` into a dataset at `options.out`: read them on Dask, split, write
     shards (and windows of stored arrays), manifest and card, commit atomically."""
@@ -263,100 +275,119 @@ def run_ingest(
     o = options
     jobs = _refuse_duplicate_keys(jobs, rejected)
     _stop_at_first(rejected, o.on_error)
-    print_ = fingerprint(identity, tables, [f for job in jobs for f in job.files])
-    if check_output(o.out, print_, o.overwrite, o.inputs()):
-        return IngestResult.unchanged(o.out)
-    with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
-        if kind != "images":
-            create_store(staging.dir)
-        chunks = [jobs[s : s + jobs_per_task] for s in range(0, len(jobs), jobs_per_task)]
-        items = [(chunk, str(staging.dir), patch_size, spacing) for chunk in chunks]
-        description = {"images": "decode", "video": "videos"}.get(kind, "volumes")
-        outcomes = [
-            record
-            for chunk in run_tasks(
-                client, _star_read_jobs, items, description=description, quiet=o.quiet
-            )
-            for record in chunk
-        ]
-        results = []
-        for job, record in zip(jobs, outcomes):
-            if "refused" in record:
-                row = job.row if job.row >= 0 else None
-                refusal = {"row": row, "source": record["source"], "key": job.key}
-                rejected.append({**refusal, "reason": record["refused"]})
-            else:
-                results.append((job, record))
-        rejected.sort(key=_rejected_order)
-        _stop_at_first(rejected, o.on_error)
-        if not results:
-            where = str(tables[0]) if tables else str(sources.get("root", o.out))
-            raise BadInputError(where, f"no sample could be ingested ({len(rejected)} refused)")
-
-        splits, folds = _assign_splits([job for job, _ in results], spec, o)
-        manifest = [
-            _manifest_row(job, record, split, fold)
-            for (job, record), split, fold in zip(results, splits, folds)
-        ]
-        stored = [
-            (row, record) for row, (_, record) in zip(manifest, results) if "member" in record
-        ]
-        shards = _write_sample_shards(client, staging.dir, stored, spec.names, o)
-        shutil.rmtree(staging.dir / _SCRATCH, ignore_errors=True)
-        window_rows = []
-        if window is not None:
-            window_rows, window_shards = write_window_shards(
-                client,
-                staging.dir,
-                manifest,
-                window,
-                spec.names,
-                max_bytes=o.shard_bytes,
-                max_samples=o.shard_samples,
-                quiet=o.quiet,
-            )
-            shards += window_shards
-        manifest.sort(key=lambda row: (row["split"], row["key"]))
-        write_manifest(staging.dir, manifest + window_rows)
-        if kind != "images":
-            write_foreground(
-                staging.dir,
-                [
-                    {"key": job.key, "label": label, "coords": coords}
-                    for job, record in results
-                    for label, coords in record["foreground"].items()
-                ],
-            )
-            consolidate(staging.dir)
-        if rejected:
-            write_rejected(staging.dir, rejected)
-        train = [r["stats"] for (_, r), s in zip(results, splits) if s == "train"]
-        stats = pool_stats(train or [r["stats"] for _, r in results])
-        card = DatasetCard(
-            kind=kind,
-            task=spec.task,
-            fields=_fields(results, manifest + window_rows),
-            label_names=spec.names,
-            target_name=spec.target_col,
-            counts=count_splits(manifest, spec.names),
-            folds=o.folds if o.folds > 1 else 0,
-            channel_names=list(channel_names),
-            crop_size=list(window.size) if window is not None and window.kind == "crop" else None,
-            shards=shards,
-            stats=stats,
-            channels=len(stats.mean) if stats else None,
-            rejected=len(rejected),
-            sources=sources,
-            options=identity,
-            command=command,
-            fingerprint=print_,
-            created_by=f"medshard {__version__}",
-        )
-        write_card(staging.dir, card)
-        staging.commit()
+    print_ = fingerprint(recipe.identity, recipe.tables, [f for job in jobs for f in job.files])
+    # Held here, not only by the command line, so that Python callers get the lock and
+    # the recovery of what a killed build left behind as well.
+    with claim_output(o.out, o.inputs()) as claim:
+        for note in claim.notes:
+            _errors().print(note, highlight=False, soft_wrap=True)
+        if check_output(o.out, print_, o.overwrite, o.inputs()):
+            return IngestResult.unchanged(o.out)
+        with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
+            results = _read_samples(client, jobs, rejected, staging.dir, recipe, o)
+            card = _write_dataset(client, staging.dir, results, rejected, recipe, o, print_)
+            staging.commit()
     source_bytes = sum(r["source_bytes"] for _, r in results)
-    frames = sum(r["shape"][0] for _, r in results) if kind == "video" else 0
+    frames = sum(r["shape"][0] for _, r in results) if recipe.kind == "video" else 0
     return IngestResult.from_card(o.out, card, time.perf_counter() - started, source_bytes, frames)
+
+
+def _read_samples(
+    client, jobs: list[Job], rejected: list[dict], staging: Path, recipe: Recipe, o
+) -> list[tuple[Job, dict]]:
+    """Run every job's reader on the cluster; (job, record) of each sample that passed."""
+    if recipe.kind != "images":
+        create_store(staging)
+    step = recipe.jobs_per_task
+    items = [
+        (jobs[s : s + step], str(staging), recipe.patch_size, recipe.spacing)
+        for s in range(0, len(jobs), step)
+    ]
+    description = {"images": "decode", "video": "videos"}.get(recipe.kind, "volumes")
+    chunks = run_tasks(client, _star_read_jobs, items, description=description, quiet=o.quiet)
+    results = []
+    for job, record in zip(jobs, [record for chunk in chunks for record in chunk]):
+        if "refused" in record:
+            row = job.row if job.row >= 0 else None
+            refusal = {"row": row, "source": record["source"], "key": job.key}
+            rejected.append({**refusal, "reason": record["refused"]})
+        else:
+            results.append((job, record))
+    rejected.sort(key=_rejected_order)
+    _stop_at_first(rejected, o.on_error)
+    if not results:
+        where = str(recipe.tables[0]) if recipe.tables else str(recipe.sources.get("root", o.out))
+        raise BadInputError(where, f"no sample could be ingested ({len(rejected)} refused)")
+    return results
+
+
+def _write_dataset(
+    client, staging: Path, results, rejected: list[dict], recipe: Recipe, o, print_: str
+) -> DatasetCard:
+    """Splits, shards, manifest, foreground, rejections and, last, the card."""
+    spec, window = recipe.spec, recipe.window
+    splits, folds = _assign_splits([job for job, _ in results], spec, o)
+    manifest = [
+        _manifest_row(job, record, split, fold)
+        for (job, record), split, fold in zip(results, splits, folds)
+    ]
+    stored = [(row, record) for row, (_, record) in zip(manifest, results) if "member" in record]
+    shards = _write_sample_shards(client, staging, stored, spec.names, o)
+    shutil.rmtree(staging / _SCRATCH, ignore_errors=True)
+    window_rows = []
+    if window is not None:
+        window_rows, window_shards = write_window_shards(
+            client,
+            staging,
+            manifest,
+            window,
+            spec.names,
+            max_bytes=o.shard_bytes,
+            max_samples=o.shard_samples,
+            quiet=o.quiet,
+        )
+        shards += window_shards
+    manifest.sort(key=lambda row: (row["split"], row["key"]))
+    write_manifest(staging, manifest + window_rows)
+    if recipe.kind != "images":
+        foreground = [
+            {"key": job.key, "label": label, "coords": coords}
+            for job, record in results
+            for label, coords in record["foreground"].items()
+        ]
+        write_foreground(staging, foreground)
+        consolidate(staging)
+    if rejected:
+        write_rejected(staging, rejected)
+    train = [r["stats"] for (_, r), split in zip(results, splits) if split == "train"]
+    stats = pool_stats(train or [r["stats"] for _, r in results])
+    card = DatasetCard(
+        kind=recipe.kind,
+        task=spec.task,
+        fields=_fields(results, manifest + window_rows),
+        label_names=spec.names,
+        target_name=spec.target_col,
+        counts=count_splits(manifest, spec.names),
+        folds=o.folds if o.folds > 1 else 0,
+        channel_names=list(recipe.channel_names),
+        crop_size=list(window.size) if window is not None and window.kind == "crop" else None,
+        shards=shards,
+        stats=stats,
+        channels=len(stats.mean) if stats else None,
+        rejected=len(rejected),
+        sources=recipe.sources,
+        options=recipe.identity,
+        command=recipe.command,
+        fingerprint=print_,
+        created_by=f"medshard {__version__}",
+    )
+    return write_card(staging, card)
+
+
+def _errors():
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 def _star_read_jobs(item: tuple) -> list[dict]:
@@ -365,7 +396,7 @@ def _star_read_jobs(item: tuple) -> list[dict]:
 
 def _assign_splits(jobs: list[Job], spec: LabelSpec, o: IngestOptions) -> tuple[list, list]:
     if all(job.split for job in jobs):
-        return [job.split for job in jobs], [-1] * len(jobs)
+        return [job.split for job in jobs], [job.fold for job in jobs]
     if spec.task == "regression":
         strata = quantile_strata([job.parsed["target"] for job in jobs])
     else:

@@ -10,7 +10,7 @@ from natsort import natsorted
 
 from medshard.errors import BadInputError
 from medshard.ingest.options import VolumeIngestOptions
-from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
+from medshard.ingest.pipeline import Job, LoadedVolume, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import LabelSpec, read_table, require_columns, row_source
 from medshard.ingest.volume_read import TIFF_SUFFIXES, read_tiff_stack
@@ -144,18 +144,16 @@ def ingest_tiff(options: TiffIngestOptions, command: str = "") -> IngestResult:
                 args=(image, mask),
             )
         )
-    return run_ingest(
-        jobs,
-        rejected,
-        options=o,
+    recipe = Recipe(
         spec=spec,
         kind="volumes",
         identity={**o.identity(), "root": str(o.root.resolve()), "listing": sorted(present)},
-        tables=inputs,
+        tables=tuple(inputs),
         sources={"root": str(o.root.resolve())},
         command=command,
-        channel_names=["raw"],
+        channel_names=("raw",),
         window=WindowSpec("crop", tuple(o.crops)) if o.crops else None,
         patch_size=o.patch_size,
         spacing=o.spacing,
     )
+    return run_ingest(jobs, rejected, recipe, o)

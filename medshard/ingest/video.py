@@ -14,7 +14,7 @@ from PIL import Image
 from medshard.codecs import IMAGE_EXTENSIONS, MAX_PIXELS, declared_shape, decode_image
 from medshard.errors import BadInputError
 from medshard.ingest.options import TableIngestOptions, VolumeIngestOptions
-from medshard.ingest.pipeline import Job, LoadedVolume, run_ingest
+from medshard.ingest.pipeline import Job, LoadedVolume, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
     LabelSpec,
@@ -195,18 +195,16 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
 
     jobs, rejected = check_rows(o.table, rows, check)
 
-    return run_ingest(
-        jobs,
-        rejected,
-        options=o,
+    recipe = Recipe(
         spec=spec,
         kind="video",
         identity=o.identity(),
-        tables=[o.table],
+        tables=(o.table,),
         sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
         command=command,
-        channel_names=["gray"] if o.channels == 1 else ["red", "green", "blue"],
+        channel_names=("gray",) if o.channels == 1 else ("red", "green", "blue"),
         window=_clips(o),
         patch_size=o.patch_size,
         spacing=o.spacing,
     )
+    return run_ingest(jobs, rejected, recipe, o)

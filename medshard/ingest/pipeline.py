@@ -36,6 +36,7 @@ from medshard.ingest.volume_read import check_volume
 from medshard.ingest.windows import WindowSpec, write_window_shards
 from medshard.shards.card import DatasetCard, ShardInfo, write_card
 from medshard.shards.foreground import write_foreground
+from medshard.shards.layout import CARD_NAME
 from medshard.shards.manifest import write_manifest, write_rejected
 from medshard.shards.zarr_store import consolidate, create_store, write_sample
 
@@ -281,8 +282,11 @@ def run_ingest(
     with claim_output(o.out, o.inputs()) as claim:
         for note in claim.notes:
             _errors().print(note, highlight=False, soft_wrap=True)
-        if check_output(o.out, print_, o.overwrite, o.inputs()):
+        stale = _stale(o.out, recipe.identity, print_)
+        if check_output(o.out, print_, o.overwrite or stale, o.inputs()):
             return IngestResult.unchanged(o.out)
+        if stale and not o.overwrite:
+            _errors().print(f"{o.out}: its inputs changed since it was built; rebuilding it")
         with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
             results = _read_samples(client, jobs, rejected, staging.dir, recipe, o)
             card = _write_dataset(client, staging.dir, results, rejected, recipe, o, print_)
@@ -382,6 +386,21 @@ def _write_dataset(
         created_by=f"medshard {__version__}",
     )
     return write_card(staging, card)
+
+
+def _stale(out: Path, identity: dict, fingerprint_: str) -> bool:
+    """Whether the dataset at `out` was built with these very options from inputs that
+    have changed since: then it is rebuilt, as another dataset would not be."""
+    try:
+        card = json.loads((Path(out) / CARD_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    same = json.loads(json.dumps(identity, default=str))
+    return (
+        isinstance(card, dict)
+        and card.get("options") == same
+        and card.get("fingerprint") != fingerprint_
+    )
 
 
 def _errors():

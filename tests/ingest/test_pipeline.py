@@ -12,7 +12,7 @@ import skimage.data
 import tifffile
 from PIL import Image
 
-from medshard.errors import BadInputError
+from medshard.errors import BadInputError, DatasetError
 from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
 from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
 from medshard.shards.reader import open_dataset
@@ -76,10 +76,17 @@ def test_rerun_after_fixing_a_rejected_image_rebuilds(tmp_path):
     first = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip")
     assert first.card.rejected == 1 and first.samples == 6
     tile.write_bytes(good)
-    fixed = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip", overwrite=True)
+    fixed = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip")
     assert not fixed.up_to_date and fixed.card.rejected == 0 and fixed.samples == 7
     again = ingest(table, tmp_path / "ds", label_col="stage", on_error="skip")
     assert again.up_to_date
+
+
+def test_rerun_with_other_options_still_needs_overwrite(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage")
+    with pytest.raises(DatasetError, match="holds a different dataset"):
+        ingest(table, tmp_path / "ds", label_col="stage", seed=7)
 
 
 def test_rerun_after_editing_an_image_stores_the_new_bytes(tmp_path):
@@ -87,7 +94,7 @@ def test_rerun_after_editing_an_image_stores_the_new_bytes(tmp_path):
     ingest(table, tmp_path / "ds", label_col="stage")
     tile = tmp_path / "raw" / "batch0" / "camera_gray8.png"
     Image.fromarray(skimage.data.coins()[:64, :64]).save(tile)
-    edited = ingest(table, tmp_path / "ds", label_col="stage", overwrite=True)
+    edited = ingest(table, tmp_path / "ds", label_col="stage")
     assert not edited.up_to_date
     rows = open_dataset(tmp_path / "ds").manifest.to_pylist()
     row = next(r for r in rows if r["source"] == ["batch0/camera_gray8.png"])

@@ -279,11 +279,14 @@ def run_ingest(
     print_ = fingerprint(recipe.identity, recipe.tables, [f for job in jobs for f in job.files])
     # Held here, not only by the command line, so that Python callers get the lock and
     # the recovery of what a killed build left behind as well.
-    with claim_output(o.out, o.inputs()) as claim:
+    # The files of every sample count as inputs too: --allow-outside-root reaches beyond
+    # the folders that the options name.
+    inputs = [*o.inputs(), *(Path(f) for job in jobs for f in job.files)]
+    with claim_output(o.out, inputs) as claim:
         for note in claim.notes:
             _errors().print(note, highlight=False, soft_wrap=True)
         stale = _stale(o.out, recipe.identity, print_)
-        if check_output(o.out, print_, o.overwrite or stale, o.inputs()):
+        if check_output(o.out, print_, o.overwrite or stale, inputs):
             return IngestResult.unchanged(o.out)
         if stale and not o.overwrite:
             _errors().print(f"{o.out}: its inputs changed since it was built; rebuilding it")

@@ -146,3 +146,14 @@ def test_paths_outside_the_root_are_refused_unless_allowed(tmp_path, outside):
         ingest(table, tmp_path / "ds", label_col="stage")
     result = ingest(table, tmp_path / "ds", label_col="stage", allow_outside_root=True)
     assert result.samples == 8
+
+
+def test_an_out_around_a_file_reached_outside_the_root_is_refused(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    elsewhere = tmp_path / "elsewhere" / "x.png"
+    elsewhere.parent.mkdir()
+    shutil.copyfile(tmp_path / "raw" / "batch0" / "ihc_rgb8.png", elsewhere)
+    table.write_text(table.read_text() + f"{elsewhere},morula,P9\n")
+    with pytest.raises(DatasetError, match=r"--out contains .*x\.png, which this ingest reads"):
+        ingest(table, tmp_path / "elsewhere", label_col="stage", allow_outside_root=True)
+    assert elsewhere.is_file()

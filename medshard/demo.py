@@ -9,13 +9,14 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 
+from medshard.commands.report import ingest_table
 from medshard.ingest.images import ImageIngestOptions, ingest_images
 from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
 from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
 from medshard.ingest.video import VideoIngestOptions, ingest_video
-from medshard.report import human_bytes, ingest_table
 from medshard.shards.verify import verify_dataset
 from medshard.synth.images import MAMMO_CLASSES, synth_embryo_stage, synth_mammo_tiles
 from medshard.synth.video import synth_ivf_timelapse
@@ -173,7 +174,7 @@ def _run(out: Path, console: Console, kept: bool) -> None:
         report = verify_dataset(result.out)
         rows[name] = {
             "samples": result.samples,
-            "size": human_bytes(result.dataset_bytes),
+            "size": decimal(result.dataset_bytes),
             "ingest": f"{result.mb_per_s:.1f} MB/s",
             "verify": "OK" if report.ok else f"{len(report.problems)} problems",
             "dataset": str(result.out),

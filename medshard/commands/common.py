@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shlex
 import signal
 import sys
@@ -37,7 +36,6 @@ __all__ = [
     "ingest_options",
     "parse_columns",
     "parse_pair",
-    "parse_size",
     "parse_triple",
     "report_ingest",
     "run_ingest",
@@ -50,26 +48,6 @@ errors = Console(stderr=True)
 def fail(exc: Exception) -> None:
     errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
-
-
-def parse_size(text: str) -> int:
-    """'256MB' -> 256000000; plain digits are bytes."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?i?B?)\s*", text, re.IGNORECASE)
-    if not match:
-        raise typer.BadParameter(f"{text!r} is not a size such as 256MB")
-    unit = match.group(2).upper().rstrip("B")
-    scale = {
-        "": 1,
-        "K": 10**3,
-        "M": 10**6,
-        "G": 10**9,
-        "T": 10**12,
-        "KI": 2**10,
-        "MI": 2**20,
-        "GI": 2**30,
-        "TI": 2**40,
-    }[unit]
-    return int(float(match.group(1)) * scale)
 
 
 def parse_columns(text: str | None) -> tuple[str, ...]:
@@ -99,7 +77,7 @@ def parse_triple(text: str | None, kind=int) -> tuple | None:
 
 _COLUMN_LISTS = {"label_cols", "classes", "modalities"}
 _TRIPLES = {"patch_size": int, "crops": int, "spacing": float}
-_RENAMED = {"samples_per_shard": "shard_samples"}
+_RENAMED = {"samples_per_shard": "shard_samples", "shard_size": "shard_bytes"}
 
 
 def ingest_options(flags: dict) -> dict:
@@ -109,9 +87,7 @@ def ingest_options(flags: dict) -> dict:
         raise typer.BadParameter("--on-error takes fail or skip")
     fields = {}
     for name, value in flags.items():
-        if name == "shard_size":
-            fields["shard_bytes"] = parse_size(value)
-        elif name in _COLUMN_LISTS:
+        if name in _COLUMN_LISTS:
             fields[name] = parse_columns(value)
         elif name in _TRIPLES:
             fields[name] = parse_triple(value, _TRIPLES[name])
@@ -154,7 +130,7 @@ def run_ingest(options_class, ingest, flags: dict) -> None:
     report_ingest(result, flags["out"])
 
 
-_FLAGS = {field: flag for flag, field in _RENAMED.items()} | {"shard_bytes": "shard_size"}
+_FLAGS = {field: flag for flag, field in _RENAMED.items()}
 
 
 class Interrupted(KeyboardInterrupt):
@@ -196,7 +172,7 @@ def _signals_interrupt() -> Iterator[None]:
 
 
 def report_ingest(result, out: Path) -> None:
-    from medshard.report import ingest_table
+    from medshard.commands.report import ingest_table
 
     if result.up_to_date:
         console.print(

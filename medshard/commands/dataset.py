@@ -18,7 +18,7 @@ from medshard.errors import MedshardError
 
 def inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
     """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes."""
-    from medshard.report import inspect_table
+    from medshard.commands.report import inspect_table
     from medshard.shards.reader import open_dataset
 
     try:
@@ -32,7 +32,8 @@ def inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")])
 
 def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
     """Check files against the card's checksums, shards against the manifest and indexes."""
-    from medshard.report import human_bytes
+    from rich.filesize import decimal
+
     from medshard.shards.verify import verify_dataset
 
     try:
@@ -45,7 +46,7 @@ def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) 
         raise typer.Exit(code=1)
     console.print(
         f"{dataset}: OK, {report.samples} samples in {report.shards} shards "
-        f"({human_bytes(report.bytes)}) match the card's checksums, the manifest and indexes"
+        f"({decimal(report.bytes)}) match the card's checksums, the manifest and indexes"
     )
 
 

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ByteSize,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 
 __all__ = ["IngestOptions", "TableIngestOptions", "VolumeIngestOptions"]
+
+
+def _bytes(value):
+    """'256MB', '1GiB' (pydantic's ByteSize) or a number of bytes."""
+    return int(TypeAdapter(ByteSize).validate_python(value)) if isinstance(value, str) else value
 
 
 class IngestOptions(BaseModel):
@@ -21,7 +35,7 @@ class IngestOptions(BaseModel):
     test_fraction: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     folds: int = 0
     seed: int = 0
-    shard_bytes: int = Field(256 * 2**20, gt=0)
+    shard_bytes: Annotated[int, BeforeValidator(_bytes)] = Field(256 * 2**20, gt=0)
     shard_samples: int = Field(10_000, gt=0)
     on_error: Literal["fail", "skip"] = "fail"
     workers: int | None = Field(None, ge=1)

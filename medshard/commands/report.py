@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 from rich.console import Group
+from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
 from medshard.ingest.result import IngestResult
 from medshard.shards.reader import Dataset
 
-__all__ = ["ingest_table", "inspect_table", "human_bytes"]
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"
+__all__ = ["ingest_table", "inspect_table"]
 
 
 def _counts_table(title: str, counts: dict, label_names: list[str]) -> Table:
@@ -38,8 +31,8 @@ def ingest_table(result: IngestResult) -> Group:
     shards = len(card.shards)
     written = result.dataset_bytes
     summary = (
-        f"{shards} shard{'s' if shards != 1 else ''}, {human_bytes(written)} on disk "
-        f"({written / max(result.source_bytes, 1):.2f}x the {human_bytes(result.source_bytes)} "
+        f"{shards} shard{'s' if shards != 1 else ''}, {decimal(written)} on disk "
+        f"({written / max(result.source_bytes, 1):.2f}x the {decimal(result.source_bytes)} "
         f"of sources), {result.seconds:.1f} s, {result.mb_per_s:.1f} MB/s"
         + (f", {result.frames / result.seconds:.0f} frames/s" if result.frames else "")
         + (f", {card.rejected} refused (see rejected.parquet)" if card.rejected else "")
@@ -61,9 +54,7 @@ def inspect_table(dataset: Dataset) -> list[Table]:
     shapes = sorted({tuple(r["shape"]) for r in samples})
     dtypes = sorted({r["dtype"] for r in samples})
     about.add_row("format", f"medshard v{card.format_version} ({card.created_by})")
-    about.add_row(
-        "shards", f"{len(card.shards)} ({human_bytes(sum(s.bytes for s in card.shards))})"
-    )
+    about.add_row("shards", f"{len(card.shards)} ({decimal(sum(s.bytes for s in card.shards))})")
     about.add_row("fields", ", ".join(card.fields))
     shown = ", ".join("x".join(map(str, s)) for s in shapes[:4]) + (
         " ..." if len(shapes) > 4 else ""

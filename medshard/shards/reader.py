@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tarfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -15,7 +16,15 @@ from medshard.shards.checksums import check_file
 from medshard.shards.layout import MANIFEST_NAME, index_name, split_member_name
 from medshard.shards.manifest import read_manifest
 
-__all__ = ["Dataset", "open_dataset", "iter_tar_samples", "check_tar_end", "RawSample"]
+__all__ = [
+    "Dataset",
+    "RawSample",
+    "TarSample",
+    "check_tar_end",
+    "iter_tar_samples",
+    "open_dataset",
+    "walk_shard",
+]
 
 RawSample = dict[str, object]  # {"__key__": str, "__shard__": str, "<field>": bytes, ...}
 
@@ -30,9 +39,20 @@ def check_tar_end(path: str | Path) -> None:
         raise DatasetError(f"{path}: the shard is truncated (it has no end-of-archive marker)")
 
 
-def iter_tar_samples(path: str | Path) -> Iterator[RawSample]:
-    """Yield the samples of one tar shard in order, members grouped by key."""
-    current: RawSample | None = None
+@dataclass(frozen=True)
+class TarSample:
+    """One sample of a shard as stored: its key, where its first header starts, and its
+    members as (field, offset of the data, data), in tar order."""
+
+    key: str
+    offset: int
+    members: list[tuple[str, int, bytes]]
+
+
+def walk_shard(path: str | Path) -> Iterator[TarSample]:
+    """The samples of one tar shard in order, members grouped by key; a shard cut short,
+    a member cut short or a member named twice is refused."""
+    current: TarSample | None = None
     try:
         check_tar_end(path)
         with tarfile.open(path, mode="r:") as tar:
@@ -40,19 +60,31 @@ def iter_tar_samples(path: str | Path) -> Iterator[RawSample]:
                 if not info.isfile():
                     continue
                 key, field = split_member_name(info.name)
-                if current is not None and current["__key__"] != key:
+                if current is not None and current.key != key:
                     yield current
                     current = None
                 if current is None:
-                    current = {"__key__": key, "__shard__": str(path)}
-                if field in current:
+                    current = TarSample(key, info.offset, [])
+                if any(field == name for name, _, _ in current.members):
                     raise DatasetError(f"{path}: member {info.name!r} appears twice")
-                handle = tar.extractfile(info)
-                current[field] = handle.read() if handle is not None else b""
+                data = tar.extractfile(info).read()
+                if len(data) != info.size:
+                    raise DatasetError(f"{path}: member {info.name!r} is truncated")
+                current.members.append((field, info.offset_data, data))
     except (tarfile.TarError, EOFError, OSError) as exc:
         raise DatasetError(f"{path}: the shard is truncated or corrupt ({exc})") from exc
     if current is not None:
         yield current
+
+
+def iter_tar_samples(path: str | Path) -> Iterator[RawSample]:
+    """Yield the samples of one tar shard in order as {"__key__", "__shard__", field: bytes}."""
+    for sample in walk_shard(path):
+        yield {
+            "__key__": sample.key,
+            "__shard__": str(path),
+            **{field: data for field, _, data in sample.members},
+        }
 
 
 class Dataset:

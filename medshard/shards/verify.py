@@ -10,9 +10,9 @@ from pathlib import Path
 
 from medshard.errors import DatasetError
 from medshard.shards.checksums import check_file, file_sha256
-from medshard.shards.layout import MANIFEST_NAME, index_name, split_member_name
+from medshard.shards.layout import MANIFEST_NAME, index_name
 from medshard.shards.random_access import ShardFiles
-from medshard.shards.reader import Dataset, check_tar_end
+from medshard.shards.reader import Dataset, walk_shard
 from medshard.shards.zarr_store import array_sha256, open_sample
 
 __all__ = ["VerifyReport", "verify_dataset", "read_dali_index"]
@@ -60,21 +60,17 @@ def read_dali_index(path: Path) -> list[list[tuple[str, int, int, str]]]:
 
 def _walk_shard(path: Path) -> list[dict]:
     """Per sample: key, header offset, members [(field, data offset, size, sha256)]."""
-    samples: list[dict] = []
-    check_tar_end(path)
-    with tarfile.open(path, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            key, member_field = split_member_name(info.name)
-            if not samples or samples[-1]["key"] != key:
-                samples.append({"key": key, "offset": info.offset, "members": []})
-            data = tar.extractfile(info).read()
-            if len(data) != info.size:
-                raise DatasetError(f"{path}: member {info.name} is truncated")
-            digest = hashlib.sha256(data).hexdigest()
-            samples[-1]["members"].append((member_field, info.offset_data, info.size, digest))
-    return samples
+    return [
+        {
+            "key": sample.key,
+            "offset": sample.offset,
+            "members": [
+                (field, offset, len(data), hashlib.sha256(data).hexdigest())
+                for field, offset, data in sample.members
+            ],
+        }
+        for sample in walk_shard(path)
+    ]
 
 
 def _verify_zarr_sample(dataset: Path, row: dict) -> list[str]:

@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, Augment3D
 from medshard.loaders.frame_format import check_sizes, dataset_channels, stats_for, unit_stats
-from medshard.loaders.partition import Uneven, num_batches, rank_count
-from medshard.loaders.sources import ClipSamples, PadMode, PatchSamples, Selection, ShardSamples
+from medshard.loaders.partition import num_batches, rank_count
+from medshard.loaders.sources import ClipSamples, PatchSamples, Selection, ShardSamples
+from medshard.loaders.spec import LoaderSpec, LoaderSpecError
 from medshard.loaders.topology import current_topology
 from medshard.loaders.torch_loader import LoaderIdentity, TorchLoader
 from medshard.loaders.transforms import FrameTransform, VolumeTransform
 from medshard.shards.reader import Dataset, open_dataset
 
-__all__ = ["build_loader", "dali_available"]
-
-Backend = Literal["auto", "dali", "torch"]
+__all__ = ["batch_channels", "build_loader", "dali_available"]
 
 
 def dali_available() -> bool:
@@ -28,6 +26,14 @@ def dali_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+def batch_channels(ds: Dataset, augment: Augment2D | Augment3D | None = None) -> int:
+    """The channel count of every batch `build_loader` gives: a volume's stored channels;
+    for images and video, `augment.channels`, else the dataset's (dataset_channels)."""
+    if ds.card.kind == "volumes":
+        return next(r["shape"][0] for r in ds.manifest.to_pylist() if r["shape"])
+    return (augment.channels if isinstance(augment, Augment2D) else None) or dataset_channels(ds)
 
 
 def _outputs(ds: Dataset) -> set[str]:
@@ -84,167 +90,155 @@ def _check_plan(
 
 
 def build_loader(
-    dataset: str | Path | Dataset,
-    split: str,
-    *,
-    batch_size: int,
-    augment: Augment2D | Augment3D | None = None,
-    backend: Backend = "auto",
-    seed: int = 0,
-    training: bool = True,
-    shuffle: bool | None = None,
-    patch_size: tuple[int, int, int] | None = None,
-    samples_per_volume: int = 4,
-    foreground_prob: float = 0.33,
-    clip_len: int | None = None,
-    clips_per_video: int = 1,
-    sequential_clips: bool | None = None,
-    pad_mode: PadMode = "minimum",
-    uneven: Uneven = "pad",
-    drop_last: bool = False,
-    num_workers: int = 2,
-    device: str | torch.device | None = None,
-    rank: int | None = None,
-    world_size: int | None = None,
-    fields: tuple[str, ...] | None = None,
-    fold: int | None = None,
-    on_error: Literal["fail", "skip"] = "fail",
+    dataset: str | Path | Dataset, split: str, spec: LoaderSpec | None = None, **fields
 ):
     """Batches of `split` as dicts of tensors (`image`, `mask`, `label`/`labels`/`target`,
-    `key`) on `device`, for this rank.
+    `key`) on the spec's device, for this rank. `spec` (a LoaderSpec; a training config's
+    loader options also do) gives the options and keyword `fields` override them, so
+    `build_loader(ds, "train", batch_size=4, augment=Augment3D(...))` needs no spec.
 
     Volumes give random patches of `patch_size` from Zarr (else their stored crops), padded
-    by `pad_mode` where a volume is smaller than the patch (see sources.PadMode); videos
-    give clips of `clip_len` frames from Zarr (else their stored clips): random starts when
-    training, every clip in turn otherwise. 2D batches have one channel count (the
-    dataset's, or `augment.channels`) and unit-scale intensities. `training` turns on
-    random augmentation and shuffling. With `fold` k, split 'val' is fold k and 'train'
-    every other non-test fold. Rank and world size default to the launcher's. `uneven`
-    shares the samples that do not divide among the ranks: 'pad' and 'drop' keep ranks
-    even (training), 'uneven' reads each sample exactly once (evaluation).
+    by `pad_mode` where a volume is smaller than the patch; videos give clips of
+    `clip_len` frames from Zarr (else their stored clips): random starts when training,
+    every clip in turn otherwise. 2D batches have one channel count (the dataset's, or
+    `augment.channels`) and unit-scale intensities. `training` turns on random
+    augmentation and shuffling. With `fold` k, split 'val' is fold k and 'train' every
+    other non-test fold. Rank and world size default to the launcher's. `uneven` shares
+    the samples that do not divide among the ranks: 'pad' and 'drop' keep ranks even
+    (training), 'uneven' reads each sample exactly once (evaluation).
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
-    if batch_size <= 0:
-        raise DatasetError(
-            f"{ds.path}: batch_size must be a positive number of samples, not {batch_size}"
-        )
-    if fold is None:
+    try:
+        spec = LoaderSpec.of(spec, **fields)
+    except LoaderSpecError as exc:
+        raise LoaderSpecError(f"{ds.path}: {exc}") from None
+    if spec.fold is None:
         ds.require_split(split)
-    elif not 0 <= fold < ds.card.folds:
-        raise DatasetError(f"{ds.path}: no fold {fold}; the dataset has {ds.card.folds} folds")
-    select = Selection(split, fold)
+    elif spec.fold >= ds.card.folds:
+        raise DatasetError(f"{ds.path}: no fold {spec.fold}; the dataset has {ds.card.folds} folds")
     available = _outputs(ds)
-    missing = [f for f in fields or () if f not in available]
+    missing = [f for f in spec.fields or () if f not in available]
     if missing:
         raise DatasetError(
             f"{ds.path}: the dataset has no field {missing[0]!r} "
             f"(it gives {', '.join(sorted(available))})"
         )
-    _check_augment(ds, augment)
+    _check_augment(ds, spec.augment)
     topology = current_topology()
-    rank = topology.rank if rank is None else rank
-    world_size = topology.world_size if world_size is None else world_size
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    shuffle = training if shuffle is None else shuffle
+    rank = topology.rank if spec.rank is None else spec.rank
+    world_size = topology.world_size if spec.world_size is None else spec.world_size
+    device = torch.device(spec.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     kind = ds.card.kind
-    stats = ds.card.stats
-    identity = LoaderIdentity(str(ds.path), ds.card.fingerprint, split, fold)
-    role = repr(split) if fold is None else f"{split!r} of fold {fold}"
+    role = repr(split) if spec.fold is None else f"{split!r} of fold {spec.fold}"
+    source = _source(ds, Selection(split, spec.fold), spec)
+    _check_plan(ds, role, len(source), world_size, spec.batch_size, spec.uneven, spec.drop_last)
 
-    if kind == "volumes" and patch_size is not None:
-        source = PatchSamples(
-            ds,
-            select,
-            patch_size,
-            samples_per_volume=samples_per_volume,
-            foreground_prob=foreground_prob if training else 0.0,
-            seed=seed,
-            pad_mode=pad_mode,
-        )
-    elif kind == "video" and clip_len is not None:
-        sequential = not training if sequential_clips is None else sequential_clips
-        source = ClipSamples(
-            ds, select, clip_len, clips_per_video=clips_per_video, sequential=sequential, seed=seed
-        )
-    else:
-        source = ShardSamples(ds, select)
-        if not len(source):
-            hint = {"volumes": "pass patch_size", "video": "pass clip_len"}.get(kind, "")
-            raise DatasetError(
-                f"{ds.path}: split {split!r} has no samples in shards"
-                + (f"; {hint} to sample from the Zarr store" if hint else "")
-            )
-
-    _check_plan(ds, role, len(source), world_size, batch_size, uneven, drop_last)
-    channels = augment.channels if isinstance(augment, Augment2D) else None
-    channels = channels or dataset_channels(ds)
+    augment = spec.augment or (Augment3D() if kind == "volumes" else Augment2D())
+    channels = batch_channels(ds, augment)
     stats_2d = stats_for(unit_stats(ds), channels) if kind in ("images", "video") else None
     dtypes = set()
     if kind == "images":
-        check_sizes(ds, source.rows, split, augment)
+        check_sizes(ds, source.rows, split, spec.augment)
         dtypes = {r["dtype"] for r in source.rows}
     decodable = dtypes <= {"uint8", "uint16"}  # DALI's image decoders give no float pixels
+    common = dict(
+        batch_size=spec.batch_size,
+        seed=spec.seed,
+        shuffle=spec.training if spec.shuffle is None else spec.shuffle,
+        uneven=spec.uneven,
+        drop_last=spec.drop_last,
+        rank=rank,
+        world_size=world_size,
+        device=device,
+        identity=LoaderIdentity(str(ds.path), ds.card.fingerprint, split, spec.fold),
+    )
 
-    use_dali = backend == "dali" or (
-        backend == "auto" and kind == "images" and fold is None and decodable and dali_available()
+    use_dali = spec.backend == "dali" or (
+        spec.backend == "auto"
+        and kind == "images"
+        and spec.fold is None
+        and decodable
+        and dali_available()
     )
     if use_dali:
-        if not isinstance(source, ShardSamples) or fold is not None:
-            raise DatasetError(
-                f"{ds.path}: the DALI backend reads the shards of a split (images, crops, "
-                "clips); use backend='torch' for Zarr patches, Zarr clips and folds"
-            )
-        if not decodable:
-            raise DatasetError(
-                f"{ds.path}: split {role} holds {sorted(dtypes - {'uint8', 'uint16'})[0]} "
-                "images, which the DALI backend does not decode; use backend='torch'"
-            )
+        _check_dali(ds, role, source, spec.fold, dtypes, decodable)
         from medshard.loaders.dali import DaliLoader
 
         return DaliLoader(
             ds,
             split,
-            batch_size=batch_size,
-            augment=augment or (Augment3D() if kind == "volumes" else Augment2D()),
-            seed=seed,
-            training=training,
-            shuffle=shuffle,
-            uneven=uneven,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            device=device,
-            identity=identity,
+            augment=augment,
+            training=spec.training,
             channels=channels,
             stats=stats_2d,
-            threads=max(num_workers, 1),
+            threads=max(spec.num_workers, 1),
+            **common,
         )
 
     if kind in ("images", "video"):
-        transform = FrameTransform(augment or Augment2D(), seed, training, stats_2d, channels)
+        transform = FrameTransform(augment, spec.seed, spec.training, stats_2d, channels)
     else:
+        stats = ds.card.stats
         transform = VolumeTransform(
-            augment or Augment3D(),
-            seed,
-            training,
+            augment,
+            spec.seed,
+            spec.training,
             stats.model_dump() if stats else None,
             on_device=device.type == "cuda",
         )
     on_device = isinstance(transform, VolumeTransform) and transform.on_device
-    loader = TorchLoader(
+    return TorchLoader(
         source,
-        batch_size=batch_size,
-        seed=seed,
-        shuffle=shuffle,
-        uneven=uneven,
-        drop_last=drop_last,
-        rank=rank,
-        world_size=world_size,
-        num_workers=num_workers,
-        device=device,
+        num_workers=spec.num_workers,
         worker_transform=transform,
         device_transform=transform.batch if on_device else None,
-        identity=identity,
-        on_error=on_error,
+        on_error=spec.on_error,
+        **common,
     )
-    return loader
+
+
+def _source(ds: Dataset, select: Selection, spec: LoaderSpec):
+    """Where the samples come from: Zarr patches or clips, else the stored shards."""
+    kind = ds.card.kind
+    if kind == "volumes" and spec.patch_size is not None:
+        return PatchSamples(
+            ds,
+            select,
+            spec.patch_size,
+            samples_per_volume=spec.samples_per_volume,
+            foreground_prob=spec.foreground_prob if spec.training else 0.0,
+            seed=spec.seed,
+            pad_mode=spec.pad_mode,
+        )
+    if kind == "video" and spec.clip_len is not None:
+        sequential = not spec.training if spec.sequential_clips is None else spec.sequential_clips
+        return ClipSamples(
+            ds,
+            select,
+            spec.clip_len,
+            clips_per_video=spec.clips_per_video,
+            sequential=sequential,
+            seed=spec.seed,
+        )
+    source = ShardSamples(ds, select)
+    if not len(source):
+        hint = {"volumes": "pass patch_size", "video": "pass clip_len"}.get(kind, "")
+        raise DatasetError(
+            f"{ds.path}: split {select.split!r} has no samples in shards"
+            + (f"; {hint} to sample from the Zarr store" if hint else "")
+        )
+    return source
+
+
+def _check_dali(ds: Dataset, role: str, source, fold, dtypes: set, decodable: bool) -> None:
+    """Refuse what the DALI backend cannot read: Zarr samples, folds, float images."""
+    if not isinstance(source, ShardSamples) or fold is not None:
+        raise DatasetError(
+            f"{ds.path}: the DALI backend reads the shards of a split (images, crops, "
+            "clips); use backend='torch' for Zarr patches, Zarr clips and folds"
+        )
+    if not decodable:
+        raise DatasetError(
+            f"{ds.path}: split {role} holds {sorted(dtypes - {'uint8', 'uint16'})[0]} "
+            "images, which the DALI backend does not decode; use backend='torch'"
+        )

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medshard.errors import MedshardError
+from medshard.loaders.spec import LoaderOptions
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "apply_overrides"]
 
@@ -24,17 +25,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class LoaderConfig(_Strict):
-    batch_size: int = 16
-    num_workers: int = 2
-    backend: Literal["auto", "dali", "torch"] = "auto"
+class LoaderConfig(LoaderOptions):
+    """The `loader:` section: the loader options of medshard.loaders.spec (declared there
+    once), and the splits that train and validate. The run gives each loader the rest:
+    augmentation, seed, fold, rank and device."""
+
     train_split: str = "train"
     val_split: str = "val"
-    patch_size: tuple[int, int, int] | None = None  # volumes: random patches from Zarr
-    samples_per_volume: int = 4
-    foreground_prob: float = 0.33
-    clip_len: int | None = None  # video: clips from Zarr
-    clips_per_video: int = 1
 
 
 class ModelConfig(_Strict):

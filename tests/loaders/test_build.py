@@ -10,7 +10,7 @@ import skimage.data
 import tifffile
 
 from medshard.errors import DatasetError
-from medshard.loaders import Augment2D, build_loader, dali_available
+from medshard.loaders import Augment2D, LoaderSpecError, build_loader, dali_available
 from medshard.loaders.torch_loader import TorchLoader
 from tests.conftest import ingest, write_table
 
@@ -18,7 +18,9 @@ from tests.conftest import ingest, write_table
 @pytest.mark.parametrize("batch_size", [0, -2])
 def test_a_batch_size_below_one_is_refused(mixed_tile_dataset, batch_size):
     with pytest.raises(
-        DatasetError, match=f"batch_size must be a positive number of samples, not {batch_size}"
+        LoaderSpecError,
+        match=f"{mixed_tile_dataset}: batch_size must be a positive number of samples, "
+        f"not {batch_size}",
     ):
         build_loader(mixed_tile_dataset, "val", batch_size=batch_size)
 
@@ -74,7 +76,7 @@ def test_evaluation_ranks_count_each_sample_exactly_once(mixed_tile_dataset, wor
 def test_the_trainer_validates_on_each_sample_exactly_once(mixed_tile_dataset, world_size):
     from medshard.shards.reader import open_dataset
     from medshard.trainers.config import TrainConfig
-    from medshard.trainers.loop import _loaders
+    from medshard.trainers.setup import build_loaders
 
     ds = open_dataset(mixed_tile_dataset)
     config = TrainConfig(
@@ -86,7 +88,7 @@ def test_the_trainer_validates_on_each_sample_exactly_once(mixed_tile_dataset, w
     seen = Counter()
     for rank in range(world_size):
         accelerator = SimpleNamespace(process_index=rank, num_processes=world_size, device="cpu")
-        _, val = _loaders(config, ds, None, accelerator)
+        _, val = build_loaders(config, ds, accelerator)
         seen.update(key for batch in val for key in batch["key"])
     assert len(seen) == 9 and set(seen.values()) == {1}
 

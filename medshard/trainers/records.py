@@ -1,0 +1,113 @@
+"""What a run leaves in its folder, and the metric that judges its epochs.
+
+`OUTPUT/NAME[-foldK]/` holds `config.yaml`, the `last/` and `best/` checkpoints,
+`history.json` (one record per epoch), `metrics_val.json` (the best epoch's record) and
+one `rankN.json` per rank: the keys it trained on in the last epoch and a checksum of its
+weights, so that disjoint reading and replicas in sync can be checked after a run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import yaml
+
+from medshard.trainers.checkpoint import (
+    TrainingState,
+    copy_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medshard.trainers.config import EarlyStopping, TrainConfig
+from medshard.trainers.tasks import Task
+
+__all__ = ["Monitor", "RunFolder", "run_dir", "weights_sha256"]
+
+
+def run_dir(config: TrainConfig) -> Path:
+    suffix = f"-fold{config.fold}" if config.fold is not None else ""
+    return config.output_dir / f"{config.name}{suffix}"
+
+
+def weights_sha256(model) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Monitor:
+    """The task's monitored metric (the validation loss where it is missing): whether an
+    epoch improved on the best, and whether early stopping has run out of patience."""
+
+    def __init__(self, task: Task, early: EarlyStopping | None, history: list[dict]):
+        self.name, self.sign = task.monitor, 1 if task.mode == "max" else -1
+        self.min_delta = early.min_delta if early else 0.0
+        self.patience = early.patience if early else None
+        self.best = max((self.score(h) for h in history if self.name in h), default=None)
+        self.stale = 0  # epochs since the last improvement
+
+    def score(self, record: dict) -> float:
+        """Higher is better."""
+        return self.sign * record.get(self.name, -self.sign * record["val_loss"])
+
+    def update(self, record: dict) -> bool:
+        """Whether `record` improves on the best so far."""
+        score = self.score(record)
+        improved = self.best is None or score > self.best + self.min_delta
+        self.best, self.stale = (score, 0) if improved else (self.best, self.stale + 1)
+        return improved
+
+    @property
+    def stop(self) -> bool:
+        return self.patience is not None and self.stale >= self.patience
+
+
+class RunFolder:
+    """The run's folder: every rank calls its methods; the main process writes the
+    shared files."""
+
+    def __init__(self, path: Path, accelerator, *, model, optimizer, scheduler):
+        self.path, self.accelerator = path, accelerator
+        self.parts = dict(accelerator=accelerator, model=model, optimizer=optimizer)
+        self.parts["scheduler"] = scheduler
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    def resume(self) -> list[dict]:
+        """Restore the `last/` checkpoint into the model, optimizer, scheduler and RNG;
+        returns the history so far."""
+        return load_checkpoint(self.path / "last", **self.parts).history
+
+    def write_config(self, config: TrainConfig) -> None:
+        if self.main:
+            self.path.mkdir(parents=True, exist_ok=True)
+            text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+            (self.path / "config.yaml").write_text(text)
+
+    def save_epoch(self, history: list[dict], loader: dict, improved: bool, keys: list[str]):
+        """After an epoch: the `last/` checkpoint, `best/` and its metrics when the epoch
+        `improved`, the history, and this rank's audit of the `keys` it trained on."""
+        state = TrainingState(epoch=len(history), loader=loader, history=history)
+        save_checkpoint(self.path / "last", state, **self.parts)
+        if self.main:
+            if improved:
+                copy_checkpoint(self.path / "last", self.path / "best")
+                _write_json(self.path / "metrics_val.json", history[-1], indent=2)
+            _write_json(self.path / "history.json", history, indent=2)
+        rank = self.accelerator.process_index
+        model = self.accelerator.unwrap_model(self.parts["model"])
+        audit = {"rank": rank, "samples": sorted(keys), "weights_sha256": weights_sha256(model)}
+        _write_json(self.path / f"rank{rank}.json", audit)
+
+    def best_metrics(self) -> dict:
+        return json.loads((self.path / "metrics_val.json").read_text())
+
+
+def _write_json(path: Path, value, indent: int | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=indent) + "\n")

@@ -3,8 +3,6 @@ WebDataset shards. The encoded bytes are stored unchanged; the loaders decode th
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import Field
 
 from medshard.errors import BadInputError
@@ -89,14 +87,12 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
             raise BadInputError(str(path), f"not a file ({where})")
         key = row_key(row, o.key_col, row[o.image_col])
         parsed = spec.parse(row)
-        if o.split_col and not row[o.split_col]:
-            raise ValueError(f"column {o.split_col!r} is empty")
         return Job(
             row=i,
             key=key,
             source=str(path),
-            group=(row[o.group_col] if o.group_col else "") or key,
-            split=row[o.split_col] if o.split_col else None,
+            group=o.group_of(row, key),
+            split=o.split_of(row),
             parsed=parsed,
             files=(str(path),),
             read=read_image,
@@ -109,7 +105,7 @@ def ingest_images(options: ImageIngestOptions, command: str = "") -> IngestResul
         kind="images",
         identity=o.identity(),
         tables=(o.table,),
-        sources={"table": str(o.table.resolve()), "root": str(Path(root).resolve())},
+        sources=o.sources,
         command=command,
         jobs_per_task=_IMAGES_PER_TASK,
     )

@@ -101,6 +101,23 @@ class TableIngestOptions(IngestOptions):
     def data_root(self) -> Path:
         return self.root or self.table.parent
 
+    @property
+    def sources(self) -> dict:
+        """Where the inputs are, as the card records it."""
+        return {"table": str(self.table.resolve()), "root": str(self.data_root.resolve())}
+
+    def group_of(self, row: dict[str, str], key: str) -> str:
+        """A row's group (patient, embryo): the group column, else the sample itself."""
+        return (row[self.group_col] if self.group_col else "") or key
+
+    def split_of(self, row: dict[str, str]) -> str | None:
+        """A row's own split, from the split column; ValueError when the cell is empty."""
+        if not self.split_col:
+            return None
+        if not row[self.split_col]:
+            raise ValueError(f"column {self.split_col!r} is empty")
+        return row[self.split_col]
+
     def inputs(self) -> list[Path]:
         """The table's folder (where its paths lead by default) and every other input."""
         return [self.table.parent, *super().inputs()]

@@ -11,13 +11,106 @@ from medshard.commands.common import (
     console,
     errors,
     fail,
+    parse_columns,
     parse_triple,
 )
 from medshard.errors import MedshardError
 
 
-def inspect(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
-    """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes."""
+def inspect(
+    dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    show: Annotated[
+        int | None, typer.Option(help="Save a contact sheet of N samples drawn by --seed.")
+    ] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(help="Sheet: samples of this split (default: all; train with --loader)."),
+    ] = None,
+    keys: Annotated[
+        str | None, typer.Option(help="Sheet: these samples (comma-separated keys).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Sheet: the PNG to save [sheet.png].")] = None,
+    loader: Annotated[
+        bool,
+        typer.Option(
+            "--loader",
+            help="Sheet: samples as the training loader yields them (augmented, normalised).",
+        ),
+    ] = False,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --loader: a training config, whose augment and loader sections are used."
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Sheet: the seed that draws the samples [0].")
+    ] = None,
+) -> None:
+    """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes; with
+    --show, --keys or --loader, save a contact sheet of its samples instead."""
+    from medshard.shards.reader import open_dataset
+
+    wanted = parse_columns(keys)
+    if show is None and not wanted and not loader:
+        if any(v is not None for v in (split, out, seed, config)):
+            fail(
+                MedshardError(
+                    "--split, --out, --seed and --config choose what a sheet shows: "
+                    "add --show N, --keys or --loader"
+                )
+            )
+        _print_card(dataset)
+        return
+    if config is not None and not loader:
+        fail(MedshardError("--config gives the loader's settings: add --loader"))
+    from medshard.sheets import render_sheet
+
+    try:
+        ds = open_dataset(dataset)
+        sheet_options = {}
+        if config is not None:
+            from medshard.trainers.config import load_config
+
+            train = load_config(config)
+            split = split or train.loader.train_split
+            sheet_options = dict(
+                augment=train.augment,
+                loader_options=train.loader.model_dump(include=_SHEET_LOADER_OPTIONS),
+            )
+        sheet = render_sheet(
+            ds,
+            out or Path("sheet.png"),
+            show=show if show is not None else len(wanted) or 8,
+            split=split,
+            keys=wanted,
+            seed=seed or 0,
+            loader=loader,
+            **sheet_options,
+        )
+    except MedshardError as exc:
+        fail(exc)
+    console.print(
+        f"{sheet.path}: {len(sheet.keys)} samples, {sheet.width}x{sheet.height} px: "
+        + ", ".join(sheet.keys),
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+# the options of a config's `loader:` section that choose what a sample is
+_SHEET_LOADER_OPTIONS = {
+    "patch_size",
+    "samples_per_volume",
+    "foreground_prob",
+    "pad_mode",
+    "clip_len",
+    "clips_per_video",
+    "sequential_clips",
+}
+
+
+def _print_card(dataset: Path) -> None:
     from medshard.commands.report import inspect_table
     from medshard.shards.reader import open_dataset
 

@@ -1,0 +1,103 @@
+"""Draw tiles on one contact sheet with matplotlib's Agg canvas (no display, no pyplot
+state) and save it as PNG."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+from medshard.sheets.tiles import Panel, Tile
+
+__all__ = ["DPI", "render_tiles", "sheet_layout"]
+
+DPI = 100
+PANEL = 1.9  # inches per panel, each way
+TITLE = 0.36  # inches above each panel for its title
+CAPTION = 0.5  # inches under each tile for its key and label(s)
+HEADER = 0.45  # inches at the top for the sheet's title
+MAX_PANELS_ACROSS = 16
+MASK_ALPHA = 0.45
+
+
+def sheet_layout(tiles: int, rows: int, cols: int) -> tuple[int, float, float]:
+    """(tiles per row, width, height in inches): about 3:2 across, at most
+    MAX_PANELS_ACROSS panels side by side."""
+    tile_w, tile_h = cols * PANEL, rows * (PANEL + TITLE) + CAPTION
+    best = None
+    for across in range(1, max(1, min(tiles, MAX_PANELS_ACROSS // max(cols, 1))) + 1):
+        width = across * tile_w
+        height = math.ceil(tiles / across) * tile_h + HEADER
+        score = abs(math.log(width / height / 1.5))
+        if best is None or score < best[0]:
+            best = (score, across, width, height)
+    _, across, width, height = best
+    return across, width, height
+
+
+def _overlay(mask: np.ndarray) -> np.ndarray:
+    """RGBA: each label value in its own tab10 colour (the colours the Zarr store gives
+    viewers), background transparent."""
+    from matplotlib import colormaps
+
+    palette = np.asarray(colormaps["tab10"].colors, np.float32)
+    rgba = np.zeros((*mask.shape, 4), np.float32)
+    on = mask > 0
+    rgba[on, :3] = palette[(mask[on].astype(np.int64) - 1) % len(palette)]
+    rgba[on, 3] = MASK_ALPHA
+    return rgba
+
+
+def _draw(ax, panel: Panel) -> None:
+    shown = dict(aspect=panel.aspect, origin=panel.origin, interpolation="nearest")
+    if panel.image.ndim == 2:
+        ax.imshow(panel.image, cmap="gray", vmin=0.0, vmax=1.0, **shown)
+    else:
+        ax.imshow(panel.image, **shown)
+    if panel.mask is not None and panel.mask.any():
+        ax.imshow(_overlay(panel.mask), **shown)
+    ax.set_title(panel.title, fontsize=6, pad=2)
+    ax.set_axis_off()
+
+
+def render_tiles(tiles: list[Tile], out: Path, title: str) -> tuple[int, int]:
+    """Save the sheet to `out` (PNG); returns its (width, height) in pixels."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = max(len(t.rows) for t in tiles)
+    cols = max(len(r) for t in tiles for r in t.rows)
+    across, width, height = sheet_layout(len(tiles), rows, cols)
+    figure = Figure(figsize=(width, height), dpi=DPI, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    figure.text(0.5, 1 - 0.5 * HEADER / height, title, ha="center", va="center", fontsize=9)
+    tile_w, tile_h = cols * PANEL, rows * (PANEL + TITLE) + CAPTION
+    for n, tile in enumerate(tiles):
+        left = (n % across) * tile_w
+        top = HEADER + (n // across) * tile_h  # inches from the top of the sheet
+        for r, row in enumerate(tile.rows):
+            for c, panel in enumerate(row):
+                box_left = left + c * PANEL + 0.06
+                box_top = top + r * (PANEL + TITLE) + TITLE
+                ax = figure.add_axes(
+                    (
+                        box_left / width,
+                        1 - (box_top + PANEL - 0.06) / height,
+                        (PANEL - 0.12) / width,
+                        (PANEL - 0.06) / height,
+                    )
+                )
+                _draw(ax, panel)
+        below = top + len(tile.rows) * (PANEL + TITLE) + 0.05
+        figure.text(
+            (left + tile_w / 2) / width,
+            1 - below / height,
+            tile.caption,
+            ha="center",
+            va="top",
+            fontsize=7,
+        )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, format="png", dpi=DPI, facecolor="white")
+    return canvas.get_width_height()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from medshard.shards.reader import open_dataset
 from medshard.trainers.config import TrainConfig
 from medshard.trainers.finetune import set_backbone_trainable
-from medshard.trainers.records import Monitor, RunFolder, run_dir
+from medshard.trainers.records import Monitor, RunFolder, epoch_line, run_dir
 from medshard.trainers.setup import build_loaders, build_network, build_optimizer, step_scheduler
 from medshard.trainers.steps import NonFiniteLossError, train_epoch, validate
 from medshard.trainers.tasks import build_task
@@ -66,26 +66,16 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
         )
         train_loader.set_epoch(epoch)
         tally = train_epoch(
-            model,
-            train_loader,
-            task,
-            loss_fn,
-            optimizer,
-            accelerator,
-            epoch=epoch,
-            grad_clip=config.optim.grad_clip,
-            show=show,
+            model, train_loader, task, loss_fn, optimizer, accelerator, epoch, config.optim, show
         )
-        record = {"epoch": epoch + 1, **tally.reduce(accelerator)}
-        record |= {"lr": optimizer.param_groups[0]["lr"]}
-        record |= validate(model, val_loader, task, loss_fn, metrics, accelerator)
+        lr = optimizer.param_groups[0]["lr"]
+        scores, validated = validate(model, val_loader, task, loss_fn, metrics, accelerator)
+        record = {"epoch": epoch + 1, **tally.reduce(accelerator), "lr": lr, **scores}
         step_scheduler(scheduler, config, record, task)
         history.append(record)
-        log(
-            f"epoch {epoch + 1}: train loss {record['train_loss']:.4f}, val loss "
-            f"{record['val_loss']:.4f}, {task.monitor} {record.get(task.monitor, float('nan')):.4f}"
-        )
-        run.save_epoch(history, train_loader.state_dict(), monitor.update(record), tally.keys)
+        log(epoch_line(record, task.monitor))
+        improved = monitor.update(record)
+        run.save_epoch(history, train_loader.state_dict(), improved, (tally.keys, validated))
         if monitor.stop:
             log(f"early stopping: {task.monitor} has not improved for {monitor.stale} epochs")
             break

@@ -2,8 +2,9 @@
 
 `OUTPUT/NAME[-foldK]/` holds `config.yaml`, the `last/` and `best/` checkpoints,
 `history.json` (one record per epoch), `metrics_val.json` (the best epoch's record) and
-one `rankN.json` per rank: the keys it trained on in the last epoch and a checksum of its
-weights, so that disjoint reading and replicas in sync can be checked after a run."""
+one `rankN.json` per rank: the keys it trained and validated on in the last epoch and a
+checksum of its weights, so that disjoint reading, folds that keep their validation
+samples out of training, and replicas in sync can be checked after a run."""
 
 from __future__ import annotations
 
@@ -22,12 +23,20 @@ from medshard.trainers.checkpoint import (
 from medshard.trainers.config import EarlyStopping, TrainConfig
 from medshard.trainers.tasks import Task
 
-__all__ = ["Monitor", "RunFolder", "run_dir", "weights_sha256"]
+__all__ = ["Monitor", "RunFolder", "epoch_line", "run_dir", "weights_sha256"]
 
 
 def run_dir(config: TrainConfig) -> Path:
     suffix = f"-fold{config.fold}" if config.fold is not None else ""
     return config.output_dir / f"{config.name}{suffix}"
+
+
+def epoch_line(record: dict, monitor: str) -> str:
+    """One line on an epoch for the log."""
+    return (
+        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss "
+        f"{record['val_loss']:.4f}, {monitor} {record.get(monitor, float('nan')):.4f}"
+    )
 
 
 def weights_sha256(model) -> str:
@@ -89,9 +98,11 @@ class RunFolder:
             text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
             (self.path / "config.yaml").write_text(text)
 
-    def save_epoch(self, history: list[dict], loader: dict, improved: bool, keys: list[str]):
+    def save_epoch(
+        self, history: list[dict], loader: dict, improved: bool, keys: tuple[list, list]
+    ) -> None:
         """After an epoch: the `last/` checkpoint, `best/` and its metrics when the epoch
-        `improved`, the history, and this rank's audit of the `keys` it trained on."""
+        `improved`, the history, and this rank's audit of the (trained, validated) keys."""
         state = TrainingState(epoch=len(history), loader=loader, history=history)
         save_checkpoint(self.path / "last", state, **self.parts)
         if self.main:
@@ -101,8 +112,11 @@ class RunFolder:
             _write_json(self.path / "history.json", history, indent=2)
         rank = self.accelerator.process_index
         model = self.accelerator.unwrap_model(self.parts["model"])
-        audit = {"rank": rank, "samples": sorted(keys), "weights_sha256": weights_sha256(model)}
-        _write_json(self.path / f"rank{rank}.json", audit)
+        trained, validated = (sorted(k) for k in keys)
+        audit = {"rank": rank, "samples": trained, "validated": validated}
+        _write_json(
+            self.path / f"rank{rank}.json", audit | {"weights_sha256": weights_sha256(model)}
+        )
 
     def best_metrics(self) -> dict:
         return json.loads((self.path / "metrics_val.json").read_text())

@@ -112,9 +112,11 @@ def epoch_progress(total: int, epoch: int, show: bool):
 
 
 def train_epoch(
-    model, loader, task: Task, loss_fn, optimizer, accelerator, *, epoch, grad_clip, show
+    model, loader, task: Task, loss_fn, optimizer, accelerator, epoch: int, optim, show: bool
 ) -> EpochTally:
-    """Train on this rank's share of one epoch."""
+    """Train on this rank's share of one epoch; `optim` is the config's optim section
+    (gradient clipping), `show` the progress bar."""
+    grad_clip = optim.grad_clip
     model.train()
     tally = EpochTally()
     started = ready = time.perf_counter()
@@ -139,12 +141,15 @@ def _plain(value):
     return value
 
 
-def validate(model, loader, task: Task, loss_fn, metrics, accelerator) -> dict:
-    """The validation loss and metrics over every rank's share, each sample once."""
+def validate(model, loader, task: Task, loss_fn, metrics, accelerator) -> tuple[dict, list[str]]:
+    """The validation loss and metrics over every rank's share, each sample once; and the
+    keys this rank validated on."""
     model.eval()
     losses = torch.zeros(2, device=accelerator.device)
+    keys: list[str] = []
     with torch.no_grad():
         for batch in loader:
+            keys.extend(batch["key"])
             output = model(batch["image"])
             loss = compute_loss(task, loss_fn, output, batch).item()
             losses += torch.tensor(
@@ -154,4 +159,4 @@ def validate(model, loader, task: Task, loss_fn, metrics, accelerator) -> dict:
     total = accelerator.reduce(losses, reduction="sum")
     values = {f"val_{name}": _plain(v) for name, v in metrics.compute().items()}
     metrics.reset()
-    return {"val_loss": (total[0] / total[1].clamp_min(1)).item(), **values}
+    return {"val_loss": (total[0] / total[1].clamp_min(1)).item(), **values}, keys

@@ -1,11 +1,22 @@
-"""Bad configs are refused with a clear sentence before training starts."""
+"""Configs: bad ones are refused with a clear sentence before training starts; the
+loader section is the loader's own options, and they reach the loader."""
+
+from types import SimpleNamespace
+from typing import get_args
 
 import pytest
+import torch
 
-from medshard.trainers.config import ConfigError, load_config
+from medshard.loaders import LoaderOptions
+from medshard.loaders.sources import PadMode
+from medshard.shards.reader import open_dataset
+from medshard.trainers.config import ConfigError, LoaderConfig, load_config
 from medshard.trainers.kfold import aggregate_folds
 from medshard.trainers.loop import train
+from medshard.trainers.setup import build_loaders
 from tests.conftest import CLASSES, ingest, make_image_table
+
+PAD_MODES = get_args(PadMode)
 
 
 def write(tmp_path, text: str):
@@ -81,3 +92,50 @@ def test_fold_aggregation_gives_mean_std_and_t_interval():
         and "val_f1" not in summary
         and "epoch" not in summary
     )
+
+
+def test_the_loader_section_is_the_loaders_own_options():
+    assert issubclass(LoaderConfig, LoaderOptions)
+    assert set(LoaderConfig.model_fields) - set(LoaderOptions.model_fields) == {
+        "train_split",
+        "val_split",
+    }
+
+
+@pytest.fixture(scope="module")
+def real_mri(tmp_path_factory):
+    """nibabel's real MRI volumes, one (7 x 5 x 4) smaller than a 16^3 patch."""
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.real_data import real_nifti_table
+
+    root = tmp_path_factory.mktemp("mri")
+    table = real_nifti_table(root / "raw")
+    options = dict(modalities=("image",), mask_col="seg", key_col="subject", label_col="group")
+    quiet = dict(workers=1, processes=False, quiet=True, val_fraction=0.0)
+    ingest_nifti(NiftiIngestOptions(table=table, out=root / "ds", **options, **quiet))
+    return root / "ds"
+
+
+def _small_patch(dataset, tmp_path, mode: str) -> torch.Tensor:
+    """The validation patch of the smallest volume, padded by the config's pad_mode."""
+    path = write(
+        tmp_path,
+        f"name: x\ndataset: {dataset}\ntask: classification\naugment: {{normalize: none}}\n"
+        f"loader: {{patch_size: [16, 16, 16], pad_mode: {mode}, val_split: train, "
+        "num_workers: 0, backend: torch, batch_size: 1}\n",
+    )
+    config = load_config(path)
+    place = SimpleNamespace(process_index=0, num_processes=1, device="cpu")
+    train_loader, val_loader = build_loaders(config, open_dataset(dataset), place)
+    assert train_loader.source.pad_mode == val_loader.source.pad_mode == mode
+    (patch,) = [b["image"][0] for b in val_loader if b["key"][0].startswith("standard#")][:1]
+    return patch
+
+
+def test_the_configs_pad_mode_reaches_the_patches(real_mri, tmp_path):
+    patches = {mode: _small_patch(real_mri, tmp_path, mode) for mode in PAD_MODES}
+    assert float(patches["constant"][0, 0, 0, 0]) == 0.0
+    inside = patches["constant"][:, 6:10, 6:10, 6:10]  # the volume sits in the middle
+    assert float(patches["minimum"][0, 0, 0, 0]) == float(patches["minimum"].min())
+    assert torch.equal(patches["reflect"][:, 6:10, 6:10, 6:10], inside)
+    assert not torch.equal(patches["reflect"], patches["constant"])

@@ -73,3 +73,23 @@ def test_a_run_folder_fine_tunes_from_its_best_checkpoint(tmp_path):
         str(config), ["epochs=1", "name=again", f"finetune.checkpoint={best}"], quiet=True
     )
     assert "val_loss" in metrics
+
+
+def test_a_frozen_backbone_keeps_the_loaded_weights_while_the_head_learns(tmp_path):
+    """Fine-tuning loads the checkpoint's backbone (values compared), keeps it frozen
+    through the first epoch's steps while the head changes, and trains it once thawed."""
+    dataset = real_gray_dataset(tmp_path / "data")
+    config = write_config(tmp_path / "c.yaml", dataset, tmp_path / "runs")
+    run(str(config), ["epochs=1", "seed=1"], quiet=True)
+    pretrained = read_state_dict(tmp_path / "runs/gray/best")
+    tune = ["seed=2", f"finetune.checkpoint={tmp_path / 'runs/gray/best'}"]
+    tune += ["finetune.freeze_backbone_epochs=1", "optim.schedule=none"]
+    run(str(config), ["epochs=1", "name=frozen", *tune], quiet=True)
+    frozen = read_state_dict(tmp_path / "runs/frozen/last")
+    backbone, head = ("0.weight", "0.bias"), ("4.weight", "4.bias")
+    for name in backbone:  # loaded (a fresh network with seed 2 would differ) and unchanged
+        assert torch.equal(frozen[name], pretrained[name]), name
+    assert all(not torch.equal(frozen[name], pretrained[name]) for name in head)
+    run(str(config), ["epochs=2", "name=thawed", *tune], quiet=True)
+    thawed = read_state_dict(tmp_path / "runs/thawed/last")
+    assert all(not torch.equal(thawed[name], pretrained[name]) for name in backbone)

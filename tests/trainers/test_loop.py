@@ -2,6 +2,7 @@
 a diverging run stops with one sentence and a non-zero exit from `medshard train`."""
 
 import json
+import math
 import re
 
 import pytest
@@ -69,3 +70,33 @@ def test_a_diverging_loss_stops_with_one_sentence_and_exit_1(gray, tmp_path):
     assert "check the inputs for NaN or infinite values, or lower the learning rate" in output
     assert "optim.lr=1e+30" in output and "Traceback" not in output
     assert not (tmp_path / "runs/gray/history.json").exists()  # no epoch was recorded
+
+
+@pytest.fixture(scope="module")
+def mixed_tiles(tmp_path_factory):
+    """scikit-image tiles mixing gray, RGB, RGBA and palette, 8 and 16 bit, ingested by
+    medshard.ingest.images."""
+    from tests.conftest import ingest
+    from tests.real_data import mixed_tile_table
+
+    root = tmp_path_factory.mktemp("mixed")
+    table = mixed_tile_table(root / "raw")
+    ingest(table, root / "ds", label_col="stage", group_col="patient", val_fraction=0.3)
+    return root / "ds"
+
+
+@pytest.mark.parametrize(("channels", "expected"), [(None, 3), (1, 1)])
+@pytest.mark.parametrize("backend", ["torch", "auto"])
+def test_a_folder_mixing_channel_counts_trains_with_the_batches_channels(
+    mixed_tiles, tmp_path, channels, expected, backend
+):
+    """The network takes the loader's channel count (the card's, or augment.channels),
+    not the first manifest row's (which may be gray or RGBA)."""
+    config = write_config(tmp_path / "c.yaml", mixed_tiles, tmp_path / "runs")
+    overrides = ["epochs=1", f"loader.backend={backend}"]
+    overrides += [f"augment.channels={channels}"] if channels else []
+    run(str(config), overrides, quiet=True)
+    history = json.loads((tmp_path / "runs/gray/history.json").read_text())
+    assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
+    weights = load_file(tmp_path / "runs/gray/last/model.safetensors")
+    assert weights["0.weight"].shape[1] == expected  # the first convolution's inputs

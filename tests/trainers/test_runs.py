@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from safetensors.torch import load_file
+
 from medshard.shards.reader import open_dataset
 from medshard.trainers.cli import run
 
@@ -19,7 +22,8 @@ SMALL = [
 ]
 
 
-def test_resume_continues_where_the_run_stopped(datasets, tmp_path):
+def test_resume_keeps_the_history_and_adds_the_next_epoch(datasets, tmp_path):
+    """(That resume restores the weights exactly is tested in test_loop.py.)"""
     base = [f"dataset={datasets['embryo-stage']}", f"output_dir={tmp_path}", *SMALL]
     run(str(CONFIGS / "embryo-stage.yaml"), [*base, "epochs=2"], quiet=True)
     first = json.loads((tmp_path / "embryo-stage/history.json").read_text())
@@ -39,18 +43,23 @@ def test_folds_run_each_fold_and_aggregate(datasets, tmp_path):
     summary = run(str(CONFIGS / "fomo-mri-classification.yaml"), overrides, folds=3, quiet=True)
     assert len(summary["val_accuracy"]["values"]) == 3
     assert json.loads((tmp_path / "fomo-mri-classification-folds.json").read_text())["folds"] == 3
-    seen = [
-        set(
-            json.loads((tmp_path / f"fomo-mri-classification-fold{k}/rank0.json").read_text())[
-                "samples"
-            ]
-        )
-        for k in range(3)
-    ]
-    assert all(seen)
+    rows = open_dataset(datasets["fomo-mri"]).manifest.to_pylist()
+    validated_somewhere = set()
+    for k in range(3):
+        audit = json.loads((tmp_path / f"fomo-mri-classification-fold{k}/rank0.json").read_text())
+        # the keys actually read: patches are named VOLUME#i
+        trained = {key.split("#")[0] for key in audit["samples"]}
+        validated = {key.split("#")[0] for key in audit["validated"]}
+        assert validated == {r["key"] for r in rows if r["fold"] == k}
+        assert trained == {
+            r["key"] for r in rows if r["split"] != "test" and r["fold"] not in (-1, k)
+        }
+        assert trained and validated and not trained & validated
+        validated_somewhere |= validated
+    assert validated_somewhere == {r["key"] for r in rows if r["fold"] >= 0}
 
 
-def test_finetuning_reuses_a_backbone_with_another_head(datasets, tmp_path):
+def test_finetuning_reuses_a_frozen_backbone_with_another_head(datasets, tmp_path):
     common = [
         f"output_dir={tmp_path}",
         "epochs=1",
@@ -65,9 +74,21 @@ def test_finetuning_reuses_a_backbone_with_another_head(datasets, tmp_path):
         "augment.random_crop=[48,48]",
         f"finetune.checkpoint={tmp_path / 'embryo-stage/best'}",
         "finetune.freeze_backbone_epochs=1",
+        "seed=3",
     ]
     metrics = run(str(CONFIGS / "mammo-tiles.yaml"), [*common, *mammo], quiet=True)
     assert "val_auroc_macro" in metrics and len(metrics["val_auroc"]) == 3
+    pretrained = load_file(tmp_path / "embryo-stage/best/model.safetensors")
+    tuned = load_file(tmp_path / "mammo-tiles/last/model.safetensors")
+    # parameters only: batch norm keeps its running statistics even when frozen
+    statistics = ("running_mean", "running_var", "num_batches_tracked")
+    weights = [name for name in tuned if not name.endswith(statistics)]
+    backbone = [name for name in weights if not name.startswith("fc.")]
+    head = [name for name in weights if name.startswith("fc.")]
+    assert len(backbone) > 20 and sorted(head) == ["fc.bias", "fc.weight"]
+    for name in backbone:  # loaded from the checkpoint and left unchanged by the steps
+        assert torch.equal(tuned[name], pretrained[name]), name
+    assert all(not torch.equal(tuned[name], pretrained[name]) for name in head)
 
 
 def _launch_two_cpu_processes(*arguments: str) -> subprocess.CompletedProcess:

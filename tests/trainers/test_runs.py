@@ -127,14 +127,14 @@ def test_accelerate_launch_two_cpu_processes(datasets, tmp_path):
     history = json.loads((tmp_path / "embryo-stage/history.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2]
     ranks = [json.loads((tmp_path / f"embryo-stage/rank{r}.json").read_text()) for r in (0, 1)]
-    train_keys = {
-        r["key"]
-        for r in open_dataset(datasets["embryo-stage"]).manifest.to_pylist()
-        if r["split"] == "train"
-    }
+    rows = open_dataset(datasets["embryo-stage"]).manifest.to_pylist()
+    train_keys = {r["key"] for r in rows if r["split"] == "train"}
+    val_keys = {r["key"] for r in rows if r["split"] == "val"}
     first, second = (set(r["samples"]) for r in ranks)
     assert first | second == train_keys
     assert len(first & second) <= 1  # only the sample that pads an odd count
+    validated = ranks[0]["validated"] + ranks[1]["validated"]
+    assert sorted(validated) == sorted(val_keys)  # every validation sample exactly once
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # replicas in sync
 
 

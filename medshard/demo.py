@@ -152,6 +152,16 @@ def _benchmark(dataset: Path) -> tuple[float, float]:
     return baseline.samples_per_s, engine.samples_per_s
 
 
+def _sheets(datasets: Path, out: Path, console: Console) -> None:
+    """Contact sheets of a 2D and a volume workload: `medshard inspect DATASET --show N`."""
+    from medshard.sheets import render_sheet
+
+    console.rule("look at the data: contact sheets")
+    for name, show in (("mammo-tiles", 8), ("fomo-mri", 4)):
+        sheet = render_sheet(datasets / name, out / f"{name}.png", show=show)
+        console.print(f"{name}: {sheet.path} ({len(sheet.keys)} samples)")
+
+
 def run_demo(out: Path | None, console: Console) -> None:
     """Run everything under `out` (kept), or a temporary folder (removed)."""
     if out is None:
@@ -179,6 +189,7 @@ def _run(out: Path, console: Console, kept: bool) -> None:
             "verify": "OK" if report.ok else f"{len(report.problems)} problems",
             "dataset": str(result.out),
         }
+    _sheets(out / "datasets", out / "sheets", console)
     for name, metric in (("embryo-stage", "val_accuracy"), ("fomo-mri", "val_dice")):
         metrics = _train(name, out / "datasets" / name, out / "outputs", console)
         rows[name]["trained"] = f"{metric.removeprefix('val_')} {metrics[metric]:.2f}"

@@ -22,14 +22,16 @@ MASK_ALPHA = 0.45
 
 
 def sheet_layout(tiles: int, rows: int, cols: int) -> tuple[int, float, float]:
-    """(tiles per row, width, height in inches): about 3:2 across, at most
-    MAX_PANELS_ACROSS panels side by side."""
+    """(tiles per row, width, height in inches): rows as full as the count allows, the
+    sheet near 7:5 across, at most MAX_PANELS_ACROSS panels side by side."""
     tile_w, tile_h = cols * PANEL, rows * (PANEL + TITLE) + CAPTION
+    widest = max(1, MAX_PANELS_ACROSS // max(cols, 1))
     best = None
-    for across in range(1, max(1, min(tiles, MAX_PANELS_ACROSS // max(cols, 1))) + 1):
+    for lines in range(1, tiles + 1):
+        across = min(math.ceil(tiles / lines), widest)
         width = across * tile_w
         height = math.ceil(tiles / across) * tile_h + HEADER
-        score = abs(math.log(width / height / 1.5))
+        score = abs(math.log(width / height / 1.4))
         if best is None or score < best[0]:
             best = (score, across, width, height)
     _, across, width, height = best
@@ -65,6 +67,7 @@ def render_tiles(tiles: list[Tile], out: Path, title: str) -> tuple[int, int]:
     """Save the sheet to `out` (PNG); returns its (width, height) in pixels."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
 
     rows = max(len(t.rows) for t in tiles)
     cols = max(len(r) for t in tiles for r in t.rows)
@@ -76,6 +79,12 @@ def render_tiles(tiles: list[Tile], out: Path, title: str) -> tuple[int, int]:
     for n, tile in enumerate(tiles):
         left = (n % across) * tile_w
         top = HEADER + (n // across) * tile_h  # inches from the top of the sheet
+        frame = (left / width, 1 - (top + tile_h) / height, tile_w / width, tile_h / height)
+        figure.add_artist(
+            Rectangle(
+                frame[:2], *frame[2:], transform=figure.transFigure, fill=False, edgecolor="0.85"
+            )
+        )
         for r, row in enumerate(tile.rows):
             for c, panel in enumerate(row):
                 box_left = left + c * PANEL + 0.06

@@ -115,7 +115,9 @@ def _digest(files: list[Path]) -> str:
     return digest.hexdigest()
 
 
-def _volume_record(key: str, volume: LoadedVolume, dataset_dir: str, patch, spacing) -> dict:
+def _volume_record(key: str, volume: LoadedVolume, dataset_dir: str, layout, spacing) -> dict:
+    """Check and write one volume or video in `layout` (a ZarrLayout: patch size, codec,
+    stored intensity type; a bare patch size takes the default layout)."""
     channel_first = (
         np.moveaxis(volume.image, volume.axes.index("c"), 0)
         if "c" in volume.axes
@@ -129,7 +131,7 @@ def _volume_record(key: str, volume: LoadedVolume, dataset_dir: str, patch, spac
         volume.image,
         axes=volume.axes,
         spacing=spacing,
-        patch=patch,
+        layout=layout,
         mask=mask,
         unit=volume.unit,
         attributes=volume.attributes,
@@ -139,7 +141,7 @@ def _volume_record(key: str, volume: LoadedVolume, dataset_dir: str, patch, spac
         "zarr_path": written["zarr_path"],
         "bytes": written["bytes"],
         "shape": list(volume.image.shape),
-        "dtype": str(volume.image.dtype),
+        "dtype": written["dtype"],
         "spacing": list(spacing),
         "source": [name for name, _ in volume.sources],
         "source_sha256": [_digest(files) for _, files in volume.sources],

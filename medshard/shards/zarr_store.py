@@ -12,6 +12,8 @@ import numpy as np
 
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import ZARR_DIR
+from medshard.shards.zarr_layout import ZarrLayout, chunk_shape, encode_intensity, inner_codecs
+from medshard.shards.zarr_shards import encode_shard
 
 __all__ = [
     "SPATIAL_UNIT",
@@ -19,6 +21,7 @@ __all__ = [
     "chunk_shape",
     "create_store",
     "write_sample",
+    "ZarrLayout",
     "open_sample",
     "consolidate",
     "ZarrReader",
@@ -33,21 +36,8 @@ _DAMAGED_STATUSES = ("DATA_LOSS", "FAILED_PRECONDITION")
 def array_sha256(array: np.ndarray) -> str:
     """Checksum of an array's values: its C-order bytes with dtype and shape."""
     digest = hashlib.sha256(f"{array.dtype.str}{array.shape}".encode())
-    digest.update(np.ascontiguousarray(array).tobytes())
+    digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))  # no copy
     return digest.hexdigest()
-
-
-def chunk_shape(shape: Sequence[int], axes: str, patch: Sequence[int]) -> tuple[int, ...]:
-    """Inner chunks sized from the training patch: half a patch per spatial/time axis (so a
-    random patch touches few chunks), one channel per chunk."""
-    sizes = iter(patch)
-    chunks = []
-    for axis, dim in zip(axes, shape):
-        if axis == "c":
-            chunks.append(1)
-        else:
-            chunks.append(int(max(1, min(dim, max(8, next(sizes, 64) // 2)))))
-    return tuple(chunks)
 
 
 def create_store(dataset_dir: str | Path) -> Path:
@@ -128,20 +118,19 @@ def write_sample(
     *,
     axes: str,
     spacing: Sequence[float],
-    patch: Sequence[int],
+    layout: ZarrLayout | Sequence[int],
     mask: np.ndarray | None = None,
     unit: str | None = SPATIAL_UNIT,
     attributes: dict | None = None,
     chunks: Sequence[int] | None = None,
 ) -> dict:
-    """Write one sample's arrays whole (one task, one group: no two writers share a file).
-    `spacing` is per non-channel axis. Returns zarr_path, bytes on disk and checksums."""
+    """Write one sample's arrays whole (one task, one group: no two writers share a file)
+    in `layout` (or the default layout for a bare patch size); `chunks` overrides its inner
+    chunks. `spacing` is per non-channel axis. Returns zarr_path, bytes on disk, the stored
+    image dtype and checksums of the stored values."""
     import zarr
-    from zarr.codecs import BloscCodec, Crc32cCodec
 
-    # crc32c after compression, per inner chunk (the sharding codec's index carries its
-    # own by default): zarr and tensorstore refuse a damaged chunk instead of decoding it
-    compressors = (BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"), Crc32cCodec())
+    layout = ZarrLayout.of(layout)
     group_path = f"{ZARR_DIR}/{key}"
     root = zarr.open_group(str(Path(dataset_dir) / ZARR_DIR), mode="a", zarr_format=3)
     scale = [1.0 if a == "c" else float(s) for a, s in zip(axes, _with_channel(axes, spacing))]
@@ -151,36 +140,45 @@ def write_sample(
         attributes={"ome": _ome(key, axes, scale, "image", unit), "medshard": attributes or {}},
     )
 
-    def put(parent, name: str, array: np.ndarray, array_axes: str) -> str:
-        inner = tuple(chunks) if chunks is not None else chunk_shape(array.shape, array_axes, patch)
-        shards = tuple(-(-d // c) * c for d, c in zip(array.shape, inner))
-        shards = tuple(c if a == "c" else s for a, c, s in zip(array_axes, inner, shards))
+    def put(parent, name: str, array: np.ndarray, array_axes: str, extra: dict) -> str:
+        inner = chunk_shape(array.shape, array_axes, layout.patch, layout.codec)
+        inner = tuple(chunks) if chunks is not None else inner
         digest = array_sha256(array)
-        stored = parent.create_array(
+        parent.create_array(
             name,
             shape=array.shape,
             dtype=array.dtype,
             chunks=inner,
-            shards=shards,
-            compressors=compressors,
+            shards=tuple(-(-d // c) * c for d, c in zip(array.shape, inner)),  # one shard
+            compressors=inner_codecs(layout.codec, array.dtype),
             dimension_names=tuple(array_axes),
-            attributes={"medshard": {"sha256": digest}},
+            attributes={"medshard": {"sha256": digest, **extra}},
         )
-        stored[...] = array
+        # the whole array is one shard, written here (zarr-python's sharded write is slow)
+        shard = Path(dataset_dir, ZARR_DIR, parent.path, name, "c", *["0"] * array.ndim)
+        shard.parent.mkdir(parents=True, exist_ok=True)
+        shard.write_bytes(encode_shard(array, inner, layout.codec))
         return digest
 
-    checksums = {"image": put(group, "image", image, axes)}
+    channel_first = axes.startswith("c")
+    stored, extra = encode_intensity(image, layout.intensity if channel_first else "source", key)
+    checksums = {"image": put(group, "image", stored, axes, extra)}
     if mask is not None:
         mask_axes = axes.replace("c", "")
         mask_scale = [s for a, s in zip(axes, scale) if a != "c"]
         labels = group.create_group(
             "labels", attributes={"ome": _label_ome(key, mask_axes, mask_scale, unit, mask)}
         )
-        checksums["mask"] = put(labels, "mask", mask, mask_axes)
+        checksums["mask"] = put(labels, "mask", mask, mask_axes, {})
     on_disk = sum(
         p.stat().st_size for p in (Path(dataset_dir) / group_path).rglob("*") if p.is_file()
     )
-    return {"zarr_path": group_path, "bytes": on_disk, "sha256": checksums}
+    return {
+        "zarr_path": group_path,
+        "bytes": on_disk,
+        "dtype": str(stored.dtype),
+        "sha256": checksums,
+    }
 
 
 def _with_channel(axes: str, spacing: Sequence[float]) -> list[float]:

@@ -7,6 +7,7 @@ import zarr
 
 from medshard.errors import CorruptDataError
 from medshard.shards.zarr_store import (
+    ZarrLayout,
     ZarrReader,
     array_sha256,
     chunk_shape,
@@ -30,7 +31,7 @@ def stored(tmp_path):
         image,
         axes="czyx",
         spacing=(2.0, 0.5, 0.5),
-        patch=(16, 16, 16),
+        layout=ZarrLayout(patch=(16, 16, 16), codec="zstd"),
         mask=mask,
         attributes={"channel_names": ["a", "b"]},
     )
@@ -58,9 +59,11 @@ def test_tensorstore_zarr3_driver_reads_the_same_values(stored):
 def test_sharded_chunks_from_the_patch_size(stored):
     path, *_ = stored
     array = zarr.open_array(str(path / "zarr/s1/image"), mode="r")
-    assert array.chunks == (1, 8, 8, 8)
-    assert array.shards == (1, 24, 40, 40)
-    assert chunk_shape((3, 100, 7, 200), "czyx", (64, 64, 64)) == (1, 32, 7, 32)
+    assert array.chunks == (2, 7, 7, 8)  # every channel; 20 voxels as 3 chunks of 7
+    assert array.shards == (2, 21, 35, 40)  # the whole array is one shard
+    # compressed chunks are about half a patch, uncompressed ones about a whole patch
+    assert chunk_shape((3, 100, 7, 200), "czyx", (64, 64, 64), "zstd") == (3, 25, 7, 29)
+    assert chunk_shape((3, 160, 192, 160), "czyx", (64, 64, 64), "none") == (3, 54, 64, 54)
 
 
 def test_ome_ngff_attributes_give_axes_units_and_scale(stored):

@@ -1,0 +1,119 @@
+"""How a sample's arrays lie in the Zarr store: inner chunks, codec and the stored intensity
+type. The training layout is chosen for reading: a patch touches few chunks, and chunks are
+uncompressed or LZ4 (nnU-Net v2 moved from zstd to LZ4 for the same reason); zstd is for
+archives. Every chunk ends in a crc32c checksum, whatever the codec."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from medshard.errors import MedshardError
+
+__all__ = [
+    "CODECS",
+    "Codec",
+    "Intensity",
+    "IntensityError",
+    "ZarrLayout",
+    "chunk_shape",
+    "encode_intensity",
+    "inner_codecs",
+]
+
+Codec = Literal["lz4", "zstd", "none"]
+CODECS: tuple[str, ...] = ("lz4", "zstd", "none")
+# How floating-point intensities are stored: as they are ("source"), as float16, or as
+# int16 with a per-channel scale and offset recorded beside them (value = q * scale +
+# offset). Both halve the bytes of float32; integer images are always stored as they are.
+Intensity = Literal["source", "float16", "int16"]
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
+_INT16_LIMIT = 32767
+
+
+class IntensityError(MedshardError, ValueError):
+    """Intensities that the chosen storage type cannot hold."""
+
+
+@dataclass(frozen=True)
+class ZarrLayout:
+    """The layout options of one ingest: the training patch that chunks are sized for,
+    the codec, and how intensities are stored."""
+
+    patch: tuple[int, ...] = (64, 64, 64)
+    codec: Codec = "lz4"
+    intensity: Intensity = "source"
+
+    @classmethod
+    def of(cls, layout: ZarrLayout | Sequence[int] | None) -> ZarrLayout:
+        """A layout, or the default layout for a bare patch size."""
+        if isinstance(layout, ZarrLayout):
+            return layout
+        return cls() if layout is None else cls(patch=tuple(int(p) for p in layout))
+
+
+def chunk_shape(
+    shape: Sequence[int], axes: str, patch: Sequence[int], codec: Codec = "lz4"
+) -> tuple[int, ...]:
+    """Inner chunks sized from the training patch, every channel in one chunk (a patch
+    reads all channels). Compressed chunks are decoded whole, so they are about half a
+    patch along each axis: a random patch decodes at most 27 of them. Uncompressed chunks
+    are read in place, so they are about a whole patch: at most 8 pieces per patch. Sizes
+    are balanced so that the chunks cover an axis with little padding."""
+    sizes = iter(patch)
+    chunks = []
+    for axis, dim in zip(axes, shape):
+        if axis == "c":
+            chunks.append(int(dim))
+            continue
+        size = next(sizes, 64)
+        wanted = max(1, size if codec == "none" else max(8, size // 2))
+        count = -(-int(dim) // wanted)
+        chunks.append(int(max(1, -(-int(dim) // count))))
+    return tuple(chunks)
+
+
+def inner_codecs(codec: Codec, dtype: np.dtype) -> tuple:
+    """The zarr codecs of each inner chunk after its bytes: the compressor, then crc32c
+    (after compression, so zarr and tensorstore refuse a damaged chunk before decoding).
+    Byte shuffle only pays for values wider than one byte."""
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    wide = np.dtype(dtype).itemsize > 1
+    if codec == "none":
+        return (Crc32cCodec(),)
+    if codec == "lz4":
+        shuffle = "shuffle" if wide else "noshuffle"
+        return (BloscCodec(cname="lz4", clevel=5, shuffle=shuffle), Crc32cCodec())
+    shuffle = "bitshuffle" if wide else "noshuffle"
+    return (BloscCodec(cname="zstd", clevel=3, shuffle=shuffle), Crc32cCodec())
+
+
+def encode_intensity(
+    array: np.ndarray, intensity: Intensity, where: str
+) -> tuple[np.ndarray, dict]:
+    """(stored array, attributes a reader needs to get the values back) for a (c, ...)
+    image. Integer images and `source` are stored as they are."""
+    if intensity == "source" or not np.issubdtype(array.dtype, np.floating):
+        return array, {}
+    channels = array.reshape(array.shape[0], -1)
+    low, high = channels.min(axis=1).astype(np.float64), channels.max(axis=1).astype(np.float64)
+    if intensity == "float16":
+        largest = float(np.max(np.maximum(-low, high)))
+        if largest > _FLOAT16_MAX:
+            raise IntensityError(
+                f"{where}: intensity {largest:g} is beyond float16's largest value "
+                f"{_FLOAT16_MAX:g}; store it as int16 or as its source type"
+            )
+        return array.astype(np.float16), {}
+    offset = (high + low) / 2
+    scale = np.where(high > low, (high - low) / (2 * _INT16_LIMIT), 1.0)
+    stored = np.empty(array.shape, np.int16)
+    for channel, values in enumerate(array):  # float32 blocks, never a float64 copy
+        level = (values - np.float32(offset[channel])) * np.float32(1 / scale[channel])
+        np.clip(np.rint(level, out=level), -_INT16_LIMIT, _INT16_LIMIT, out=level)
+        stored[channel] = level
+    return stored, {"intensity": {"scale": scale.tolist(), "offset": offset.tolist()}}

@@ -5,10 +5,11 @@ from __future__ import annotations
 import typer
 
 from medshard.commands.dataset import bench, inspect, verify
+from medshard.commands.demo import demo
 from medshard.commands.derive import derive
 from medshard.commands.ingest import ingest_app
 from medshard.commands.synth import synth_app
-from medshard.commands.train import demo, train
+from medshard.commands.train import train
 
 app = typer.Typer(
     help="Streaming shards and GPU loaders for biomedical imaging.", no_args_is_help=True

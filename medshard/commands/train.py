@@ -1,4 +1,4 @@
-"""`medshard train` and `medshard demo`."""
+"""`medshard train`."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from typing import Annotated
 
 import typer
 
-from medshard.commands.common import (
-    console,
-    fail,
-)
+from medshard.commands.common import console, fail
 from medshard.errors import MedshardError
 
 
@@ -38,14 +35,3 @@ def train(
             console.print(f"{name}: {value['mean']:.4f} {spread}")
         else:
             console.print(f"{name}: {value:.4f}")
-
-
-def demo(out: Annotated[Path | None, typer.Option(help="Keep everything here.")] = None) -> None:
-    """The whole pipeline on small synthetic data: ingest all five workloads, train a 2D
-    and a 3D model, benchmark the loader against lazy baselines, summarise."""
-    from medshard.demo import run_demo
-
-    try:
-        run_demo(out, console)
-    except MedshardError as exc:
-        fail(exc)

@@ -17,6 +17,7 @@ PANEL = 1.9  # inches per panel, each way
 TITLE = 0.36  # inches above each panel for its title
 CAPTION = 0.5  # inches under each tile for its key and label(s)
 HEADER = 0.45  # inches at the top for the sheet's title
+MIN_WIDTH = 5.0  # inches: room for the title above a single narrow tile
 MAX_PANELS_ACROSS = 16
 MASK_ALPHA = 0.45
 
@@ -35,7 +36,7 @@ def sheet_layout(tiles: int, rows: int, cols: int) -> tuple[int, float, float]:
         if best is None or score < best[0]:
             best = (score, across, width, height)
     _, across, width, height = best
-    return across, width, height
+    return across, max(width, MIN_WIDTH), height
 
 
 def _overlay(mask: np.ndarray) -> np.ndarray:
@@ -76,8 +77,9 @@ def render_tiles(tiles: list[Tile], out: Path, title: str) -> tuple[int, int]:
     canvas = FigureCanvasAgg(figure)
     figure.text(0.5, 1 - 0.5 * HEADER / height, title, ha="center", va="center", fontsize=9)
     tile_w, tile_h = cols * PANEL, rows * (PANEL + TITLE) + CAPTION
+    margin = (width - across * tile_w) / 2  # centres tiles narrower than the title
     for n, tile in enumerate(tiles):
-        left = (n % across) * tile_w
+        left = margin + (n % across) * tile_w
         top = HEADER + (n // across) * tile_h  # inches from the top of the sheet
         frame = (left / width, 1 - (top + tile_h) / height, tile_w / width, tile_h / height)
         figure.add_artist(

@@ -102,13 +102,14 @@ def render_sheet(
         chosen = _augment(ds, augment)
         tiles = loader_tiles(ds, split, show, seed, augment=chosen, options=options)
         how = "normalisation only" if chosen is None else "training augmentation"
-        title = f"{ds.path.name}: {len(tiles)} samples as the loader yields them ({split}, {how})"
+        what = f"as the loader yields them ({split}, {how})"
     else:
         rows = pick_rows(ds, show, split, tuple(keys), seed)
         tiles = stored_tiles(ds, rows)
-        where = split or "all splits"
-        title = f"{ds.path.name}: {len(tiles)} stored {ds.card.kind} ({where})"
-    width, height = render_tiles(tiles, out, f"{title}, seed {seed}")
+        what = f"as stored ({split or 'all splits'})"
+    count = f"{len(tiles)} sample{'s' if len(tiles) != 1 else ''}"
+    title = f"{ds.path.name} ({ds.card.kind}): {count} {what}, seed {seed}"
+    width, height = render_tiles(tiles, out, title)
     return Sheet(
         path=out,
         keys=tuple(t.key for t in tiles),

@@ -67,11 +67,12 @@ def caption(key: str, label_names: list[str], target_name: str | None, **labels)
     return "\n".join([key, ", ".join(parts)]) if parts else key
 
 
-def display_window(values: np.ndarray) -> tuple[float, float, str]:
-    """(low, high, note): 8-bit data as stored (0..255); anything else, 16-bit included, in
-    a window from its 0.5th to 99.5th percentile, named in the note, never cut to 8 bits."""
+def display_window(values: np.ndarray, stretch: bool = False) -> tuple[float, float, str]:
+    """(low, high, note): 8-bit data as stored (0..255) unless `stretch`; anything else,
+    16-bit included, in a window from its 0.5th to 99.5th percentile, named in the note,
+    never cut to 8 bits."""
     values = np.asarray(values)
-    if values.dtype == np.uint8:
+    if values.dtype == np.uint8 and not stretch:
         return 0.0, 255.0, "8-bit"
     values = values.ravel()[:: max(1, values.size // SAMPLED)]
     finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
@@ -147,7 +148,8 @@ def volume_tile(
     read plane by plane, through `centre`, in physical aspect, the mask overlaid.
     `anatomical`: RAS+ axes (x right, y anterior, z superior), drawn the radiological way
     up (superior and anterior at the top); otherwise rows go down as in a microscope.
-    `windows`: one per channel (default: from these planes)."""
+    `windows`: one per channel (default: from these planes, 8-bit ones too, since scanner
+    intensities seldom fill 0..255)."""
     sz, sy, sx = spacing or (1.0, 1.0, 1.0)
     z, y, x = centre
     names = ("axial", "coronal", "sagittal") if anatomical else ("yx", "zx", "zy")
@@ -161,7 +163,8 @@ def volume_tile(
     masks = [None if mask is None else np.asarray(mask[index]) for _, index, *_ in cuts]
     channels = planes[0].shape[0]
     windows = windows or [
-        display_window(np.concatenate([p[c].ravel() for p in planes])) for c in range(channels)
+        display_window(np.concatenate([p[c].ravel() for p in planes]), stretch=True)
+        for c in range(channels)
     ]
     rows = []
     for (_, _, aspect, where), plane, plane_mask in zip(cuts, planes, masks):

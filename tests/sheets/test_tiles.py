@@ -125,3 +125,14 @@ def test_captions_name_the_class_the_classes_or_the_target():
     assert caption("k", names, None, labels=[0, 0, 0]) == "k\nnone"
     assert caption("k", [], "age", target=41.5) == "k\nage=41.5"
     assert caption("k", [], None) == "k"
+
+
+def test_8_bit_volumes_are_stretched_to_their_own_intensities():
+    image = np.zeros((1, 4, 4, 4), np.uint8)
+    image[0, :, :, 2:] = 9  # a scanner's small integers, nearly black as stored
+    tile = volume_tile(
+        image, None, spacing=None, centre=(2, 2, 2), channel_names=[], anatomical=False, text="k"
+    )
+    axial = tile.rows[0][0]
+    assert axial.image.min() == 0.0 and axial.image.max() == 1.0
+    assert "uint8 [0, 9]" in axial.title

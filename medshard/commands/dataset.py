@@ -29,7 +29,9 @@ def inspect(
     keys: Annotated[
         str | None, typer.Option(help="Sheet: these samples (comma-separated keys).")
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Sheet: the PNG to save [sheet.png].")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Sheet: the PNG to save (default: sheet.png).")
+    ] = None,
     loader: Annotated[
         bool,
         typer.Option(
@@ -44,7 +46,7 @@ def inspect(
         ),
     ] = None,
     seed: Annotated[
-        int | None, typer.Option(help="Sheet: the seed that draws the samples [0].")
+        int | None, typer.Option(help="Sheet: the seed that draws the samples (default: 0).")
     ] = None,
 ) -> None:
     """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes; with

@@ -125,12 +125,13 @@ def _volume_tile(reader: _Reader, row: dict, foreground: dict) -> Tile:
     points = np.concatenate(list(coords.values())) if coords else None
     if points is None and mask is not None and row["zarr_path"] is None:
         points = np.asarray(mask) > 0  # a stored crop, whose mask is already in memory
-    anatomical = False
+    anatomical, intensity = False, None
     if row["zarr_path"] is not None:
         import zarr
 
         group = zarr.open_group(str(reader.dataset.path / row["zarr_path"]), mode="r")
         anatomical = group.attrs.get("medshard", {}).get("axis_codes") == ["R", "A", "S"]
+        intensity = image.attrs.get("medshard", {}).get("intensity")  # int16 codes
     return volume_tile(
         image,
         mask,
@@ -139,6 +140,7 @@ def _volume_tile(reader: _Reader, row: dict, foreground: dict) -> Tile:
         channel_names=reader.dataset.card.channel_names,
         anatomical=anatomical,
         text=_label_text(reader.dataset, row),
+        intensity=intensity,
     )
 
 

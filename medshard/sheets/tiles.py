@@ -143,13 +143,15 @@ def volume_tile(
     anatomical: bool,
     text: str,
     windows: list[tuple[float, float, str]] | None = None,
+    intensity: dict | None = None,
 ) -> Tile:
     """Three orthogonal planes (rows) of each channel (columns) of a (c, z, y, x) image,
     read plane by plane, through `centre`, in physical aspect, the mask overlaid.
     `anatomical`: RAS+ axes (x right, y anterior, z superior), drawn the radiological way
     up (superior and anterior at the top); otherwise rows go down as in a microscope.
     `windows`: one per channel (default: from these planes, 8-bit ones too, since scanner
-    intensities seldom fill 0..255)."""
+    intensities seldom fill 0..255). `intensity`: the per-channel `scale` and `offset` of
+    an image stored as int16 codes (value = code * scale + offset)."""
     sz, sy, sx = spacing or (1.0, 1.0, 1.0)
     z, y, x = centre
     names = ("axial", "coronal", "sagittal") if anatomical else ("yx", "zx", "zy")
@@ -160,6 +162,10 @@ def volume_tile(
          f"{names[2]} x={x}"),
     )  # fmt: skip
     planes = [np.asarray(image[index]) for index, *_ in cuts]  # each (c, rows, cols)
+    if intensity:
+        scale = np.asarray(intensity["scale"], np.float32)[:, None, None]
+        offset = np.asarray(intensity["offset"], np.float32)[:, None, None]
+        planes = [p.astype(np.float32) * scale + offset for p in planes]
     masks = [None if mask is None else np.asarray(mask[index]) for _, index, *_ in cuts]
     channels = planes[0].shape[0]
     windows = windows or [

@@ -136,3 +136,22 @@ def test_8_bit_volumes_are_stretched_to_their_own_intensities():
     axial = tile.rows[0][0]
     assert axial.image.min() == 0.0 and axial.image.max() == 1.0
     assert "uint8 [0, 9]" in axial.title
+
+
+def test_volumes_stored_as_int16_codes_are_shown_in_their_own_units():
+    codes = np.array([[[[-32767, 0], [0, 32767]]]], np.int16)  # (1, 1, 2, 2)
+    intensity = {"scale": [0.5 / 32767], "offset": [2.0]}  # values 1.5 .. 2.5
+    tile = volume_tile(
+        codes,
+        None,
+        spacing=None,
+        centre=(0, 0, 0),
+        channel_names=[],
+        anatomical=False,
+        text="k",
+        intensity=intensity,
+    )
+    axial = tile.rows[0][0]
+    low, high = (float(v) for v in axial.title.split("float32 [")[1].rstrip("]").split(", "))
+    assert 1.5 <= low < 1.51 and 2.45 < high <= 2.5  # values, not codes
+    assert axial.image.min() == 0.0 and axial.image.max() == 1.0

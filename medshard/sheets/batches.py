@@ -22,6 +22,11 @@ from medshard.sheets.tiles import (
 __all__ = ["loader_tiles"]
 
 
+def _numpy(value):
+    """A tensor's values as a numpy array; anything else as it is."""
+    return value.numpy() if hasattr(value, "numpy") else value
+
+
 def _draw(dataset: Dataset, split: str, show: int, seed: int, **options) -> list[dict]:
     """`show` samples (fewer when the split holds fewer) of one training epoch, one dict
     of numpy arrays and labels each."""
@@ -43,7 +48,7 @@ def _draw(dataset: Dataset, split: str, show: int, seed: int, **options) -> list
     samples: list[dict] = []
     for batch in loader:
         for i, key in enumerate(batch["key"]):
-            samples.append({"key": key} | {n: v[i].numpy() for n, v in batch.items() if n != "key"})
+            samples.append({"key": key} | {n: _numpy(v[i]) for n, v in batch.items() if n != "key"})
         if len(samples) >= show:
             break
     return samples[:show]

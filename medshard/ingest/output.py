@@ -18,6 +18,7 @@ from pathlib import Path
 
 from medshard.errors import DatasetError
 from medshard.shards.layout import CARD_NAME
+from medshard.shards.storage import is_url
 
 __all__ = [
     "Claim",
@@ -28,6 +29,7 @@ __all__ = [
     "claim_output",
     "guard_output",
     "recover_output",
+    "stale",
 ]
 
 
@@ -233,9 +235,39 @@ class Claim:
     notes: list[str] = field(default_factory=list)
     card_before: tuple | None = None
 
+    @property
+    def name(self) -> str:
+        return str(self.out)
+
+    def card(self) -> dict | None:
+        """The card of the dataset at --out as JSON, or None."""
+        try:
+            card = json.loads((self.out / CARD_NAME).read_text())
+        except (OSError, ValueError):
+            return None
+        return card if isinstance(card, dict) else {}
+
+    def check(self, fingerprint_: str, overwrite: bool, inputs: Sequence[Path] = ()) -> bool:
+        """True when the same dataset is already at --out (check_output)."""
+        return check_output(self.out, fingerprint_, overwrite, inputs)
+
+    def staging(self) -> Staging:
+        return Staging(self.out)
+
     def changed(self) -> bool:
         """Whether the dataset at --out is no longer the one that was there at the start."""
         return card_state(self.out) != self.card_before
+
+
+def stale(card: dict | None, identity: dict, fingerprint_: str) -> bool:
+    """Whether the dataset whose `card` is at --out was built with these very options from
+    inputs that have changed since: then it is rebuilt, as another dataset would not be."""
+    same = json.loads(json.dumps(identity, default=str))
+    return (
+        card is not None
+        and card.get("options") == same
+        and card.get("fingerprint") != fingerprint_
+    )
 
 
 def card_state(out: Path) -> tuple | None:
@@ -251,7 +283,14 @@ def card_state(out: Path) -> tuple | None:
 def claim_output(out: Path, inputs: Sequence[Path] = ()) -> Iterator[Claim]:
     """Hold --out for one whole build: refuse it when it touches an input, lock it, recover
     what killed builds left; on the way out, whatever happened, put back a dataset that the
-    build had moved aside and remove its unfinished staging."""
+    build had moved aside and remove its unfinished staging. An s3:// --out is built on
+    disk and published at its URL (upload.claim_remote)."""
+    if is_url(out):
+        from medshard.ingest.upload import claim_remote
+
+        with claim_remote(out) as remote:
+            yield remote
+        return
     guard_output(out, inputs)
     out = Path(out).resolve()  # the same folder named through a symlink is the same lock
     with OutputLock(out) as lock:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import split_member_name
+from medshard.shards.mirror import Mirror
 from medshard.shards.reader import RawSample
 
 __all__ = ["ShardFiles", "parse_sample"]
@@ -41,37 +42,54 @@ def parse_sample(data: bytes, shard: str, key: str) -> RawSample:
 
 
 class ShardFiles:
-    """Open shard files of one dataset, read with pread; one instance per worker."""
+    """Open shard files of one dataset, read with pread; one instance per worker. The
+    cache folder of a remote dataset (mirror) is read through its cache instead."""
 
     def __init__(self, dataset: str | Path):
         self.dataset = Path(dataset)
         self._fds: dict[str, int] = {}
+        self._mirror: Mirror | None | bool = False  # False: not looked up yet
+
+    @property
+    def mirror(self) -> Mirror | None:
+        if self._mirror is False:
+            self._mirror = Mirror.at(self.dataset)
+        return self._mirror
 
     def read(
         self, shard: str, offset: int, nbytes: int, key: str, sha256: str | None = None
     ) -> RawSample:
         """The members of sample `key`; checked against `sha256` (the manifest's
         `sample_sha256`) when given."""
+        mirror = self.mirror
+        if mirror is not None:
+            data = mirror.read(shard, offset, nbytes)
+            where = mirror.store.object_url(shard)
+        else:
+            data = os.pread(self._fd(shard), nbytes, offset)
+            where = str(self.dataset / shard)
+        if len(data) != nbytes:
+            raise DatasetError(f"{shard}: the shard is truncated before sample {key!r}")
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise CorruptDataError(
+                f"{where}: sample {key!r}: checksum mismatch: "
+                "the shard is damaged or was changed after ingest"
+            )
+        return parse_sample(data, shard, key)
+
+    def _fd(self, shard: str) -> int:
         fd = self._fds.get(shard)
         if fd is None:
             try:
                 fd = self._fds[shard] = os.open(self.dataset / shard, os.O_RDONLY)
             except OSError as exc:
                 raise DatasetError(f"{shard}: cannot open the shard ({exc.strerror})") from exc
-        data = os.pread(fd, nbytes, offset)
-        if len(data) != nbytes:
-            raise DatasetError(f"{shard}: the shard is truncated before sample {key!r}")
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-            raise CorruptDataError(
-                f"{self.dataset / shard}: sample {key!r}: checksum mismatch: "
-                "the shard is damaged or was changed after ingest"
-            )
-        return parse_sample(data, shard, key)
+        return fd
 
     def close(self) -> None:
         for fd in self._fds.values():
             os.close(fd)
         self._fds.clear()
 
-    def __getstate__(self):  # file descriptors do not cross into worker processes
-        return {"dataset": self.dataset, "_fds": {}}
+    def __getstate__(self):  # file descriptors and clients do not cross into worker processes
+        return {"dataset": self.dataset, "_fds": {}, "_mirror": False}

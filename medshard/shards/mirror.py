@@ -1,0 +1,276 @@
+"""The local cache folder of a dataset in object storage: laid out like the dataset
+itself, so that every local reader (tar shards, Zarr, tables, DALI) reads it unchanged,
+and filled on demand from its URL under a size limit.
+
+The card is fetched at every open (a dataset replaced at its URL clears the cache); the
+tables are fetched once and stay; shards, indexes and Zarr sample groups are entries of
+the bounded cache (cache.py). Every fetched file is checked against the card: shards by
+their sha256 in `card.shards`, indexes, tables and Zarr metadata by `card.checksums`,
+single samples read by byte range by the manifest's `sample_sha256` (random_access), and
+Zarr chunks by their own crc32c when they are read. The folder names its origin in
+`.origin.json`, so any process given the folder reads through the same cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from medshard.errors import DatasetError
+from medshard.shards.cache import CacheDir
+from medshard.shards.cache_policy import least_limit, prefetch_count, whole_shards
+from medshard.shards.card import DatasetCard, ShardInfo, read_card
+from medshard.shards.checksums import file_sha256
+from medshard.shards.foreground import FOREGROUND_NAME
+from medshard.shards.layout import CARD_NAME, MANIFEST_NAME, REJECTED_NAME, WDS_DIR, ZARR_DIR
+from medshard.shards.storage import S3Store
+
+__all__ = ["CACHE_VARIABLE", "ORIGIN_NAME", "Mirror", "cache_root", "parse_limit"]
+
+CACHE_VARIABLE = "MEDSHARD_CACHE"
+ORIGIN_NAME = ".origin.json"
+TABLES = (MANIFEST_NAME, REJECTED_NAME, FOREGROUND_NAME)
+_EVICTABLE = (f"{WDS_DIR}/*.tar", f"{WDS_DIR}/*.idx", f"{ZARR_DIR}/*/")
+
+
+def cache_root(cache_dir: str | Path | None = None) -> Path:
+    """Where remote datasets are cached: `cache_dir`, else $MEDSHARD_CACHE, else
+    ~/.cache/medshard (under $XDG_CACHE_HOME when set)."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    if os.environ.get(CACHE_VARIABLE):
+        return Path(os.environ[CACHE_VARIABLE])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "medshard"
+
+
+def parse_limit(value: int | str | None) -> int | None:
+    """A cache limit in bytes, from a number or a size such as '20GB' or '512MiB'."""
+    if value is None:
+        return None
+    from pydantic import ByteSize, TypeAdapter, ValidationError
+
+    try:
+        limit = int(TypeAdapter(ByteSize).validate_python(value))
+    except ValidationError:
+        raise DatasetError(f"cache_limit {value!r} is not a size (write e.g. 20GB)") from None
+    if limit <= 0:
+        raise DatasetError(f"cache_limit {value!r} is not a positive size")
+    return limit
+
+
+class Mirror:
+    """The cache folder `root` of the dataset at `url`."""
+
+    def __init__(self, root: Path, url: str, endpoint_url: str | None, limit: int | None):
+        self.root = Path(root)
+        self.store = S3Store(url, endpoint_url)
+        self.url = self.store.url
+        self.limit = limit
+        self.cache = CacheDir(self.root, limit, _EVICTABLE)
+        self._whole: dict[str, bool] = {}
+
+    @classmethod
+    def open(
+        cls,
+        url: str | Path,
+        *,
+        cache_dir: str | Path | None = None,
+        cache_limit: int | str | None = None,
+        endpoint_url: str | None = None,
+    ) -> Mirror:
+        """Fetch the card and tables of the dataset at `url` into its cache folder; a
+        limit that cannot hold the tables and the largest entry is refused."""
+        store = S3Store(url, endpoint_url)
+        host = urlsplit(store.endpoint_url).netloc if store.endpoint_url else "aws"
+        name = quote(f"{store.bucket}/{store.prefix}".rstrip("/"), safe="")
+        root = cache_root(cache_dir) / "s3" / quote(host, safe="") / name
+        mirror = cls(root, store.url, store.endpoint_url, parse_limit(cache_limit))
+        mirror._refresh()
+        return mirror
+
+    @classmethod
+    def at(cls, path: str | Path) -> Mirror | None:
+        """The mirror whose cache folder is `path`, or None for a dataset on disk."""
+        origin = Path(path) / ORIGIN_NAME
+        if not origin.is_file():
+            return None
+        about = json.loads(origin.read_text())
+        return cls(Path(path), about["url"], about["endpoint_url"], about["cache_limit"])
+
+    @cached_property
+    def card(self) -> DatasetCard:
+        return read_card(self.root)
+
+    @cached_property
+    def pinned(self) -> int:
+        """Bytes of the files that stay: the card and the tables."""
+        names = (CARD_NAME, *TABLES)
+        return sum((self.root / n).stat().st_size for n in names if (self.root / n).is_file())
+
+    @cached_property
+    def _shards(self) -> dict[str, ShardInfo]:
+        return {shard.path: shard for shard in self.card.shards}
+
+    def named(self, text: str) -> str:
+        """A message about a file of the cache folder, naming the object at its URL."""
+        return text.replace(str(self.root), self.url)
+
+    def read(self, shard: str, offset: int, nbytes: int) -> bytes:
+        """`nbytes` of a shard from `offset`: from the whole shard in the cache when its
+        split fits there, else by one ranged request."""
+        info = self.shard(shard)
+        if self.whole(info.split):
+            fd = self.cache.open(shard, info.bytes, self._filler(shard, info.sha256))
+            if fd is not None:
+                try:
+                    return os.pread(fd, nbytes, offset)
+                finally:
+                    os.close(fd)
+        return self.store.get_range(shard, offset, nbytes)
+
+    def shard(self, name: str) -> ShardInfo:
+        info = self._shards.get(name)
+        if info is None:
+            raise DatasetError(f"{self.store.object_url(name)}: the card lists no such shard")
+        return info
+
+    def whole(self, split: str) -> bool:
+        """Whether the shards of `split` are fetched whole (cache_policy.whole_shards)."""
+        if split not in self._whole:
+            size = sum(s.bytes for s in self.card.shards if s.split == split)
+            self._whole[split] = whole_shards(size, self.pinned, self.limit)
+        return self._whole[split]
+
+    def open_file(self, name: str, size: int, sha256: str | None) -> int:
+        """A descriptor of a whole file (shard, index) in the cache, fetched when it is not
+        there; it stays readable while open, even if evicted."""
+        return self._wait(lambda: self.cache.open(name, size, self._filler(name, sha256)), name)
+
+    def local_file(self, name: str, size: int, sha256: str | None) -> Path:
+        """A whole file (shard, index) in the cache, fetched when it is not there."""
+        os.close(self.open_file(name, size, sha256))
+        return self.root / name
+
+    def group(self, zarr_path: str, nbytes: int) -> Path:
+        """The folder of one Zarr sample in the cache, fetched whole when it is not there;
+        its metadata checked against the card."""
+        checksums = self.card.checksums or {}
+
+        def fill(tmp: Path) -> None:
+            listing = self.store.list(zarr_path + "/")
+            if not listing:
+                raise DatasetError(
+                    f"{self.store.object_url(zarr_path)}: the sample's arrays are missing"
+                )
+            for name in sorted(listing):
+                dest = tmp / name[len(zarr_path) + 1 :]
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                self.store.download(name, dest, checksums.get(name))
+
+        return self._wait(lambda: self.cache.fetch_dir(zarr_path, nbytes, fill), zarr_path)
+
+    def prefetch(self, rows: Iterable[dict], threads: int = 4) -> int:
+        """Fetch what the manifest rows will read, in order, as far as half the cache
+        holds: their Zarr groups, and their shards where a split is read whole. Returns
+        how many entries were fetched or found."""
+        wanted: dict[str, tuple[int, object]] = {}
+        for row in rows:
+            if row.get("zarr_path"):
+                wanted.setdefault(row["zarr_path"], (row["bytes"], self.group))
+            elif row.get("shard") and self.whole(self.shard(row["shard"]).split):
+                info = self.shard(row["shard"])
+                wanted.setdefault(info.path, (info.bytes, self._whole_shard))
+        sizes = [size for size, _ in wanted.values()]
+        budget = (self.limit - self.pinned) // 2 if self.limit else sum(sizes)
+        count = prefetch_count(sizes, budget)
+        chosen = list(wanted.items())[:count]
+        with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+            list(pool.map(lambda item: item[1][1](item[0], item[1][0]), chosen))
+        return len(chosen)
+
+    def _whole_shard(self, name: str, size: int) -> Path:
+        return self.local_file(name, size, self.shard(name).sha256)
+
+    def _filler(self, name: str, sha256: str | None):
+        return lambda tmp: self.store.download(name, tmp, sha256)
+
+    def _wait(self, get, name: str):
+        """`get()` until the cache has room (other processes' fetches end or fail)."""
+        for delay in [*self.store.retry.delays(), None]:
+            found = get()
+            if found is not None:
+                return found
+            if delay is None:
+                break
+            time.sleep(delay)
+        raise DatasetError(
+            f"{self.store.object_url(name)}: the cache at {self.root} has no room for it: "
+            "fetches under way hold the whole cache_limit; give a larger cache_limit"
+        )
+
+    def _refresh(self) -> None:
+        """The card as it is now at the URL (the cache cleared when it changed), the
+        tables, the origin; then the limit checked."""
+        if not self.store.exists(CARD_NAME):
+            raise DatasetError(f"{self.url}: not a medshard dataset (no {CARD_NAME})")
+        data = self.store.get(CARD_NAME)
+        card_path = self.root / CARD_NAME
+        if card_path.is_file() and card_path.read_bytes() != data:
+            self.cache.clear()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not card_path.is_file():
+            self.cache.put(CARD_NAME, data)
+        try:
+            card = self.card
+        except DatasetError as exc:
+            raise type(exc)(self.named(str(exc))) from exc
+        checksums = card.checksums
+        for name in TABLES:
+            expected = (checksums or {}).get(name)
+            if checksums is not None and expected is None:
+                continue
+            if checksums is None and name != MANIFEST_NAME and not self.store.exists(name):
+                continue
+            self._table(name, expected)
+        origin = {"url": self.url, "endpoint_url": self.store.endpoint_url}
+        origin["cache_limit"] = self.limit
+        self.cache.put(ORIGIN_NAME, json.dumps(origin).encode())
+        self._check_limit()
+
+    def _table(self, name: str, sha256: str | None) -> None:
+        path = self.root / name
+        if path.is_file() and (sha256 is None or file_sha256(path) == sha256):
+            return
+        path.unlink(missing_ok=True)
+        self.local_file(name, 0, sha256)
+
+    def _check_limit(self) -> None:
+        """Refuse a limit that cannot hold the tables beside the largest entry."""
+        if self.limit is None:
+            return
+        from rich.filesize import decimal
+
+        from medshard.shards.manifest import read_manifest
+
+        entries = [(s.bytes, f"shard {s.path}") for s in self.card.shards]
+        rows = read_manifest(self.root).select(["key", "zarr_path", "bytes"]).to_pylist()
+        entries += [
+            (r["bytes"], f"the arrays of sample {r['key']!r}") for r in rows if r["zarr_path"]
+        ]
+        if not entries:
+            return
+        largest, what = max(entries, key=lambda e: e[0])
+        need = least_limit(self.pinned, largest)
+        if self.limit < need:
+            raise DatasetError(
+                f"{self.url}: a cache_limit of {decimal(self.limit)} cannot hold {what} "
+                f"({decimal(largest)}) beside the dataset's tables ({decimal(self.pinned)}); "
+                f"give a cache_limit of at least {decimal(need)}"
+            )

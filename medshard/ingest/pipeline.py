@@ -27,7 +27,8 @@ from medshard.ingest.build import (
 from medshard.ingest.cluster import dask_client, run_tasks
 from medshard.ingest.members import json_member, label_members
 from medshard.ingest.options import IngestOptions
-from medshard.ingest.output import Staging, check_output, claim_output
+from medshard.ingest.output import claim_output
+from medshard.ingest.output import stale as is_stale
 from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.stats import SampleStats, pool_stats, sample_stats
@@ -36,7 +37,6 @@ from medshard.ingest.volume_read import check_volume
 from medshard.ingest.windows import WindowSpec, write_window_shards
 from medshard.shards.card import DatasetCard, ShardInfo, write_card
 from medshard.shards.foreground import write_foreground
-from medshard.shards.layout import CARD_NAME
 from medshard.shards.manifest import write_manifest, write_rejected
 from medshard.shards.zarr_store import consolidate, create_store, write_sample
 
@@ -284,15 +284,15 @@ def run_ingest(
     # The files of every sample count as inputs too: --allow-outside-root reaches beyond
     # the folders that the options name.
     inputs = [*o.inputs(), *(Path(f) for job in jobs for f in job.files)]
-    with claim_output(o.out, inputs) as claim:
+    with claim_output(o.out, inputs) as claim:  # an s3:// --out: built here, then published
         for note in claim.notes:
             _errors().print(note, highlight=False, soft_wrap=True)
-        stale = _stale(o.out, recipe.identity, print_)
-        if check_output(o.out, print_, o.overwrite or stale, inputs):
+        stale = is_stale(claim.card(), recipe.identity, print_)
+        if claim.check(print_, o.overwrite or stale, inputs):
             return IngestResult.unchanged(o.out)
         if stale and not o.overwrite:
-            _errors().print(f"{o.out}: its inputs changed since it was built; rebuilding it")
-        with dask_client(o.workers, o.scheduler, o.processes) as client, Staging(o.out) as staging:
+            _errors().print(f"{claim.name}: its inputs changed since it was built; rebuilding it")
+        with dask_client(o.workers, o.scheduler, o.processes) as client, claim.staging() as staging:
             results = _read_samples(client, jobs, rejected, staging.dir, recipe, o)
             card = _write_dataset(client, staging.dir, results, rejected, recipe, o, print_)
             staging.commit()
@@ -391,21 +391,6 @@ def _write_dataset(
         created_by=f"medshard {__version__}",
     )
     return write_card(staging, card)
-
-
-def _stale(out: Path, identity: dict, fingerprint_: str) -> bool:
-    """Whether the dataset at `out` was built with these very options from inputs that
-    have changed since: then it is rebuilt, as another dataset would not be."""
-    try:
-        card = json.loads((Path(out) / CARD_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    same = json.loads(json.dumps(identity, default=str))
-    return (
-        isinstance(card, dict)
-        and card.get("options") == same
-        and card.get("fingerprint") != fingerprint_
-    )
 
 
 def _errors():

@@ -4,6 +4,8 @@ and start again on the same port with the same buckets and objects."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -49,10 +51,8 @@ class LoopbackS3(ThreadedMotoServer):
         self._server.server_close()
         with self._guard:
             for connection in self._connections:
-                try:
+                with contextlib.suppress(OSError):  # already closed by its client
                     connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
             self._connections.clear()
 
     def restart(self) -> None:
@@ -76,6 +76,7 @@ def s3(monkeypatch) -> Iterator[LoopbackS3]:
         monkeypatch.setenv(name, value)
     for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(logging.getLogger("werkzeug"), "level", logging.ERROR)  # no request log
     server = LoopbackS3()
     server.start()
     monkeypatch.setenv("MEDSHARD_S3_ENDPOINT", server.endpoint)

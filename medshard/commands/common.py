@@ -123,11 +123,18 @@ def run_ingest(options_class, ingest, flags: dict) -> None:
             if card_state(Path(flags["out"])) != before
             else "nothing was changed"
         )
-        errors.print(f"{what}; {done} at {flags['out']}", highlight=False, soft_wrap=True)
+        errors.print(f"{what}; {done} at {_where(flags['out'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=128 + signum) from None
     except (MedshardError, ValueError) as exc:
         fail(exc)
-    report_ingest(result, flags["out"])
+    report_ingest(result, _where(flags["out"]))
+
+
+def _where(out) -> str:
+    """--out as the user wrote it (a Path folds the two slashes of an s3:// URL)."""
+    from medshard.shards.storage import is_url, normal_url
+
+    return normal_url(out) if is_url(out) else str(out)
 
 
 _FLAGS = {field: flag for flag, field in _RENAMED.items()}
@@ -188,7 +195,13 @@ Crops = Annotated[
     str | None, typer.Option(help="Also write non-overlapping crops z,y,x to shards.")
 ]
 Spacing = Annotated[str | None, typer.Option(help="Voxel spacing z,y,x (overrides metadata).")]
-Out = Annotated[Path, typer.Option(help="Dataset directory to create.")]
+Out = Annotated[Path, typer.Option(help="Dataset directory to create, or an s3:// URL.")]
+EndpointUrl = Annotated[
+    str | None,
+    typer.Option(
+        help="S3-compatible endpoint of s3:// URLs (default: $MEDSHARD_S3_ENDPOINT, else AWS's)."
+    ),
+]
 Root = Annotated[
     Path | None, typer.Option(help="Paths are relative to this (default: the table's folder).")
 ]

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from medshard.commands.common import (
+    EndpointUrl,
     console,
     errors,
     fail,
@@ -18,7 +19,7 @@ from medshard.errors import MedshardError
 
 
 def inspect(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset directory or s3:// URL.")],
     show: Annotated[
         int | None, typer.Option(help="Save a contact sheet of N samples drawn by --seed.")
     ] = None,
@@ -48,6 +49,7 @@ def inspect(
     seed: Annotated[
         int | None, typer.Option(help="Sheet: the seed that draws the samples (default: 0).")
     ] = None,
+    endpoint_url: EndpointUrl = None,
 ) -> None:
     """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes; with
     --show, --keys or --loader, save a contact sheet of its samples instead."""
@@ -62,14 +64,14 @@ def inspect(
                     "add --show N, --keys or --loader"
                 )
             )
-        _print_card(dataset)
+        _print_card(dataset, endpoint_url)
         return
     if config is not None and not loader:
         fail(MedshardError("--config gives the loader's settings: add --loader"))
     from medshard.sheets import render_sheet
 
     try:
-        ds = open_dataset(dataset)
+        ds = open_dataset(dataset, endpoint_url=endpoint_url)
         sheet_options = {}
         if config is not None:
             from medshard.trainers.config import load_config
@@ -112,12 +114,12 @@ _SHEET_LOADER_OPTIONS = {
 }
 
 
-def _print_card(dataset: Path) -> None:
+def _print_card(dataset: str, endpoint_url: str | None) -> None:
     from medshard.commands.report import inspect_table
     from medshard.shards.reader import open_dataset
 
     try:
-        ds = open_dataset(dataset)
+        ds = open_dataset(dataset, endpoint_url=endpoint_url)
         tables = inspect_table(ds)
     except MedshardError as exc:
         fail(exc)
@@ -125,14 +127,18 @@ def _print_card(dataset: Path) -> None:
         console.print(table)
 
 
-def verify(dataset: Annotated[Path, typer.Argument(help="Dataset directory.")]) -> None:
-    """Check files against the card's checksums, shards against the manifest and indexes."""
+def verify(
+    dataset: Annotated[str, typer.Argument(help="Dataset directory or s3:// URL.")],
+    endpoint_url: EndpointUrl = None,
+) -> None:
+    """Check files against the card's checksums, shards against the manifest and indexes;
+    a dataset at a URL object by object, each shard downloaded once."""
     from rich.filesize import decimal
 
     from medshard.shards.verify import verify_dataset
 
     try:
-        report = verify_dataset(dataset)
+        report = verify_dataset(dataset, endpoint_url=endpoint_url)
     except MedshardError as exc:
         fail(exc)
     if not report.ok:

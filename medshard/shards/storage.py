@@ -60,9 +60,9 @@ def is_url(value: str | Path) -> bool:
 
 def normal_url(value: str | Path) -> str:
     """`s3://bucket/prefix` without a trailing slash, also from pathlib's folded form."""
-    text = str(value)
-    scheme, _, rest = text.partition(":/")
-    return f"{scheme.lower()}://{rest.lstrip('/')}".rstrip("/")
+    scheme, _, rest = str(value).partition(":/")
+    rest = rest[1:] if rest.startswith("/") else rest
+    return f"{scheme.lower()}://{rest}".rstrip("/")
 
 
 def split_url(value: str | Path) -> tuple[str, str]:
@@ -125,9 +125,9 @@ class S3Store:
         span = f"bytes={offset}-{offset + nbytes - 1}"
         return self._call(name, lambda c: c.get_object(**self._at(name), Range=span)["Body"].read())
 
-    def download(self, name: str, dest: Path, sha256: str | None = None) -> int:
+    def download(self, name: str, dest: Path, sha256: str | None = None) -> str:
         """Write the object to `dest`, hashed on the way; CorruptDataError when it differs
-        from `sha256`. Returns its size."""
+        from `sha256`. Returns its sha256."""
 
         def fetch(client) -> str:
             body = client.get_object(**self._at(name))["Body"]
@@ -144,7 +144,7 @@ class S3Store:
                 f"{self.object_url(name)}: checksum mismatch: the object is damaged or was "
                 "changed after ingest"
             )
-        return dest.stat().st_size
+        return found
 
     def head(self, name: str) -> tuple[int, str | None] | None:
         """(size, the sha256 recorded at upload or None) of the object; None when absent."""

@@ -1,18 +1,28 @@
-"""Re-read every shard of a dataset and check it against the card, manifest and indexes."""
+"""Re-read every shard of a dataset and check it against the card, manifest and indexes.
+
+A dataset at a URL is checked object by object as it is now in the store: each object is
+downloaded once into a scratch folder (never from the cache), checked there, and removed.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
 import tarfile
+import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from medshard.errors import DatasetError
 from medshard.shards.checksums import check_file, file_sha256
 from medshard.shards.layout import MANIFEST_NAME, index_name
+from medshard.shards.mirror import TABLES, cache_root
 from medshard.shards.random_access import ShardFiles
-from medshard.shards.reader import Dataset, walk_shard
+from medshard.shards.reader import Dataset, open_dataset, walk_shard
+from medshard.shards.storage import is_url
 from medshard.shards.zarr_store import array_sha256, open_sample
 
 __all__ = ["VerifyReport", "verify_dataset", "read_dali_index"]
@@ -100,14 +110,49 @@ def _verify_zarr_sample(dataset: Path, row: dict) -> list[str]:
     return found
 
 
-def _check_files(ds: Dataset, problems: list[str]) -> None:
-    """Every file the card checksums, but the manifest (checked before it is parsed)."""
-    for name, expected in (ds.card.checksums or {}).items():
-        if name != MANIFEST_NAME:
-            try:
-                check_file(ds.path, name, expected)
-            except DatasetError as exc:
-                problems.append(str(exc))
+class _Copies:
+    """Where verify reads a dataset's files: its directory, or for a dataset at a URL a
+    scratch folder that each object is downloaded into once, checked, and removed from."""
+
+    def __init__(self, ds: Dataset, scratch: Path | None):
+        self.ds, self.mirror = ds, ds.mirror
+        self.root = ds.path if scratch is None else scratch
+
+    def fetch(self, name: str, sha256: str | None = None) -> str | None:
+        """Download object `name` (a URL's) into the scratch folder; its sha256, or None
+        for a file on disk."""
+        if self.mirror is None:
+            return None
+        dest = self.root / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return self.mirror.store.download(name, dest, sha256)
+
+    def fetch_group(self, zarr_path: str) -> None:
+        if self.mirror is not None:
+            for name in self.mirror.store.list(zarr_path + "/"):
+                if not (self.root / name).is_file():
+                    self.fetch(name)
+
+    def drop(self, name: str) -> None:
+        if self.mirror is not None:
+            path = self.root / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
+
+    def named(self, text: str) -> str:
+        return text.replace(str(self.root), self.ds.location)
+
+
+def _check_files(copies: _Copies, problems: list[str]) -> None:
+    """Every file the card checksums, but the manifest (checked before it is parsed) and,
+    at a URL, the tables (checked when they were fetched)."""
+    for name, expected in (copies.ds.card.checksums or {}).items():
+        if name == MANIFEST_NAME or (copies.mirror is not None and name in TABLES):
+            continue
+        try:
+            copies.fetch(name, expected)
+            check_file(copies.root, name, expected)
+        except DatasetError as exc:
+            problems.append(copies.named(str(exc)))
 
 
 def _unique_keys(manifest: list[dict]) -> list[str]:
@@ -120,9 +165,9 @@ def _unique_keys(manifest: list[dict]) -> list[str]:
     return [f"{MANIFEST_NAME}: keys appear in more than one row: {listed}{more}"]
 
 
-def _damaged_samples(ds: Dataset, shard: str, rows: list[dict]) -> list[str]:
+def _damaged_samples(copies: _Copies, shard: str, rows: list[dict]) -> list[str]:
     """Which samples of a shard that fails its checksum differ from their own checksums."""
-    files = ShardFiles(ds.path)
+    files = ShardFiles(copies.root)
     found = []
     try:
         for row in rows:
@@ -130,48 +175,89 @@ def _damaged_samples(ds: Dataset, shard: str, rows: list[dict]) -> list[str]:
                 try:
                     files.read(shard, row["offset"], row["bytes"], row["key"], row["sample_sha256"])
                 except DatasetError as exc:
-                    found.append(str(exc))
+                    found.append(copies.named(str(exc)))
     finally:
         files.close()
     return found
 
 
-def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
+@contextlib.contextmanager
+def _opened(dataset: str | Path, endpoint_url, cache_dir, report) -> Iterator[_Copies | None]:
+    """The dataset and where its files are read; None when its manifest is already known
+    to be damaged (a URL's is checked as it is fetched)."""
+    if not is_url(dataset):
+        yield _Copies(Dataset(dataset), None)
+        return
+    try:
+        ds = open_dataset(dataset, cache_dir=cache_dir, endpoint_url=endpoint_url)
+    except DatasetError as exc:
+        if "manifest" not in str(exc):
+            raise
+        report.problems.append(str(exc))
+        yield None
+        return
+    root = cache_root(cache_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="verify-", dir=root) as scratch:
+        yield _Copies(ds, Path(scratch))
+
+
+def verify_dataset(
+    dataset: str | Path,
+    max_problems: int = 20,
+    *,
+    endpoint_url: str | None = None,
+    cache_dir: str | Path | None = None,
+) -> VerifyReport:
     """Check every file against the card's checksums, and every shard byte against the
-    manifest and the DALI indexes."""
-    ds = Dataset(dataset)
+    manifest and the DALI indexes; a dataset at a URL as its objects are now."""
     report = VerifyReport()
+    with _opened(dataset, endpoint_url, cache_dir, report) as copies:
+        if copies is not None:
+            _verify(copies, report)
+    del report.problems[max_problems:]
+    return report
+
+
+def _verify(copies: _Copies, report: VerifyReport) -> None:
+    ds, root = copies.ds, copies.root
     problems = report.problems
-    _check_files(ds, problems)
+    _check_files(copies, problems)
     try:
         manifest = ds.manifest.to_pylist()
     except DatasetError as exc:  # nothing else can be checked against a damaged manifest
         problems.append(str(exc))
-        return report
+        return
     problems.extend(_unique_keys(manifest))
     rows = {row["key"]: row for row in manifest}
     seen: Counter[str] = Counter()
 
     for shard in ds.card.shards:
-        path = ds.path / shard.path
+        path = root / shard.path
         report.shards += 1
+        try:
+            digest = copies.fetch(shard.path)
+        except DatasetError:
+            digest = None
         if not path.is_file():
             problems.append(f"{shard.path}: shard file is missing")
             continue
         report.bytes += path.stat().st_size
-        if file_sha256(path) != shard.sha256:
+        if (digest or file_sha256(path)) != shard.sha256:
             problems.append(f"{shard.path}: checksum differs from the card")
-            problems.extend(_damaged_samples(ds, shard.path, manifest))
+            problems.extend(_damaged_samples(copies, shard.path, manifest))
         try:
             walked = _walk_shard(path)
         except (tarfile.TarError, EOFError, OSError, DatasetError) as exc:
             problems.append(f"{shard.path}: shard is truncated or corrupt ({exc})")
             continue
+        finally:
+            copies.drop(shard.path)
         if len(walked) != shard.samples:
             problems.append(
                 f"{shard.path}: holds {len(walked)} samples, the card says {shard.samples}"
             )
-        index_path = ds.path / index_name(shard.path)
+        index_path = root / index_name(shard.path)
         try:
             index = read_dali_index(index_path)
             listed = [[(f, o, s) for f, o, s, _ in sample] for sample in index]
@@ -207,10 +293,13 @@ def verify_dataset(dataset: str | Path, max_problems: int = 20) -> VerifyReport:
     for key, row in rows.items():
         if row["zarr_path"] is not None:
             report.samples += 1
-            problems.extend(_verify_zarr_sample(ds.path, row))
+            try:
+                copies.fetch_group(row["zarr_path"])
+                problems.extend(copies.named(p) for p in _verify_zarr_sample(root, row))
+            except DatasetError as exc:
+                problems.append(copies.named(str(exc)))
+            copies.drop(row["zarr_path"])
         if row["shard"] is not None and seen[key] == 0:
             problems.append(f"{row['shard']}: key {key!r} from the manifest is missing")
         elif seen[key] > 1:
             problems.append(f"key {key!r} appears {seen[key]} times in the shards")
-    del problems[max_problems:]
-    return report

@@ -46,9 +46,21 @@ class CacheDir:
         return self._get(name, size, fill, self._folder)
 
     def put(self, name: str, data: bytes) -> None:
-        """Write a small file that stays (a table, the card) in place of the one there."""
+        """Write a small file that stays (the card) in place of the one there."""
         with self._entry_lock(name):
             atomic_write_bytes(self.root / name, data)
+
+    def keep(self, name: str, fill: Callable[[Path], object]) -> None:
+        """Write a file that stays (a table) by `fill(path)`, in place of the one there;
+        the limit, which must hold it, is checked by the caller."""
+        path = self.root / name
+        tmp = temporary_path(path)
+        with self._entry_lock(name):
+            try:
+                fill(tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
 
     def usage(self) -> int:
         """Bytes in the cache and reserved for fetches under way."""

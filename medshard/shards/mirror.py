@@ -248,8 +248,7 @@ class Mirror:
         path = self.root / name
         if path.is_file() and (sha256 is None or file_sha256(path) == sha256):
             return
-        path.unlink(missing_ok=True)
-        self.local_file(name, 0, sha256)
+        self.cache.keep(name, self._filler(name, sha256))
 
     def _check_limit(self) -> None:
         """Refuse a limit that cannot hold the tables beside the largest entry."""

@@ -1,0 +1,354 @@
+"""Datasets in object storage, end to end against a real S3 API server on loopback
+(tests/s3_server.py): ingest to a URL, verify and inspect it, stream every sample through
+a cache smaller than the dataset, survive the server's restart mid-epoch, and give two
+ranks each sample exactly once."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+import pytest
+import torch
+
+from medshard.errors import CorruptDataError, DatasetError
+from medshard.loaders.build import build_loader
+from medshard.shards.layout import CARD_NAME
+from medshard.shards.publish import MARKER_NAME, publish
+from medshard.shards.reader import open_dataset
+from medshard.shards.storage import S3Store
+from medshard.shards.verify import verify_dataset
+from tests.conftest import ingest, make_image_table
+from tests.s3_server import BUCKET, LoopbackS3, s3  # noqa: F401
+
+URL = f"s3://{BUCKET}/embryo"
+MEDSHARD = str(Path(sys.executable).with_name("medshard"))
+
+
+@dataclass
+class Images:
+    table: Path
+    local: Path  # the same ingest into a directory
+    options: dict
+    server: LoopbackS3
+
+
+@pytest.fixture
+def images(s3, tmp_path, monkeypatch) -> Images:  # noqa: F811
+    """14 gray PNGs in shards of 3, ingested once to the URL and once to a directory."""
+    monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
+    table = make_image_table(tmp_path / "raw", n=14)
+    options = dict(label_col="stage", shard_samples=3, val_fraction=0.25)
+    ingest(table, Path(URL), **options)
+    ingest(table, tmp_path / "local", **options)
+    return Images(table, tmp_path / "local", options, s3)
+
+
+def objects(prefix: str = "embryo/") -> dict[str, int]:
+    client = boto3.client("s3", endpoint_url=os.environ["MEDSHARD_S3_ENDPOINT"])
+    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+    return {item["Key"][len(prefix) :]: item["Size"] for item in listed}
+
+
+def local_files(dataset: Path) -> dict[str, int]:
+    return {
+        p.relative_to(dataset).as_posix(): p.stat().st_size
+        for p in dataset.rglob("*")
+        if p.is_file()
+    }
+
+
+def dataset_bytes(dataset: Path) -> int:
+    return sum(local_files(dataset).values())
+
+
+def test_ingest_to_a_url_publishes_the_dataset_and_nothing_else(images):
+    local = images.local
+    assert objects() == local_files(local)  # byte-identical builds: the same files
+    ds = open_dataset(URL)
+    assert ds.manifest.equals(open_dataset(local).manifest)
+    assert repr(ds) == f"Dataset('{URL}', kind='images', samples=14)"
+
+
+def test_a_rerun_with_the_same_inputs_does_nothing(images):
+    table, options = images.table, images.options
+    before = objects()
+    assert ingest(table, Path(URL), **options).up_to_date
+    assert objects() == before
+
+
+def test_an_interrupted_upload_is_never_a_dataset_and_a_rerun_resumes_it(images, tmp_path):
+    table, local, options = images.table, images.local, images.options
+
+    class Interrupted(S3Store):  # the connection lost after three files
+        sent = 0
+
+        def put_file(self, name, path, sha256):
+            if Interrupted.sent == 3:
+                raise DatasetError(f"{self.object_url(name)}: the connection was lost")
+            Interrupted.sent += 1
+            super().put_file(name, path, sha256)
+
+    url = f"s3://{BUCKET}/resumed"
+    with pytest.raises(DatasetError, match="the connection was lost"):
+        publish(local, Interrupted(url), threads=1)
+    assert MARKER_NAME in objects("resumed/") and CARD_NAME not in objects("resumed/")
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(url)
+    assert str(caught.value) == f"{url}: not a medshard dataset (no medshard.json)"
+    report = publish(local, S3Store(url))
+    assert (report.skipped, report.uploaded) == (3, len(local_files(local)) - 4)
+    assert objects("resumed/") == local_files(local)
+    # and the same through a rerun of the ingest, after an upload cut at the card
+    S3Store(URL).delete([CARD_NAME, "wds/train-000000.tar"])
+    S3Store(URL).put_bytes(MARKER_NAME, b"{}")
+    assert not ingest(table, Path(URL), **options).up_to_date
+    assert objects() == local_files(local)
+    assert verify_dataset(URL).ok
+
+
+def test_a_prefix_of_other_objects_is_never_replaced(images):
+    table, options = images.table, images.options
+    S3Store(f"s3://{BUCKET}/thesis").put_bytes("chapter1.pdf", b"%PDF")
+    for overwrite in (False, True):
+        with pytest.raises(DatasetError) as caught:
+            ingest(table, Path(f"s3://{BUCKET}/thesis"), overwrite=overwrite, **options)
+        assert str(caught.value) == (
+            f"s3://{BUCKET}/thesis: the prefix holds objects and no medshard dataset (no "
+            "medshard.json), so they are never replaced, not even with --overwrite; "
+            "choose an empty prefix"
+        )
+    assert objects("thesis/") == {"chapter1.pdf": 4}
+
+
+def test_another_dataset_is_replaced_only_with_overwrite(images, tmp_path):
+    table, options = images.table, images.options
+    other = {**options, "shard_samples": 5}
+    with pytest.raises(DatasetError) as caught:
+        ingest(table, Path(URL), **other)
+    assert str(caught.value) == (
+        f"{URL}: the prefix holds a different dataset; "
+        "choose another --out or pass --overwrite to replace it"
+    )
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")
+    old_shards = {s.path for s in ds.card.shards}
+    list(ds.samples("val"))  # cached
+    ingest(table, Path(URL), overwrite=True, **other)
+    ingest(table, tmp_path / "local5", **other)
+    assert objects() == local_files(tmp_path / "local5")  # the old shards removed
+    again = open_dataset(URL, cache_dir=tmp_path / "c")  # the card changed: cache cleared
+    assert {s.path for s in again.card.shards} != old_shards
+    assert not any((again.path / "wds").glob("*.tar"))
+    assert len([s for split in again.splits for s in again.samples(split)]) == 14
+
+
+def test_a_cache_limit_smaller_than_a_shard_is_refused_in_one_sentence(images, tmp_path):
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=2000)
+    message = str(caught.value)
+    assert message.startswith(f"{URL}: a cache_limit of 2.0 kB cannot hold shard wds/")
+    assert "beside the dataset's tables" in message and "give a cache_limit of at least" in message
+    with pytest.raises(DatasetError, match="cache_limit 'lots' is not a size"):
+        open_dataset(URL, cache_dir=tmp_path / "c", cache_limit="lots")
+
+
+def test_not_a_dataset_at_a_url(s3):  # noqa: F811
+    with pytest.raises(DatasetError) as caught:
+        open_dataset(f"s3://{BUCKET}/nothing")
+    assert str(caught.value) == f"s3://{BUCKET}/nothing: not a medshard dataset (no medshard.json)"
+
+
+def small_cache(local: Path) -> int:
+    """Room for the tables and two shards: much less than the dataset."""
+    shards = sorted(p.stat().st_size for p in (local / "wds").glob("*.tar"))
+    tables = sum(p.stat().st_size for p in local.glob("*.parquet")) + 4096
+    return tables + 2 * shards[-1]
+
+
+def keys_of(loader, epoch: int = 0) -> list[str]:
+    loader.set_epoch(epoch)
+    return [key for batch in loader for key in batch["key"]]
+
+
+def test_every_sample_streams_through_a_cache_smaller_than_the_dataset(images, tmp_path):
+    local = images.local
+    limit = small_cache(local)
+    assert limit < dataset_bytes(local)
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=limit)
+    assert not ds.mirror.whole("train")  # shuffled reads by byte range
+    spec = dict(batch_size=3, backend="torch", shuffle=True, uneven="uneven", device="cpu")
+    loader = build_loader(ds, "train", num_workers=2, **spec)
+    here = build_loader(open_dataset(local), "train", num_workers=0, **spec)
+    streamed = {k: i for b in loader for k, i in zip(b["key"], b["image"])}
+    stored = {k: i for b in here for k, i in zip(b["key"], b["image"])}
+    assert sorted(streamed) == sorted(stored) and len(streamed) == ds.card.counts["train"].samples
+    assert all(torch.equal(streamed[k], stored[k]) for k in stored)
+    assert ds.mirror.cache.usage() <= limit
+    model = torch.nn.Linear(1, 3)  # a few training steps on streamed batches
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    steps = 0
+    for batch in itertools.islice(build_loader(ds, "train", num_workers=0, **spec), 3):
+        logits = model(batch["image"].float().mean(dim=(1, 2, 3))[:, None])
+        loss = torch.nn.functional.cross_entropy(logits, batch["label"])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        steps += 1
+    assert steps == 3 and torch.isfinite(loss)
+
+
+def test_whole_shards_are_fetched_once_and_a_warm_cache_reads_offline(images, tmp_path):
+    local = images.local
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: every split fits
+    assert ds.mirror.whole("val")
+    loader = build_loader(ds, "val", batch_size=2, backend="torch", num_workers=0, device="cpu")
+    first = keys_of(loader)
+    assert sorted(p.name for p in (ds.path / "wds").glob("val-*.tar")) == sorted(
+        p.name for p in (local / "wds").glob("val-*.tar")
+    )
+    images.server.kill()  # the server goes away; the cache still holds the split
+    assert sorted(keys_of(loader, epoch=1)) == sorted(first)
+    images.server.restart()
+
+
+def test_two_ranks_read_each_sample_exactly_once(images, tmp_path):
+    local = images.local
+    seen = []
+    for rank in (0, 1):
+        ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(local))
+        loader = build_loader(
+            ds,
+            "train",
+            batch_size=2,
+            backend="torch",
+            num_workers=0,
+            device="cpu",
+            shuffle=True,
+            uneven="uneven",
+            rank=rank,
+            world_size=2,
+        )
+        seen.append(keys_of(loader, epoch=1))
+    assert not set(seen[0]) & set(seen[1])
+    assert sorted(seen[0] + seen[1]) == _train_keys(local)
+
+
+def _train_keys(local: Path) -> list[str]:
+    rows = open_dataset(local).manifest.to_pylist()
+    return sorted(r["key"] for r in rows if r["split"] == "train")
+
+
+def test_a_server_restarted_mid_epoch_loses_no_sample(images, tmp_path, caplog):
+    local, server = images.local, images.server
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(local))
+    loader = build_loader(
+        ds, "train", batch_size=2, backend="torch", num_workers=0, device="cpu", uneven="uneven"
+    )
+    keys, restart = [], threading.Timer(0.5, server.restart)
+    with caplog.at_level(logging.WARNING, logger="medshard.shards.storage"):
+        for number, batch in enumerate(loader):
+            keys += batch["key"]
+            if number == 0:
+                server.kill()  # mid-epoch: the next batch finds no server
+                restart.start()
+    restart.join()
+    assert sorted(keys) == _train_keys(local)
+    assert any("retry 1 of" in r.getMessage() for r in caplog.records)
+
+
+def damage(name: str, position: int) -> None:
+    """Invert one byte of an object in the store, as bit rot or a bad copy would."""
+    store = S3Store(URL)
+    data = bytearray(store.get(name))
+    data[position] ^= 0xFF
+    store.put_bytes(name, bytes(data))
+
+
+def first_sample(local: Path) -> dict:
+    rows = open_dataset(local).manifest.to_pylist()
+    return min((r for r in rows if r["shard"] == "wds/train-000000.tar"), key=lambda r: r["offset"])
+
+
+def test_verify_checks_every_object_at_the_url(images, tmp_path):
+    report = verify_dataset(URL, cache_dir=tmp_path / "c")
+    assert report.ok, report.problems
+    assert (report.samples, report.shards) == (14, len(open_dataset(images.local).card.shards))
+    row = first_sample(images.local)
+    damage("wds/train-000000.tar", row["offset"] + 600)  # inside the first image's bytes
+    damage("wds/val-000000.idx", 3)
+    problems = verify_dataset(URL, cache_dir=tmp_path / "c").problems
+    assert "wds/train-000000.tar: checksum differs from the card" in problems
+    assert (
+        f"{URL}/wds/train-000000.tar: sample {row['key']!r}: checksum mismatch: "
+        "the shard is damaged or was changed after ingest"
+    ) in problems
+    assert (
+        f"{URL}/wds/val-000000.idx: checksum mismatch: the object is damaged or was changed "
+        "after ingest"
+    ) in problems
+    assert not list((tmp_path / "c").glob("verify-*"))  # the scratch copies are gone
+
+
+def test_a_damaged_object_never_reaches_a_batch(images, tmp_path):
+    row = first_sample(images.local)
+    damage("wds/train-000000.tar", row["offset"] + 600)
+    for limit, expected in (
+        (small_cache(images.local), f"{URL}/wds/train-000000.tar: sample {row['key']!r}"),
+        (None, f"{URL}/wds/train-000000.tar: checksum mismatch: the object is damaged"),
+    ):  # by byte range, the sample's checksum; whole, the shard's
+        ds = open_dataset(URL, cache_dir=tmp_path / f"c{limit}", cache_limit=limit)
+        loader = build_loader(ds, "train", batch_size=2, backend="torch", num_workers=0)
+        with pytest.raises(CorruptDataError) as caught:
+            keys_of(loader)
+        assert str(caught.value).startswith(expected)
+
+
+def test_a_damaged_manifest_is_refused_when_the_dataset_is_opened(images, tmp_path):
+    damage("manifest.parquet", 10)
+    with pytest.raises(CorruptDataError) as caught:
+        open_dataset(URL, cache_dir=tmp_path / "c")
+    assert str(caught.value) == (
+        f"{URL}/manifest.parquet: checksum mismatch: the object is damaged or was changed "
+        "after ingest"
+    )
+    assert verify_dataset(URL, cache_dir=tmp_path / "c").problems == [str(caught.value)]
+
+
+def test_reading_every_shard_at_once_needs_room_for_the_split(images, tmp_path):
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(images.local))
+    with pytest.raises(DatasetError) as caught:
+        ds.shard_paths("train")
+    assert str(caught.value).startswith(f"{URL}: split 'train' holds ")
+    assert "use backend='torch', which reads sample by sample" in str(caught.value)
+    val = ds.shard_paths("val")  # a split that fits is fetched whole, with its indexes
+    assert all(p.is_file() for p in val + ds.index_paths("val"))
+
+
+def medshard(*args: str) -> subprocess.CompletedProcess:
+    env = {
+        key: os.environ[key]
+        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
+    env |= {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
+    env["MEDSHARD_CACHE"] = os.environ["MEDSHARD_CACHE"]
+    return subprocess.run([MEDSHARD, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def test_inspect_and_verify_a_url_on_the_command_line(images):
+    endpoint = ["--endpoint-url", images.server.endpoint]
+    shown = medshard("inspect", URL, *endpoint)
+    assert shown.returncode == 0, shown.stderr
+    assert "images" in shown.stdout and "cleavage" in shown.stdout
+    checked = medshard("verify", URL, *endpoint)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith(f"{URL}: OK, 14 samples in ")
+    missing = medshard("verify", f"s3://{BUCKET}/none", *endpoint)
+    assert missing.returncode != 0
+    assert f"s3://{BUCKET}/none: not a medshard dataset (no medshard.json)" in missing.stderr

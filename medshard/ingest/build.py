@@ -10,6 +10,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from medshard.errors import BadInputError
+from medshard.ingest.cluster import run_tasks
+from medshard.ingest.members import json_member, label_members
+from medshard.shards.card import ShardInfo
 from medshard.shards.layout import shard_name
 from medshard.shards.tar_writer import ShardSummary, TarShardWriter
 
@@ -20,6 +23,8 @@ __all__ = [
     "SampleSpec",
     "ShardTask",
     "plan_shards",
+    "shard_info",
+    "write_sample_shards",
     "write_shard",
 ]
 
@@ -99,3 +104,62 @@ def write_shard(
             placed.append((sample.key, location.offset, location.bytes, fields, location.sha256))
         summary = writer.close()
     return summary, placed
+
+
+def shard_info(summary: ShardSummary, split: str) -> ShardInfo:
+    """What the card records of a written shard."""
+    return ShardInfo(
+        path=summary.path,
+        split=split,
+        samples=summary.samples,
+        bytes=summary.bytes,
+        sha256=summary.sha256,
+    )
+
+
+def write_sample_shards(
+    client,
+    dataset_dir: Path,
+    stored: list[tuple[dict, dict]],
+    label_names: Sequence[str],
+    *,
+    max_bytes: int,
+    max_samples: int,
+    quiet: bool,
+) -> list[ShardInfo]:
+    """Samples kept as encoded bytes go into shards per split, in key order; each shard is
+    one task. Fills in each manifest row's shard, offset and members."""
+    tasks = []
+    for split in sorted({row["split"] for row, _ in stored}):
+        in_split = sorted((p for p in stored if p[0]["split"] == split), key=lambda p: p[0]["key"])
+        specs = [_sample_spec(row, record, label_names) for row, record in in_split]
+        for path, chunk in plan_shards(
+            split,
+            specs,
+            sizes=[s.size for s in specs],
+            max_bytes=max_bytes,
+            max_samples=max_samples,
+        ):
+            tasks.append(ShardTask(str(dataset_dir), split, path, tuple(chunk)))
+    written = run_tasks(client, write_shard, tasks, description="write shards", quiet=quiet)
+    rows = {row["key"]: row for row, _ in stored}
+    for summary, placed in written:
+        for key, offset, nbytes, fields, digest in placed:
+            rows[key].update(
+                shard=summary.path,
+                offset=offset,
+                members=fields,
+                bytes=nbytes,
+                sample_sha256=digest,
+            )
+    return [shard_info(summary, task.split) for task, (summary, _) in zip(tasks, written)]
+
+
+def _sample_spec(row: dict, record: dict, label_names) -> SampleSpec:
+    """The tar members of one stored sample: its bytes unchanged, then the labels."""
+    labels, about = label_members(row, label_names)
+    about |= {"key": row["key"], "subject": row["subject"], "source": row["source"][0]}
+    small = [*labels, json_member(about)]
+    members = [record["member"], *record["extra"], *small]
+    size = record["bytes"] + record["extra_bytes"] + sum(len(data) for _, data in small)
+    return SampleSpec(key=row["key"], members=tuple(members), size=size)

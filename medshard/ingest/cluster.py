@@ -31,8 +31,8 @@ def dask_client(
             n_workers=workers or os.cpu_count() or 1,
             threads_per_worker=1,
             processes=processes,
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
+            dashboard_address=":0",  # None still binds 8787, and warns when it is taken
+            silence_logs=logging.CRITICAL,  # a failed task is reported once, by us
         ) as cluster,
         Client(cluster) as client,
     ):

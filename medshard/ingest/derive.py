@@ -5,7 +5,9 @@ in staging and swapped in whole, like any ingest."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -16,6 +18,7 @@ from medshard.ingest.pipeline import EncodedImage, Job, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import LabelSpec
 from medshard.ingest.train_copy import CopySize, TrainCopy, TrainFormat, encode_copy, make_copy
+from medshard.shards.manifest import read_rejected
 from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import open_dataset
 
@@ -29,6 +32,8 @@ class DeriveOptions(IngestOptions):
     train_format: TrainFormat = "raw"
     train_quality: int = Field(90, ge=1, le=100)
     max_pixels: int = Field(MAX_PIXELS, gt=0)
+    # A sample whose copy cannot be made stops the run: the dataset never loses a sample.
+    on_error: Literal["fail"] = "fail"
     overwrite: bool = True  # the dataset replaces itself, once the new one is complete
 
     def inputs(self) -> list[Path]:
@@ -46,9 +51,10 @@ def read_stored_image(
 ) -> EncodedImage:
     """Dask task: one sample's image bytes from its shard (checksum checked), decoded once
     and copied."""
-    sample = ShardFiles(dataset).read(
-        row["shard"], row["offset"], row["bytes"], row["key"], row.get("sample_sha256")
-    )
+    with contextlib.closing(ShardFiles(dataset)) as files:
+        sample = files.read(
+            row["shard"], row["offset"], row["bytes"], row["key"], row.get("sample_sha256")
+        )
     field = next(name for name in sample if str(name).startswith("image."))
     data = sample[field]
     ext = field.split(".", 1)[1]
@@ -113,13 +119,15 @@ def derive_training_copies(options: DeriveOptions, command: str = "") -> IngestR
         for row in ds.manifest.to_pylist()
     ]
     identity = {**ds.card.options, **copies, "derived_from": ds.card.fingerprint}
+    refused = read_rejected(o.out).to_pylist() if ds.card.rejected else []
     recipe = Recipe(
         spec=_label_spec(ds.card),
         kind="images",
         identity=identity,
         tables=(),
         sources=ds.card.sources,
-        command=command,
+        command=f"{ds.card.command}; {command}" if ds.card.command else command,
+        earlier_refusals=tuple(refused),
         jobs_per_task=32,
     )
     return run_ingest(jobs, [], recipe, o)

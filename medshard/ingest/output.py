@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medshard.errors import DatasetError
-from medshard.shards.layout import CARD_NAME
+from medshard.shards.layout import CARD_NAME, FORMAT_NAME
 from medshard.shards.storage import is_url
 
 __all__ = [
@@ -75,12 +75,9 @@ def check_output(
         return False
     if not out.is_dir():
         raise DatasetError(f"{out}: the output path exists and is not a directory")
-    card = out / CARD_NAME
-    if card.is_file():
-        try:
-            same = json.loads(card.read_text()).get("fingerprint") == fingerprint_
-        except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
-            same = False
+    card = _medshard_card(out)
+    if card is not None:
+        same = card.get("fingerprint") == fingerprint_
         if same and not overwrite:
             return True
         if not same and not overwrite:
@@ -91,11 +88,21 @@ def check_output(
         return False
     if any(out.iterdir()):
         raise DatasetError(
-            f"{out}: the output directory is not empty and holds no medshard dataset "
-            f"(no {CARD_NAME}), so it is never replaced, not even with --overwrite; "
+            f"{out}: the output directory is not empty and holds no medshard dataset, "
+            "so it is never replaced, not even with --overwrite; "
             "choose an empty or new directory"
         )
     return False
+
+
+def _medshard_card(out: Path) -> dict | None:
+    """The card at `out` when it is a medshard card (a file of that name written by
+    something else does not make a folder a dataset that --overwrite may replace)."""
+    try:
+        card = json.loads((out / CARD_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return card if isinstance(card, dict) and card.get("format") == FORMAT_NAME else None
 
 
 class Staging:
@@ -264,9 +271,7 @@ def stale(card: dict | None, identity: dict, fingerprint_: str) -> bool:
     inputs that have changed since: then it is rebuilt, as another dataset would not be."""
     same = json.loads(json.dumps(identity, default=str))
     return (
-        card is not None
-        and card.get("options") == same
-        and card.get("fingerprint") != fingerprint_
+        card is not None and card.get("options") == same and card.get("fingerprint") != fingerprint_
     )
 
 

@@ -5,221 +5,33 @@ each sample (writing arrays to Zarr as they go), splits, shards, manifest, card,
 
 from __future__ import annotations
 
-import hashlib
-import json
+import os
 import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from medshard import __version__
 from medshard.errors import BadInputError
-from medshard.ingest.build import (
-    MemberSource,
-    SampleSpec,
-    ShardTask,
-    plan_shards,
-    write_shard,
-)
+from medshard.ingest.build import write_sample_shards
 from medshard.ingest.cluster import dask_client, run_tasks
-from medshard.ingest.members import json_member, label_members
+from medshard.ingest.fingerprint import fingerprint
 from medshard.ingest.options import IngestOptions
 from medshard.ingest.output import claim_output
 from medshard.ingest.output import stale as is_stale
 from medshard.ingest.result import IngestResult, count_splits
+from medshard.ingest.samples import SCRATCH, EncodedImage, Job, LoadedVolume, read_jobs
 from medshard.ingest.splits import make_splits, quantile_strata
-from medshard.ingest.stats import SampleStats, pool_stats, sample_stats
+from medshard.ingest.stats import pool_stats
 from medshard.ingest.table import LabelSpec
-from medshard.ingest.volume_read import check_volume
 from medshard.ingest.windows import WindowSpec, write_window_shards
-from medshard.shards.card import DatasetCard, ShardInfo, write_card
+from medshard.shards.card import DatasetCard, write_card
 from medshard.shards.foreground import write_foreground
 from medshard.shards.manifest import write_manifest, write_rejected
-from medshard.shards.zarr_store import consolidate, create_store, write_sample
+from medshard.shards.tar_writer import MAX_KEY_LENGTH
+from medshard.shards.zarr_store import consolidate, create_store
 
-__all__ = ["EncodedImage", "Job", "LoadedVolume", "run_ingest"]
-
-_FOREGROUND_POINTS = 256  # voxel coordinates kept per sample and mask label
-_SCRATCH = ".scratch"  # members waiting for their shard, inside the staging folder
-
-
-@dataclass(frozen=True)
-class EncodedImage:
-    """A sample kept as its original encoded bytes in a shard (2D images)."""
-
-    path: str | None  # the file whose bytes are stored; None: they are in `data`
-    source: str  # how the manifest names it (the path as the table gives it)
-    ext: str  # member extension: png, jpg or tif
-    sha256: str
-    nbytes: int
-    shape: tuple[int, ...]  # (channels, height, width)
-    dtype: str
-    stats: SampleStats
-    extra: tuple[tuple[str, bytes], ...] = ()  # more members made from it (training copy)
-    data: bytes | None = None  # the encoded bytes, when no file of their own holds them
-
-
-@dataclass(frozen=True)
-class LoadedVolume:
-    """A sample decoded to arrays, stored in the Zarr store (volumes, videos)."""
-
-    image: np.ndarray  # (c, z, y, x) for volumes, (t, y, x[, c]) for video
-    mask: np.ndarray | None  # (z, y, x)
-    spacing: tuple[float, ...]  # per non-channel axis
-    unit: str | None  # of the spatial axes; None: pixels (video)
-    sources: list[tuple[str, list[Path]]]  # (what the manifest lists, the files behind it)
-    attributes: dict = field(default_factory=dict)
-    axes: str = "czyx"
-    chunks: tuple[int, ...] | None = None  # None: from the patch size
-    manifest: dict = field(default_factory=dict)  # extra manifest fields (fps, timestamps)
-
-
-@dataclass(frozen=True)
-class Job:
-    """One sample to ingest, as its source format found it."""
-
-    row: int  # data row of the input table, -1 when the sample has none
-    key: str
-    source: str  # how a message names the sample
-    group: str
-    split: str | None
-    parsed: dict  # label fields
-    files: tuple[str, ...]  # the files and folders it reads (their sizes and times count)
-    read: Callable[..., EncodedImage | LoadedVolume]  # module-level, so that it pickles
-    args: tuple
-    fold: int = -1  # kept when every job brings its split
-
-
-def fingerprint(identity: dict, tables: Sequence[Path], files: Sequence[str]) -> str:
-    """What makes two ingests the same: their options, the bytes of their tables, and the
-    size and modification time of every file they read (a fixed or edited input counts)."""
-    digest = hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode())
-    for table in tables:
-        digest.update(Path(table).read_bytes())
-    for name in files:
-        path = Path(name)
-        inside = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in inside:
-            stat = file.stat()
-            digest.update(f"{file}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return digest.hexdigest()
-
-
-def _digest(files: list[Path]) -> str:
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def _volume_record(key: str, volume: LoadedVolume, dataset_dir: str, layout, spacing) -> dict:
-    """Check and write one volume or video in `layout` (a ZarrLayout: patch size, codec,
-    stored intensity type; a bare patch size takes the default layout)."""
-    channel_first = (
-        np.moveaxis(volume.image, volume.axes.index("c"), 0)
-        if "c" in volume.axes
-        else volume.image[None]
-    )
-    mask = check_volume(channel_first, volume.mask)
-    spacing = tuple(spacing or volume.spacing)
-    written = write_sample(
-        dataset_dir,
-        key,
-        volume.image,
-        axes=volume.axes,
-        spacing=spacing,
-        layout=layout,
-        mask=mask,
-        unit=volume.unit,
-        attributes=volume.attributes,
-        chunks=volume.chunks,
-    )
-    return {
-        "zarr_path": written["zarr_path"],
-        "bytes": written["bytes"],
-        "shape": list(volume.image.shape),
-        "dtype": written["dtype"],
-        "spacing": list(spacing),
-        "source": [name for name, _ in volume.sources],
-        "source_sha256": [_digest(files) for _, files in volume.sources],
-        "source_bytes": sum(p.stat().st_size for _, files in volume.sources for p in files),
-        "masked": mask is not None,
-        "stats": sample_stats(channel_first, seed=_seed(key)),
-        "foreground": _foreground(key, mask),
-        **volume.manifest,
-    }
-
-
-def _seed(key: str) -> int:
-    """A sample's own random seed, the same on every machine and Python version."""
-    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little")
-
-
-def _foreground(key: str, mask: np.ndarray | None) -> dict[int, np.ndarray]:
-    """A bounded sample of voxel coordinates per mask label, for foreground sampling."""
-    if mask is None:
-        return {}
-    rng = np.random.default_rng(_seed(key))
-    points = {}
-    for label in np.unique(mask):
-        if label == 0:
-            continue
-        coords = np.argwhere(mask == label)
-        keep = rng.choice(len(coords), size=min(_FOREGROUND_POINTS, len(coords)), replace=False)
-        points[int(label)] = coords[np.sort(keep)].astype(np.int32)
-    return points
-
-
-def _image_record(key: str, image: EncodedImage, dataset_dir: str) -> dict:
-    """A source file's bytes stay where they are; bytes made in the task wait in the
-    staging folder's scratch space until their shard is written, not in memory."""
-
-    def scratch(name: str, data: bytes) -> MemberSource:
-        path = Path(dataset_dir) / _SCRATCH / f"{key}.{name}"
-        path.parent.mkdir(exist_ok=True)
-        path.write_bytes(data)
-        return MemberSource(str(path), hashlib.sha256(data).hexdigest())
-
-    name = f"image.{image.ext}"
-    if image.path is None:
-        member = (name, scratch(name, image.data))
-    else:
-        member = (name, MemberSource(image.path, image.sha256))
-    extra = [(field, scratch(field, data)) for field, data in image.extra]
-    return {
-        "member": member,
-        "extra": extra,
-        "extra_bytes": sum(len(data) for _, data in image.extra),
-        "bytes": image.nbytes,
-        "shape": list(image.shape),
-        "dtype": image.dtype,
-        "spacing": None,
-        "source": [image.source],
-        "source_sha256": [image.sha256],
-        "source_bytes": image.nbytes,
-        "stats": image.stats,
-    }
-
-
-def _read_jobs(jobs: list[Job], dataset_dir: str, patch, spacing) -> list[dict]:
-    """Dask task: read, check and (arrays) write each job's sample; a refusal comes back
-    as its reason and the source it names."""
-    records = []
-    for job in jobs:
-        try:
-            data = job.read(*job.args)
-            if isinstance(data, EncodedImage):
-                records.append(_image_record(job.key, data, dataset_dir))
-            else:
-                records.append(_volume_record(job.key, data, dataset_dir, patch, spacing))
-        except BadInputError as exc:
-            records.append({"refused": exc.reason, "source": exc.source})
-        except (ValueError, OSError) as exc:
-            records.append({"refused": str(exc), "source": job.source})
-    return records
+__all__ = ["EncodedImage", "Job", "LoadedVolume", "Recipe", "run_ingest"]
 
 
 def _stop_at_first(rejected: list[dict], on_error: str) -> None:
@@ -267,6 +79,7 @@ class Recipe:
     patch_size: tuple[int, ...] | None = None  # Zarr chunks are sized for it
     spacing: tuple[float, ...] | None = None  # overrides the files' own
     jobs_per_task: int = 1
+    earlier_refusals: tuple[dict, ...] = ()  # kept in rejected.parquet (a rebuilt dataset)
 
 
 def run_ingest(
@@ -321,13 +134,56 @@ def _read_samples(
             refusal = {"row": row, "source": record["source"], "key": job.key}
             rejected.append({**refusal, "reason": record["refused"]})
         else:
+            if "zarr_path" in record:
+                root = recipe.sources.get("root")
+                record["source"] = [_relative(name, root) for name in record["source"]]
             results.append((job, record))
+    if recipe.window is not None:
+        results = _refuse_window_keys(results, recipe.window, staging, rejected)
     rejected.sort(key=_rejected_order)
     _stop_at_first(rejected, o.on_error)
     if not results:
         where = str(recipe.tables[0]) if recipe.tables else str(recipe.sources.get("root", o.out))
         raise BadInputError(where, f"no sample could be ingested ({len(rejected)} refused)")
     return results
+
+
+def _relative(name: str, root: str | None) -> str:
+    """A source as the manifest names it: relative to the data root, as image tables give
+    it, so that the dataset's sources are found from any working directory; a source
+    outside the root keeps its absolute path."""
+    path = os.path.abspath(name)
+    if root is None:
+        return path
+    relative = os.path.relpath(path, os.path.abspath(root))
+    return path if relative.startswith("..") else relative
+
+
+def _refuse_window_keys(
+    results: list[tuple[Job, dict]], window: WindowSpec, staging: Path, rejected: list[dict]
+) -> list[tuple[Job, dict]]:
+    """Crop and clip keys (`KEY_z0_y0_x0`, `KEY_t8`) must be valid and unique beside every
+    sample key: a sample whose windows are not is refused, its stored arrays removed."""
+    taken = {job.key for job, _ in results}
+    kept = []
+    for job, record in results:
+        keys = [window.key(job.key, origin) for origin in window.windows(record["shape"])]
+        long = next((k for k in keys if len(k) > MAX_KEY_LENGTH), None)
+        clash = next((k for k in keys if k in taken), None)
+        if long is None and clash is None:
+            taken.update(keys)
+            kept.append((job, record))
+            continue
+        reason = (
+            f"its {window.kind} key {long!r} is longer than {MAX_KEY_LENGTH} characters; "
+            "give the sample a shorter key"
+            if long is not None
+            else f"its {window.kind} key {clash!r} is the key of another sample; rename one"
+        )
+        row = job.row if job.row >= 0 else None
+        rejected.append({"row": row, "source": job.source, "key": job.key, "reason": reason})
+        shutil.rmtree(staging / record["zarr_path"])
+    return kept
 
 
 def _write_dataset(
@@ -341,8 +197,16 @@ def _write_dataset(
         for (job, record), split, fold in zip(results, splits, folds)
     ]
     stored = [(row, record) for row, (_, record) in zip(manifest, results) if "member" in record]
-    shards = _write_sample_shards(client, staging, stored, spec.names, o)
-    shutil.rmtree(staging / _SCRATCH, ignore_errors=True)
+    shards = write_sample_shards(
+        client,
+        staging,
+        stored,
+        spec.names,
+        max_bytes=o.shard_bytes,
+        max_samples=o.shard_samples,
+        quiet=o.quiet,
+    )
+    shutil.rmtree(staging / SCRATCH, ignore_errors=True)
     window_rows = []
     if window is not None:
         window_rows, window_shards = write_window_shards(
@@ -366,6 +230,7 @@ def _write_dataset(
         ]
         write_foreground(staging, foreground)
         consolidate(staging)
+    rejected = [*recipe.earlier_refusals, *rejected]
     if rejected:
         write_rejected(staging, rejected)
     train = [r["stats"] for (_, r), split in zip(results, splits) if split == "train"]
@@ -400,7 +265,7 @@ def _errors():
 
 
 def _star_read_jobs(item: tuple) -> list[dict]:
-    return _read_jobs(*item)
+    return read_jobs(*item)
 
 
 def _assign_splits(jobs: list[Job], spec: LabelSpec, o: IngestOptions) -> tuple[list, list]:
@@ -443,50 +308,6 @@ def _manifest_row(job: Job, record: dict, split: str, fold: int) -> dict:
         "bytes": record["bytes"],
         "sample_sha256": None,  # set when the sample is written to a shard
     }
-
-
-def _write_sample_shards(
-    client, dataset_dir: Path, stored: list[tuple[dict, dict]], label_names, o: IngestOptions
-) -> list[ShardInfo]:
-    """Samples kept as encoded bytes go into shards per split, in key order; each shard is
-    one task. Fills in each manifest row's shard, offset and members."""
-    tasks = []
-    for split in sorted({row["split"] for row, _ in stored}):
-        in_split = sorted((p for p in stored if p[0]["split"] == split), key=lambda p: p[0]["key"])
-        specs = [_sample_spec(row, record, label_names) for row, record in in_split]
-        for path, chunk in plan_shards(
-            split,
-            specs,
-            sizes=[s.size for s in specs],
-            max_bytes=o.shard_bytes,
-            max_samples=o.shard_samples,
-        ):
-            tasks.append(ShardTask(str(dataset_dir), split, path, tuple(chunk)))
-    written = run_tasks(client, write_shard, tasks, description="write shards", quiet=o.quiet)
-    rows = {row["key"]: row for row, _ in stored}
-    for summary, placed in written:
-        for key, offset, nbytes, fields, digest in placed:
-            rows[key].update(
-                shard=summary.path,
-                offset=offset,
-                members=fields,
-                bytes=nbytes,
-                sample_sha256=digest,
-            )
-    return [
-        ShardInfo(path=s.path, split=t.split, samples=s.samples, bytes=s.bytes, sha256=s.sha256)
-        for t, (s, _) in zip(tasks, written)
-    ]
-
-
-def _sample_spec(row: dict, record: dict, label_names) -> SampleSpec:
-    """The tar members of one stored sample: its bytes unchanged, then the labels."""
-    labels, about = label_members(row, label_names)
-    about |= {"key": row["key"], "subject": row["subject"], "source": row["source"][0]}
-    small = [*labels, json_member(about)]
-    members = [record["member"], *record["extra"], *small]
-    size = record["bytes"] + record["extra_bytes"] + sum(len(data) for _, data in small)
-    return SampleSpec(key=row["key"], members=tuple(members), size=size)
 
 
 def _fields(results: list[tuple[Job, dict]], rows: list[dict]) -> list[str]:

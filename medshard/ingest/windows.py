@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from medshard.ingest.build import plan_shards
+from medshard.ingest.build import plan_shards, shard_info
 from medshard.ingest.cluster import run_tasks
 from medshard.ingest.members import json_member, label_members, npy_bytes
 from medshard.shards.card import ShardInfo
@@ -153,8 +153,5 @@ def write_window_shards(
             )
     written = run_tasks(client, write_windows, tasks, description=f"{spec.kind}s", quiet=quiet)
     rows = [row for _, placed in written for row in placed]
-    shards = [
-        ShardInfo(path=s.path, split=t.split, samples=s.samples, bytes=s.bytes, sha256=s.sha256)
-        for t, (s, _) in zip(tasks, written)
-    ]
+    shards = [shard_info(summary, task.split) for task, (summary, _) in zip(tasks, written)]
     return rows, shards

@@ -1,9 +1,11 @@
 """`medshard derive`: an existing image dataset gets training copies, everything else kept."""
 
 import pytest
+from pydantic import ValidationError
 
-from medshard.errors import DatasetError
+from medshard.errors import BadInputError, DatasetError
 from medshard.ingest.derive import DeriveOptions, derive_training_copies
+from medshard.shards.manifest import read_rejected
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
 from tests.conftest import ingest
@@ -71,3 +73,43 @@ def test_volumes_are_refused_and_left_as_they_were(tmp_path):
     with pytest.raises(DatasetError, match="training copies are made of 2D images, not volumes"):
         derive(tmp_path / "ds", train_size=32)
     assert (tmp_path / "ds" / "medshard.json").read_bytes() == card
+
+
+def test_a_copy_that_cannot_be_made_stops_derive_and_loses_no_sample(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage")
+    before = _member_bytes(tmp_path / "ds")
+    with pytest.raises(BadInputError, match=r"cell_gray16.*a JPEG training copy would cut"):
+        derive(tmp_path / "ds", train_size=32, train_format="jpeg")
+    assert _member_bytes(tmp_path / "ds") == before
+    with pytest.raises(ValidationError):
+        DeriveOptions(out=tmp_path / "ds", train_size=32, on_error="skip")
+
+
+def test_earlier_refusals_and_the_ingest_command_are_kept(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    (tmp_path / "raw" / "batch0" / "camera_gray8.png").write_bytes(b"not a png")
+    ingest(table, tmp_path / "ds", label_col="stage", on_error="skip")
+    card = open_dataset(tmp_path / "ds").card
+    refused = read_rejected(tmp_path / "ds").to_pylist()
+    derive(tmp_path / "ds", train_size=32)
+    assert read_rejected(tmp_path / "ds").to_pylist() == refused and len(refused) == 1
+    derived = open_dataset(tmp_path / "ds").card
+    assert derived.rejected == 1 and derived.command.startswith(card.command)
+
+
+def test_many_samples_derive_without_running_out_of_file_descriptors(tmp_path):
+    import resource
+
+    table = mixed_tile_table(tmp_path / "raw", copies=12)  # 84 images
+    ingest(table, tmp_path / "ds", label_col="stage")
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(64, hard), hard))
+    try:
+        assert derive(tmp_path / "ds", train_size=16).samples == 84
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def _member_bytes(dataset):
+    return {path.name: path.read_bytes() for path in sorted((dataset / "wds").iterdir())}

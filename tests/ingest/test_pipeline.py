@@ -3,6 +3,7 @@ changed inputs, refusals that keep the rest of the run."""
 
 import hashlib
 import shutil
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -12,13 +13,17 @@ import skimage.data
 import tifffile
 from PIL import Image
 
+from medshard.bench import bench_dataset
 from medshard.errors import BadInputError, DatasetError
-from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti, load_nifti_subject
+from medshard.ingest.samples import Job, read_jobs
 from medshard.ingest.tiff import TiffIngestOptions, ingest_tiff
+from medshard.ingest.video import VideoIngestOptions, ingest_video
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
-from tests.conftest import ingest
-from tests.real_data import copy_skimage_file, mixed_tile_table, real_nifti_table
+from medshard.shards.zarr_store import open_sample
+from tests.conftest import ingest, write_table
+from tests.real_data import copy_skimage_file, mixed_tile_table, real_nifti_table, write_mp4
 
 
 def run_tiff(root, out, **options):
@@ -44,7 +49,7 @@ def stack_beside_folder(root):
     `s1/raw/` beside it: two samples whose keys are both 's1'."""
     stack = tifffile.imread(copy_skimage_file("multipage.tif", root / "s1.tif"))
     (root / "s1" / "raw").mkdir(parents=True)
-    for z, plane in enumerate(stack):
+    for z, plane in enumerate(stack[::-1]):  # the folder holds the slices reversed
         tifffile.imwrite(root / "s1" / "raw" / f"z{z}.tif", plane)
     tifffile.imwrite(root / "s2.tif", stack[::-1])
     return stack
@@ -65,7 +70,8 @@ def test_skipping_a_key_collision_keeps_one_sample_per_key(tmp_path):
     rejected = pq.read_table(tmp_path / "ds" / "rejected.parquet").to_pylist()
     assert rejected[0]["source"].endswith("s1.tif") and "'s1'" in rejected[0]["reason"]
     assert verify_dataset(tmp_path / "ds").ok
-    assert stack.shape[0] == 2  # the folder's slices were ingested, not the stack
+    image, _ = open_sample(tmp_path / "ds", "zarr/s1")
+    assert np.array_equal(image[0], stack[::-1])  # the folder was kept, the stack refused
 
 
 def test_rerun_after_fixing_a_rejected_image_rebuilds(tmp_path):
@@ -157,3 +163,69 @@ def test_an_out_around_a_file_reached_outside_the_root_is_refused(tmp_path):
     with pytest.raises(DatasetError, match=r"--out contains .*x\.png, which this ingest reads"):
         ingest(table, tmp_path / "elsewhere", label_col="stage", allow_outside_root=True)
     assert elsewhere.is_file()
+
+
+def test_volume_sources_are_relative_to_the_root_whatever_the_working_directory(
+    tmp_path, monkeypatch
+):
+    real_nifti_table(tmp_path / "raw", names=("anatomical", "reoriented"))
+    monkeypatch.chdir(tmp_path)
+    run_nifti(Path("raw/subjects.csv"), Path("ds"))
+    rows = open_dataset(tmp_path / "ds").manifest.to_pylist()
+    assert sorted(r["source"] for r in rows) == [
+        ["anatomical.nii", "anatomical_seg.nii.gz"],
+        ["reoriented.nii", "reoriented_seg.nii.gz"],
+    ]
+    monkeypatch.chdir(tmp_path / "raw")  # the baseline finds the sources from anywhere
+    engine, baseline = bench_dataset(
+        tmp_path / "ds", batch_size=2, workers=0, repetitions=1, patch_size=(8, 8, 8)
+    )
+    assert baseline is not None and baseline.samples_per_s > 0
+
+
+def test_window_keys_that_clash_with_a_sample_key_are_refused(tmp_path):
+    root = tmp_path / "raw"
+    root.mkdir()
+    for name in ("a", "a_t0"):
+        write_mp4(root / f"{name}.mp4", frames=9, size=(32, 32))
+    write_table(root / "index.csv", ["video_path"], [["a.mp4"], ["a_t0.mp4"]])
+    options = dict(video_col="video_path", clip_len=4, workers=1, processes=False, quiet=True)
+    with pytest.raises(BadInputError, match=r"a\.mp4: its clip key 'a_t0' is the key of another"):
+        ingest_video(VideoIngestOptions(table=root / "index.csv", out=tmp_path / "ds", **options))
+    result = ingest_video(
+        VideoIngestOptions(
+            table=root / "index.csv", out=tmp_path / "ds", on_error="skip", **options
+        )
+    )
+    assert result.card.rejected == 1 and verify_dataset(tmp_path / "ds").ok
+    assert not (tmp_path / "ds" / "zarr" / "a").exists()
+
+
+def test_a_folder_with_a_foreign_medshard_json_is_never_replaced(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    (thesis / "medshard.json").write_text('{"my": "settings"}')
+    (thesis / "chapter1.tex").write_text("precious")
+    with pytest.raises(DatasetError, match="holds no medshard dataset"):
+        ingest(table, thesis, label_col="stage", overwrite=True)
+    assert (thesis / "chapter1.tex").read_text() == "precious"
+
+
+def test_a_failure_to_store_stops_the_ingest_instead_of_refusing_the_input(tmp_path):
+    table = real_nifti_table(tmp_path / "raw", names=("standard",))
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    job = Job(
+        row=0,
+        key="standard",
+        source="standard",
+        group="standard",
+        split=None,
+        parsed={},
+        files=(),
+        read=load_nifti_subject,
+        args=((str(table.parent / "standard.nii.gz"),), ("image",), None, False),
+    )
+    with pytest.raises(OSError):
+        read_jobs([job], str(not_a_folder), (8, 8, 8), None)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
+import numpy as np
 import pytest
 import torch
 
@@ -263,9 +264,9 @@ def test_a_server_restarted_mid_epoch_loses_no_sample(images, tmp_path, caplog):
     assert any("retry 1 of" in r.getMessage() for r in caplog.records)
 
 
-def damage(name: str, position: int) -> None:
+def damage(name: str, position: int, url: str = URL) -> None:
     """Invert one byte of an object in the store, as bit rot or a bad copy would."""
-    store = S3Store(URL)
+    store = S3Store(url)
     data = bytearray(store.get(name))
     data[position] ^= 0xFF
     store.put_bytes(name, bytes(data))
@@ -352,3 +353,50 @@ def test_inspect_and_verify_a_url_on_the_command_line(images):
     missing = medshard("verify", f"s3://{BUCKET}/none", *endpoint)
     assert missing.returncode != 0
     assert f"s3://{BUCKET}/none: not a medshard dataset (no medshard.json)" in missing.stderr
+
+
+def test_zarr_samples_are_fetched_whole_into_the_cache_and_checked(s3, tmp_path, monkeypatch):  # noqa: F811
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from medshard.shards.zarr_store import ZarrReader
+    from tests.volume_data import nifti_subjects
+
+    monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
+    url = f"s3://{BUCKET}/mri"
+    table = nifti_subjects(tmp_path / "raw", n=3)
+    options = dict(
+        table=table,
+        modalities=("t1", "t2"),
+        mask_col="seg",
+        key_col="subject",
+        label_col="group",
+        val_fraction=0.0,
+        workers=1,
+        processes=False,
+        quiet=True,
+    )
+    for out in (Path(url), tmp_path / "local"):
+        ingest_nifti(NiftiIngestOptions(out=out, **options))
+    rows = {r["key"]: r for r in open_dataset(tmp_path / "local").manifest.to_pylist()}
+    group = max(r["bytes"] for r in rows.values())
+    tables = sum(p.stat().st_size for p in (tmp_path / "local").glob("*.parquet"))
+    limit = tables + 4096 + group  # one volume at a time
+    ds = open_dataset(url, cache_dir=tmp_path / "c", cache_limit=limit)
+    local, remote = ZarrReader(tmp_path / "local"), ZarrReader(ds.path)
+    for key, row in rows.items():
+        assert ds.prefetch([key]) == 1  # the loader's call before it reads the sample
+        for array in ("image", "labels/mask"):
+            path = f"{row['zarr_path']}/{array}"
+            assert np.array_equal(remote.read(path), local.read(path))
+        assert ds.mirror.cache.usage() <= limit
+    assert len(list((ds.path / "zarr").iterdir())) == 1  # the others were evicted
+    assert verify_dataset(url, cache_dir=tmp_path / "c").ok
+    first = min(rows)
+    damage(f"{rows[first]['zarr_path']}/image/zarr.json", 0, url)
+    fresh = open_dataset(url, cache_dir=tmp_path / "c2")
+    with pytest.raises(CorruptDataError) as caught:
+        fresh.prefetch([first])
+    assert str(caught.value) == (
+        f"{url}/{rows[first]['zarr_path']}/image/zarr.json: checksum mismatch: the object is "
+        "damaged or was changed after ingest"
+    )
+    assert not (fresh.path / rows[first]["zarr_path"]).exists()  # nothing half fetched

@@ -31,9 +31,10 @@ from medshard.shards.foreground import FOREGROUND_NAME
 from medshard.shards.layout import CARD_NAME, MANIFEST_NAME, REJECTED_NAME, WDS_DIR, ZARR_DIR
 from medshard.shards.storage import S3Store
 
-__all__ = ["CACHE_VARIABLE", "ORIGIN_NAME", "Mirror", "cache_root", "parse_limit"]
+__all__ = ["CACHE_VARIABLE", "LIMIT_VARIABLE", "ORIGIN_NAME", "Mirror", "cache_root", "parse_limit"]
 
 CACHE_VARIABLE = "MEDSHARD_CACHE"
+LIMIT_VARIABLE = "MEDSHARD_CACHE_LIMIT"
 ORIGIN_NAME = ".origin.json"
 TABLES = (MANIFEST_NAME, REJECTED_NAME, FOREGROUND_NAME)
 _EVICTABLE = (f"{WDS_DIR}/*.tar", f"{WDS_DIR}/*.idx", f"{ZARR_DIR}/*/")
@@ -86,11 +87,14 @@ class Mirror:
         endpoint_url: str | None = None,
     ) -> Mirror:
         """Fetch the card and tables of the dataset at `url` into its cache folder; a
-        limit that cannot hold the tables and the largest entry is refused."""
+        limit (default: $MEDSHARD_CACHE_LIMIT, else none) that cannot hold the tables and
+        the largest entry is refused."""
         store = S3Store(url, endpoint_url)
         host = urlsplit(store.endpoint_url).netloc if store.endpoint_url else "aws"
         name = quote(f"{store.bucket}/{store.prefix}".rstrip("/"), safe="")
         root = cache_root(cache_dir) / "s3" / quote(host, safe="") / name
+        if cache_limit is None:
+            cache_limit = os.environ.get(LIMIT_VARIABLE) or None
         mirror = cls(root, store.url, store.endpoint_url, parse_limit(cache_limit))
         mirror._refresh()
         return mirror

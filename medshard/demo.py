@@ -27,12 +27,17 @@ __all__ = ["run_demo"]
 WORKERS = 2
 
 
-def _workloads(raw: Path, data: Path) -> dict:
-    """name -> (synthesise, ingest options factory, ingest function)."""
+def _workloads(raw: Path, data: Path, scale: float) -> dict:
+    """name -> (synthesise, ingest options factory, ingest function); `scale` sizes the
+    synthetic datasets (1: the demo's own)."""
     common = dict(workers=WORKERS, overwrite=True)
+
+    def n(count: int) -> int:
+        return max(4, round(count * scale))
+
     return {
         "embryo-stage": (
-            lambda: synth_embryo_stage(raw / "embryo-stage", n=160, size=96),
+            lambda: synth_embryo_stage(raw / "embryo-stage", n=n(160), size=96),
             lambda t: ImageIngestOptions(
                 table=t,
                 out=data / "embryo-stage",
@@ -44,7 +49,7 @@ def _workloads(raw: Path, data: Path) -> dict:
             ingest_images,
         ),
         "mammo-tiles": (
-            lambda: synth_mammo_tiles(raw / "mammo-tiles", n=160, size=256),
+            lambda: synth_mammo_tiles(raw / "mammo-tiles", n=n(160), size=256),
             lambda t: ImageIngestOptions(
                 table=t,
                 out=data / "mammo-tiles",
@@ -58,7 +63,7 @@ def _workloads(raw: Path, data: Path) -> dict:
             ingest_images,
         ),
         "nuclei-3d": (
-            lambda: synth_nuclei_3d(raw / "nuclei-3d", n=16, shape=(32, 64, 64)),
+            lambda: synth_nuclei_3d(raw / "nuclei-3d", n=n(16), shape=(32, 64, 64)),
             lambda t: TiffIngestOptions(
                 root=t.parent,
                 labels=t,
@@ -70,7 +75,7 @@ def _workloads(raw: Path, data: Path) -> dict:
             ingest_tiff,
         ),
         "fomo-mri": (
-            lambda: synth_fomo_mri(raw / "fomo-mri", n=16, shape=(64, 64, 64)),
+            lambda: synth_fomo_mri(raw / "fomo-mri", n=n(16), shape=(64, 64, 64)),
             lambda t: NiftiIngestOptions(
                 table=t,
                 out=data / "fomo-mri",
@@ -84,7 +89,7 @@ def _workloads(raw: Path, data: Path) -> dict:
             ingest_nifti,
         ),
         "ivf-timelapse": (
-            lambda: synth_ivf_timelapse(raw / "ivf-timelapse", n=8, frames=16, size=96),
+            lambda: synth_ivf_timelapse(raw / "ivf-timelapse", n=n(8), frames=16, size=96),
             lambda t: VideoIngestOptions(
                 table=t,
                 out=data / "ivf-timelapse",
@@ -162,20 +167,20 @@ def _sheets(datasets: Path, out: Path, console: Console) -> None:
         console.print(f"{name}: {sheet.path} ({len(sheet.keys)} samples)")
 
 
-def run_demo(out: Path | None, console: Console) -> None:
-    """Run everything under `out` (kept), or a temporary folder (removed)."""
+def run_demo(out: Path | None, console: Console, scale: float = 1.0) -> dict[str, dict]:
+    """Run everything under `out` (kept), or a temporary folder (removed); returns the
+    summary's figures per workload."""
     if out is None:
         with tempfile.TemporaryDirectory(prefix="medshard-demo-") as tmp:
-            _run(Path(tmp), console, kept=False)
-        return
-    _run(Path(out), console, kept=True)
+            return _run(Path(tmp), console, kept=False, scale=scale)
+    return _run(Path(out), console, kept=True, scale=scale)
 
 
-def _run(out: Path, console: Console, kept: bool) -> None:
+def _run(out: Path, console: Console, kept: bool, scale: float) -> dict[str, dict]:
     started = time.perf_counter()
     rows: dict[str, dict] = {}
     tables: dict[str, Path] = {}
-    for name, (synth, options, ingest) in _workloads(out / "raw", out / "datasets").items():
+    for name, (synth, options, ingest) in _workloads(out / "raw", out / "datasets", scale).items():
         console.rule(name)
         tables[name] = synth()
         console.print(f"synthesised {tables[name].parent}")
@@ -187,15 +192,18 @@ def _run(out: Path, console: Console, kept: bool) -> None:
             "size": decimal(result.dataset_bytes),
             "ingest": f"{result.mb_per_s:.1f} MB/s",
             "verify": "OK" if report.ok else f"{len(report.problems)} problems",
+            "verified": report.ok,
             "dataset": str(result.out),
         }
     _sheets(out / "datasets", out / "sheets", console)
     for name, metric in (("embryo-stage", "val_accuracy"), ("fomo-mri", "val_dice")):
         metrics = _train(name, out / "datasets" / name, out / "outputs", console)
+        rows[name]["metric"] = (metric, metrics[metric])
         rows[name]["trained"] = f"{metric.removeprefix('val_')} {metrics[metric]:.2f}"
     console.rule("benchmark: lazy per-file loader vs medshard (decode and batch)")
     for name in ("mammo-tiles", "fomo-mri", "ivf-timelapse"):
         base, engine = _benchmark(out / "datasets" / name)
+        rows[name]["samples_per_s"] = (base, engine)
         rows[name]["bench"] = (
             f"{base:.0f} -> {engine:.0f}/s ({engine / base:.1f}x)"
             if base is not None
@@ -231,3 +239,4 @@ def _run(out: Path, console: Console, kept: bool) -> None:
         else "outputs removed (medshard demo --out DIR keeps them)"
     )
     console.print(f"demo finished in {time.perf_counter() - started:.0f} s; {where}")
+    return rows

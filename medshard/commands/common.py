@@ -107,6 +107,12 @@ def run_ingest(options_class, ingest, flags: dict) -> None:
     from medshard.ingest.output import card_state
 
     before = card_state(Path(flags["out"]))
+    flags = dict(flags)
+    endpoint = flags.pop("endpoint_url", None)  # an ingest command's --endpoint-url
+    if endpoint:
+        from medshard.shards.storage import ENDPOINT_VARIABLE
+
+        os.environ[ENDPOINT_VARIABLE] = endpoint  # this process's uploads
     try:
         options = options_class(**ingest_options(flags))
         with _signals_interrupt():  # the ingest holds --out and recovers it on the way out

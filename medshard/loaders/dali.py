@@ -1,32 +1,38 @@
-"""The DALI backend for 2D image shards: `fn.readers.webdataset` with our `.idx` files,
-`shard_id` = rank, `num_shards` = world size; decoding on the GPU (`mixed`) when CUDA is
-there, else a CPU-only pipeline (`device_id=None`); the 2D chain of loaders/chain2d.py as
-DALI operators.
+"""The DALI backend for 2D image shards: this rank's planned batches (the torch backend's
+plan, loaders/dali_feed.py) fed to an external source; decoding on the GPU (`mixed`) when
+CUDA is there, else a CPU-only pipeline (`device_id=None`); the 2D chain of
+loaders/chain2d.py as DALI operators.
 
 Every sample is decoded to the loader's channel count (gray repeated, alpha dropped) at
 16 bits when any sample is 16-bit (8-bit values then scaled by 257), so that each sample
 is scaled by its own bit depth.
 
-Each epoch builds its pipeline with a seed from (seed, epoch, rank) and a shard that
-moves with the epoch, so an epoch's order is a function of those integers. Mid-epoch
-resume replays the skipped batches (DALI's order cannot be indexed). A batch that runs
-past the rank's share (DALI fills it from the next epoch, or with padding) is cut."""
+Each pass builds its pipeline with a seed from (seed, epoch, rank, start position) and
+checkpointing on. A loader state holds the global position, and this rank's DALI
+checkpoint (its random operators' states): resumed on the same ranks with the same batch
+size, the pipeline restarts from that checkpoint and draws what the interrupted one would
+have drawn; on other ranks, the rest of the epoch is read from the global position with
+fresh draws."""
 
 from __future__ import annotations
 
+import base64
 import json
 import zlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from medshard.loaders.augment import Augment2D, Augment3D, augment_2d, augment_3d, sample_generator
 from medshard.loaders.chain2d import chain_2d
+from medshard.loaders.dali_feed import PlanFeed
 from medshard.loaders.frame_format import bit_depth_scale
-from medshard.loaders.partition import Uneven, batch_sizes, dali_rank_count, dali_reader_shard
+from medshard.loaders.partition import Uneven
 from medshard.loaders.seeds import derive_seed
-from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, Resumable
+from medshard.loaders.sources import Selection, ShardSamples
+from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, PlanSpec, Resumable
 from medshard.shards.reader import Dataset
 
 __all__ = ["DaliLoader"]
@@ -76,34 +82,69 @@ class DaliLoader(Resumable):
         # the Augment3D / Augment2D chain runs in torch on the device afterwards.
         self.arrays = self.image_exts == "image.npy"
         self.masked = "mask.npy" in ds.card.fields
+        self.samples = ShardSamples(ds, Selection(split, None))  # the torch backend's indices
+        self.plan = PlanSpec(
+            len(self.samples), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
+        )
         self.state = LoaderState()
-
-    def _batch_sizes(self, epoch: int) -> list[int]:
-        """The size of each batch this rank yields in `epoch`."""
-        count = dali_rank_count(self.num_samples, self.rank, self.world_size, epoch, self.uneven)
-        return batch_sizes(count, self.batch_size, self.drop_last)
-
-    def __len__(self) -> int:
-        return len(self._batch_sizes(self.state.epoch))
+        self._pass = _Pass()
+        self._restore: dict | None = None  # this rank's saved state, for the next pass
 
     def _seed(self, epoch: int) -> int:
-        return derive_seed(self.seed, epoch, self.rank, bits=31)
+        return derive_seed(self.seed, epoch, self.rank, self._pass.start, bits=31)
+
+    def _checkpointing(self) -> dict:
+        """Pipeline options: checkpointing on, restored from the saved checkpoint."""
+        return {"enable_checkpointing": True, "checkpoint": self._pass.checkpoint}
 
     def _reader(self, epoch: int, ext: list[str]):
-        from nvidia.dali import fn
+        from nvidia.dali import fn, types
 
-        return fn.readers.webdataset(
-            paths=[str(p) for p in self.ds.shard_paths(self.split)],
-            index_paths=[str(p) for p in self.ds.index_paths(self.split)],
-            ext=ext,
-            missing_component_behavior="error",
-            shard_id=dali_reader_shard(self.rank, self.world_size, epoch),
-            num_shards=self.world_size,
-            random_shuffle=self.shuffle,
-            initial_fill=min(4096, max(self.num_samples, 1)),
-            pad_last_batch=self.uneven == "pad",
-            name="reader",
+        run = self._pass
+        run.feed = PlanFeed(
+            self.samples, self.pass_batches(), ext, first=run.first, threads=self.threads
         )
+        return fn.external_source(
+            source=run.feed,
+            num_outputs=len(ext),
+            batch=True,
+            batch_info=True,
+            dtype=types.UINT8,
+            ndim=1,
+        )
+
+    def _rank_state(self) -> dict | None:
+        """Where this rank's pipeline stands: its DALI checkpoint, taken after the batches
+        it has yielded, and the pass it belongs to."""
+        run = self._pass
+        if run.pipe is None:
+            return None
+        return {
+            "rank": self.rank,
+            "world_size": self.world_size,
+            "batch_size": self.batch_size,
+            "epoch": self.state.epoch,
+            "position": self.position,
+            "pass_start": run.start,
+            "iteration": run.first + self.state.yielded,
+            "dali": base64.b64encode(run.pipe.checkpoint()).decode("ascii"),
+        }
+
+    def _resume_exactly(self, rank_state: dict | None) -> None:
+        self._restore = rank_state
+
+    def _begin_pass(self) -> None:
+        """Restore this rank's DALI checkpoint when it was taken where this pass starts."""
+        saved, state = self._restore, self.state
+        self._restore = None
+        if saved and (saved["epoch"], saved["position"]) == (state.epoch, state.start):
+            self._pass = _Pass(
+                start=saved["pass_start"],
+                first=saved["iteration"],
+                checkpoint=base64.b64decode(saved["dali"]),
+            )
+        else:
+            self._pass = _Pass(start=state.start)
 
     def _array_pipeline(self, epoch: int):
         from nvidia.dali import fn, pipeline_def
@@ -123,7 +164,7 @@ class DaliLoader(Resumable):
             decoded = [fn.decoders.numpy(a) for a in arrays]
             return (*[d.gpu() if cuda else d for d in decoded], meta)
 
-        pipe = pipeline()
+        pipe = pipeline(**self._checkpointing())
         pipe.build()
         return pipe
 
@@ -160,7 +201,7 @@ class DaliLoader(Resumable):
                 x = transform.dali(x, **transform.dali_params(self.training))
             return fn.transpose(x, perm=[2, 0, 1]), meta
 
-        pipe = pipeline()
+        pipe = pipeline(**self._checkpointing())
         pipe.build()
         return pipe
 
@@ -220,15 +261,29 @@ class DaliLoader(Resumable):
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
-        pipe = self._pipeline(state.epoch)
+        self._begin_pass()
+        run = self._pass
+        run.pipe = self._pipeline(state.epoch)
         state.yielded = 0
         try:
-            for number, size in enumerate(self._batch_sizes(state.epoch)):
-                outputs = pipe.run()
-                if number < state.skip:
-                    continue  # replayed to reach the resume point
+            for _ in range(len(self)):
+                outputs = run.pipe.run()
                 state.yielded += 1
-                yield self._batch(outputs, state.epoch, size)
+                yield self._batch(outputs, state.epoch, len(outputs[-1]))
         finally:
-            del pipe
+            run.pipe = None
+            if run.feed is not None:
+                run.feed.close()
         self.state = LoaderState(epoch=state.epoch)
+
+
+@dataclass
+class _Pass:
+    """One pass of the DALI loader: the global position its plan starts at, the first
+    iteration number its pipeline gives (a restored checkpoint's), and the pipeline."""
+
+    start: int = 0
+    first: int = 0
+    checkpoint: bytes | None = None
+    feed: PlanFeed | None = None
+    pipe: object = None

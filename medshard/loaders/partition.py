@@ -6,11 +6,15 @@ takes every W-th sample of it. Three policies for the N mod W samples left over:
 the same count (training: ranks step together); `uneven` gives them to the first ranks,
 whose counts then differ by at most one, so that every sample is read exactly once
 (evaluation: no duplicate enters a metric).
+A resumed epoch starts at a global position: the first `start` samples of the epoch's
+order have been read (by any number of ranks), and the rest is shared out the same way
+among the ranks of the resumed run, however many there are. While ranks step together,
+batch b of every rank together read the samples b × batch × ranks onwards, so the
+position after b batches is a plain count (`position_after`).
 A rank's samples are cut into batches. The DataLoader collects from its K workers in
 turn, starting at worker 0, so batch `skip + j` goes to worker j mod K: a resumed pass
 that starts at batch `skip` still comes out in plan order.
-The DALI reader instead cuts the dataset into W contiguous shards (`dali_shard`), and
-rank r reads shard (r + epoch) mod W (`dali_reader_shard`).
+Both backends read this plan: DALI is fed it (loaders/dali_feed.py).
 """
 
 from __future__ import annotations
@@ -25,12 +29,10 @@ __all__ = [
     "rank_count",
     "rank_indices",
     "rank_batches",
+    "position_after",
     "worker_batches",
     "num_batches",
     "batch_sizes",
-    "dali_shard",
-    "dali_reader_shard",
-    "dali_rank_count",
 ]
 
 Uneven = Literal["drop", "pad", "uneven"]
@@ -48,14 +50,24 @@ def _check_rank(rank: int, world_size: int) -> None:
         raise ValueError(f"rank {rank} is outside a world of {world_size}")
 
 
-def rank_count(num_samples: int, rank: int, world_size: int, uneven: Uneven = "pad") -> int:
-    """How many samples rank `rank` of `world_size` reads in an epoch."""
+def _check_start(start: int, num_samples: int) -> None:
+    if not 0 <= start <= num_samples:
+        raise ValueError(f"position {start} is outside an epoch of {num_samples} samples")
+
+
+def rank_count(
+    num_samples: int, rank: int, world_size: int, uneven: Uneven = "pad", *, start: int = 0
+) -> int:
+    """How many samples rank `rank` of `world_size` reads in an epoch, from position
+    `start` on."""
     _check_rank(rank, world_size)
+    _check_start(start, num_samples)
+    rest = num_samples - start
     if uneven == "drop":
-        return num_samples // world_size
+        return rest // world_size
     if uneven == "pad":
-        return -(-num_samples // world_size)
-    return num_samples // world_size + (rank < num_samples % world_size)
+        return -(-rest // world_size)
+    return rest // world_size + (rank < rest % world_size)
 
 
 def rank_indices(
@@ -67,16 +79,19 @@ def rank_indices(
     *,
     shuffle: bool = True,
     uneven: Uneven = "pad",
+    start: int = 0,
 ) -> np.ndarray:
-    """The samples rank `rank` of `world_size` reads in this epoch, in order."""
+    """The samples rank `rank` of `world_size` reads in this epoch, in order, from global
+    position `start` on (0: the whole epoch)."""
     _check_rank(rank, world_size)
+    _check_start(start, num_samples)
     order = epoch_order(num_samples, seed, epoch, shuffle)
+    rest = order[start:]
     if uneven == "drop":
-        order = order[: num_samples - num_samples % world_size]
-    elif uneven == "pad":
-        per_rank = -(-num_samples // world_size)
-        order = np.resize(order, per_rank * world_size)  # wraps: the first samples again
-    return order[rank::world_size]
+        rest = rest[: len(rest) - len(rest) % world_size]
+    elif uneven == "pad":  # wraps around to the epoch's first samples again
+        rest = np.concatenate([rest, np.resize(order, -len(rest) % world_size)])
+    return rest[rank::world_size]
 
 
 def num_batches(per_rank: int, batch_size: int, drop_last: bool) -> int:
@@ -101,13 +116,27 @@ def rank_batches(
     shuffle: bool = True,
     uneven: Uneven = "pad",
     drop_last: bool = False,
+    start: int = 0,
 ) -> list[np.ndarray]:
-    """The rank's batches of sample indices, in plan order."""
+    """The rank's batches of sample indices from global position `start` on, in plan
+    order."""
     indices = rank_indices(
-        num_samples, seed, epoch, rank, world_size, shuffle=shuffle, uneven=uneven
+        num_samples, seed, epoch, rank, world_size, shuffle=shuffle, uneven=uneven, start=start
     )
     count = num_batches(len(indices), batch_size, drop_last)
     return [indices[b * batch_size : (b + 1) * batch_size] for b in range(count)]
+
+
+def position_after(
+    num_samples: int, start: int, world_size: int, batch_size: int, done: int, batches: int
+) -> int:
+    """The global position once every rank has taken `done` of the `batches` batches of a
+    pass that started at `start`: a finished pass has read the whole epoch; before that,
+    each batch of each rank is full, so the ranks have read a prefix of the rest."""
+    _check_start(start, num_samples)
+    if done >= batches:
+        return num_samples
+    return min(start + done * batch_size * world_size, num_samples)
 
 
 def worker_batches(
@@ -116,28 +145,3 @@ def worker_batches(
     """(batch number, indices) that one DataLoader worker produces in a pass that starts
     at batch `skip` (mid-epoch resume): batch `skip + j` goes to worker j mod `workers`."""
     return [(b, batches[b]) for b in range(skip, len(batches)) if (b - skip) % workers == worker]
-
-
-def dali_shard(num_samples: int, shard: int, shards: int) -> range:
-    """The samples (in stored order) of shard `shard` of `shards` as DALI's readers cut
-    them: contiguous, sizes differing by at most one."""
-    _check_rank(shard, shards)
-    return range(num_samples * shard // shards, num_samples * (shard + 1) // shards)
-
-
-def dali_reader_shard(rank: int, world_size: int, epoch: int) -> int:
-    """The DALI reader shard that rank `rank` reads in `epoch`: it moves with the epoch,
-    so that shuffling within a shard still lets every rank see every sample over time."""
-    _check_rank(rank, world_size)
-    return (rank + epoch) % world_size
-
-
-def dali_rank_count(
-    num_samples: int, rank: int, world_size: int, epoch: int, uneven: Uneven = "pad"
-) -> int:
-    """How many samples a rank of the DALI backend yields in an epoch: its reader shard's,
-    or with `drop` and `pad` the same count on every rank."""
-    if uneven != "uneven":
-        return rank_count(num_samples, rank, world_size, uneven)
-    shard = dali_reader_shard(rank, world_size, epoch)
-    return len(dali_shard(num_samples, shard, world_size))

@@ -3,12 +3,13 @@ epoch's plan. Workers read, decode and (for 2D images, or on a CPU) augment; on 
 fixed-size 3D and clip batches are augmented on the device.
 
 Workers persist across epochs: no respawn cost per epoch. The epoch and the resume point
-reach them through shared values, and each worker derives its batches from those
-integers alone."""
+(the global position in the epoch) reach them through shared values, and each worker
+derives its batches from those integers alone."""
 
 from __future__ import annotations
 
 import concurrent.futures
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from medshard.errors import DatasetError
 from medshard.loaders.partition import (
     Uneven,
     num_batches,
+    position_after,
     rank_batches,
     rank_count,
     worker_batches,
@@ -48,7 +50,7 @@ def collate(samples: list[dict]) -> dict:
 @dataclass
 class LoaderState:
     epoch: int = 0
-    skip: int = 0  # batches of this epoch already consumed (resume)
+    start: int = 0  # global position in the epoch where this pass starts (resume)
     yielded: int = 0  # batches yielded so far in this pass
     skipped_samples: int = 0  # bad samples skipped with on_error="skip"
 
@@ -64,34 +66,66 @@ class LoaderIdentity:
 
 
 class Resumable:
-    """`set_epoch`, `state_dict` and `load_state_dict` over `self.state` for every backend;
-    a state resumes only a loader of the same dataset, split and fold, with the same seed,
-    world size and batch size."""
+    """`len`, `set_epoch`, `state_dict` and `load_state_dict` over `self.state` and
+    `self.plan` for every backend. A state holds the global position in the epoch (how
+    many samples of the epoch's order all ranks together have read), so it resumes on any
+    number of ranks with any batch size; only a loader of the same dataset, split and
+    fold, drawing the same order (seed, shuffle), takes it."""
 
     state: LoaderState
     identity: LoaderIdentity
-    seed: int
-    world_size: int
-    batch_size: int
+    plan: PlanSpec
 
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.state.epoch:
             self.state = LoaderState(epoch=epoch, skipped_samples=self.state.skipped_samples)
 
+    def __len__(self) -> int:
+        """The number of batches of this pass: the epoch's, or what is left of it."""
+        plan = self.plan
+        count = rank_count(
+            plan.num_samples, plan.rank, plan.world_size, plan.uneven, start=self.state.start
+        )
+        return num_batches(count, plan.batch_size, plan.drop_last)
+
+    def pass_batches(self) -> list[np.ndarray]:
+        """This rank's batches of this pass, from the pass's start position."""
+        return self.plan.batches(self.state.epoch, self.state.start)
+
+    @property
+    def position(self) -> int:
+        """How many samples of the epoch's order the ranks have read so far."""
+        plan, state = self.plan, self.state
+        done, batches = state.yielded, len(self)
+        return position_after(
+            plan.num_samples, state.start, plan.world_size, plan.batch_size, done, batches
+        )
+
     def state_dict(self) -> dict:
+        plan = self.plan
         return {
             "epoch": self.state.epoch,
-            "batches": self.state.skip + self.state.yielded,
-            "seed": self.seed,
-            "world_size": self.world_size,
-            "batch_size": self.batch_size,
+            "position": self.position,
+            "num_samples": plan.num_samples,
+            "seed": plan.seed,
+            "shuffle": plan.shuffle,
+            "world_size": plan.world_size,  # as saved: a resume may run on another number
+            "batch_size": plan.batch_size,
             "dataset": self.identity.fingerprint,
             "split": self.identity.split,
             "fold": self.identity.fold,
+            "rank_state": self._rank_state(),
         }
 
+    def _rank_state(self) -> dict | None:
+        """What this rank alone needs to resume exactly (a backend's own checkpoint)."""
+        return None
+
+    def _resume_exactly(self, rank_state: dict | None) -> None:
+        """Take the saved `_rank_state` of this very rank, position and batch size."""
+
     def load_state_dict(self, state: dict) -> None:
-        mine = self.identity
+        mine, plan = self.identity, self.plan
         if state.get("dataset") != mine.fingerprint:
             raise DatasetError(
                 f"{mine.path}: cannot resume from a loader state of another dataset "
@@ -104,13 +138,33 @@ class Resumable:
                 f"{_role(state.get('split'), state.get('fold'))}, this loader reads split "
                 f"{_role(mine.split, mine.fold)}"
             )
-        for name in ("seed", "world_size", "batch_size"):
-            if state.get(name) != getattr(self, name):
+        if "position" not in state:
+            raise DatasetError(
+                f"{mine.path}: cannot resume from a loader state without a global position "
+                "(one saved by an older medshard counted batches per rank); resume from the "
+                "checkpoint of an epoch's end instead"
+            )
+        for name in ("seed", "shuffle"):  # they fix the epoch's order
+            if state.get(name) != getattr(plan, name):
                 raise DatasetError(
                     f"{mine.path}: cannot resume from a loader state saved with "
-                    f"{name}={state.get(name)}, this loader has {name}={getattr(self, name)}"
+                    f"{name}={state.get(name)}, this loader has {name}={getattr(plan, name)}, "
+                    "so the epoch's order differs"
                 )
-        self.state = LoaderState(epoch=state["epoch"], skip=state["batches"])
+        if not 0 <= state["position"] <= plan.num_samples:
+            raise DatasetError(
+                f"{mine.path}: cannot resume from position {state['position']}, past the "
+                f"{plan.num_samples} samples of split {_role(mine.split, mine.fold)}"
+            )
+        self.state = LoaderState(
+            epoch=state["epoch"],
+            start=state["position"],
+            skipped_samples=self.state.skipped_samples,
+        )
+        own = state.get("rank_state") or {}
+        mine = (plan.rank, plan.world_size, plan.batch_size, state["epoch"], state["position"])
+        fits = tuple(own.get(k) for k in ("rank", "world_size", "batch_size", "epoch", "position"))
+        self._resume_exactly(own if fits == mine else None)
 
 
 def _role(split, fold) -> str:
@@ -130,7 +184,8 @@ class PlanSpec:
     rank: int
     world_size: int
 
-    def batches(self, epoch: int) -> list[np.ndarray]:
+    def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
+        """This rank's batches of `epoch` from global position `start` on."""
         return rank_batches(
             self.num_samples,
             self.seed,
@@ -141,6 +196,7 @@ class PlanSpec:
             shuffle=self.shuffle,
             uneven=self.uneven,
             drop_last=self.drop_last,
+            start=start,
         )
 
 
@@ -156,7 +212,7 @@ class _PlannedBatches(IterableDataset):
         on_error: str,
         threads: int,
     ):
-        self.source, self.plan, self.shared = source, plan, shared  # shared: (epoch, skip)
+        self.source, self.plan, self.shared = source, plan, shared  # shared: (epoch, start)
         self.transform, self.on_error, self.threads = transform, on_error, threads
 
     def _load(self, index: int, epoch: int) -> dict | None:
@@ -169,9 +225,9 @@ class _PlannedBatches(IterableDataset):
         return self.transform(sample, int(index), epoch) if self.transform else sample
 
     def __iter__(self) -> Iterator[tuple[int, dict, int]]:
-        epoch, skip = self.shared[0].value, self.shared[1].value
+        epoch, start = self.shared[0].value, self.shared[1].value
         worker, workers = worker_info()
-        mine = worker_batches(self.plan.batches(epoch), worker, workers, skip)
+        mine = worker_batches(self.plan.batches(epoch, start), worker, workers)
         with concurrent.futures.ThreadPoolExecutor(self.threads) as pool:  # reads overlap
             for number, indices in mine:
                 samples = list(pool.map(lambda i: self._load(i, epoch), indices))
@@ -179,6 +235,13 @@ class _PlannedBatches(IterableDataset):
                 if not kept:
                     raise DatasetError(f"every sample of batch {number} failed to load")
                 yield number, collate(kept), len(samples) - len(kept)
+
+
+def _leave_signals_to_the_trainer(_worker: int) -> None:
+    """Workers ignore SIGUSR1, the signal that announces preemption (SLURM's `--signal`
+    reaches every process of a job step): the trainer checkpoints, then shuts them down.
+    (SIGTERM keeps its default: multiprocessing stops workers with it at exit.)"""
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
 
 
 def _worker_context():
@@ -233,12 +296,6 @@ class TorchLoader(Resumable):
         self._loader: DataLoader | None = None
         self.state = LoaderState()
 
-    def __len__(self) -> int:
-        per_rank = rank_count(
-            self.plan.num_samples, self.plan.rank, self.world_size, self.plan.uneven
-        )
-        return num_batches(per_rank, self.batch_size, self.plan.drop_last)
-
     def _dataloader(self) -> DataLoader:
         if self._loader is None:
             workers = self.num_workers
@@ -250,15 +307,19 @@ class TorchLoader(Resumable):
                 persistent_workers=workers > 0,
                 prefetch_factor=4 if workers else None,
                 multiprocessing_context=self._context,
+                worker_init_fn=_leave_signals_to_the_trainer,
+                # its own generator: an iterator's base seed must not draw from torch's
+                # global one, whose state a checkpoint saves (workers derive nothing from it)
+                generator=torch.Generator(),
             )
         return self._loader
 
     def __iter__(self) -> Iterator[dict]:
         state = self.state
-        self._shared[0].value, self._shared[1].value = state.epoch, state.skip
+        self._shared[0].value, self._shared[1].value = state.epoch, state.start
         state.yielded = 0
         for number, batch, skipped in self._dataloader():
-            if number != state.skip + state.yielded:  # DataLoader collects workers round-robin
+            if number != state.yielded:  # DataLoader collects workers round-robin
                 raise RuntimeError(f"batch {number} arrived out of plan order")
             state.skipped_samples += skipped
             batch = {

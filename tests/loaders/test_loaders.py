@@ -93,13 +93,16 @@ def test_resume_yields_exactly_the_remaining_batches(image_dataset):
     state = interrupted.state_dict()
     assert state == {
         "epoch": 2,
-        "batches": 2,
+        "position": 8,
+        "num_samples": 24,
         "seed": 1,
+        "shuffle": True,
         "world_size": 1,
         "batch_size": 4,
         "dataset": open_dataset(image_dataset).card.fingerprint,
         "split": "train",
         "fold": None,
+        "rank_state": None,
     }
     resumed = build_loader(image_dataset, "train", batch_size=4, backend="torch", seed=1)
     resumed.load_state_dict(state)
@@ -170,7 +173,7 @@ def test_dali_ranks_cover_each_key_once_and_resume(image_dataset):
         build_loader(image_dataset, "train", batch_size=4, backend="dali", device="cpu")
     )
     resumed = build_loader(image_dataset, "train", batch_size=4, backend="dali", device="cpu")
-    resumed.load_state_dict(resumed.state_dict() | {"batches": 3})
+    resumed.load_state_dict(resumed.state_dict() | {"position": 12})
     assert keys_of(resumed) == whole[12:]
 
 

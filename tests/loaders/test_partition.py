@@ -7,11 +7,9 @@ import pytest
 
 from medshard.loaders.partition import (
     batch_sizes,
-    dali_rank_count,
-    dali_reader_shard,
-    dali_shard,
     epoch_order,
     num_batches,
+    position_after,
     rank_batches,
     rank_count,
     rank_indices,
@@ -104,27 +102,6 @@ def test_rank_count_is_the_length_of_the_rank_indices(num_samples, world_size, u
         assert rank_count(num_samples, rank, world_size, uneven) == len(indices)
 
 
-@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
-@pytest.mark.parametrize("num_samples", [7, 10, 37])
-def test_dali_shards_cover_each_sample_once_in_every_epoch(num_samples, world_size):
-    shards = [list(dali_shard(num_samples, s, world_size)) for s in range(world_size)]
-    assert sum(shards, []) == list(range(num_samples))
-    for epoch in range(3):
-        counts = [
-            dali_rank_count(num_samples, r, world_size, epoch, "uneven") for r in range(world_size)
-        ]
-        assert sum(counts) == num_samples and max(counts) - min(counts) <= 1
-
-
-@pytest.mark.parametrize("world_size", [1, 2, 3, 5])
-def test_dali_ranks_read_every_shard_once_per_epoch_and_move_on(world_size):
-    for epoch in range(4):
-        shards = [dali_reader_shard(r, world_size, epoch) for r in range(world_size)]
-        assert sorted(shards) == list(range(world_size))
-    over_epochs = {dali_reader_shard(0, world_size, epoch) for epoch in range(world_size)}
-    assert over_epochs == set(range(world_size))  # rank 0 visits every shard in turn
-
-
 @pytest.mark.parametrize("per_rank", [0, 1, 7, 8, 9])
 @pytest.mark.parametrize("drop_last", [False, True])
 def test_batch_sizes_add_up_to_the_rank_count(per_rank, drop_last):
@@ -137,3 +114,119 @@ def test_batch_sizes_add_up_to_the_rank_count(per_rank, drop_last):
 def test_a_rank_outside_the_world_is_refused():
     with pytest.raises(ValueError, match="outside a world of 2"):
         rank_indices(10, 0, 0, 2, 2)
+
+
+def read_before(num_samples, seed, epoch, world_size, batch_size, done, uneven, drop_last=False):
+    """The samples the ranks of a run read in its first `done` batches, and the position
+    that run would save."""
+    plans = [
+        rank_batches(
+            num_samples, seed, epoch, r, world_size, batch_size, uneven=uneven, drop_last=drop_last
+        )
+        for r in range(world_size)
+    ]
+    read = [i for plan in plans for batch in plan[:done] for i in batch.tolist()]
+    position = position_after(num_samples, 0, world_size, batch_size, done, len(plans[0]))
+    return read, position
+
+
+@pytest.mark.parametrize("num_samples", [1, 10, 37, 64])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("uneven", ["pad", "drop"])
+def test_an_epoch_resumed_on_any_world_size_reads_each_sample_exactly_once(
+    num_samples, world_size, uneven
+):
+    """A run of `world_size` ranks saves its position after `done` batches; a run of any
+    other size reads the rest: together, the epoch's samples once each (with `drop`, less
+    the few that do not divide among the resumed ranks; with `pad`, plus the few that
+    wrap around to the epoch's first samples)."""
+    order = epoch_order(num_samples, 3, 1).tolist()
+    for batch_size in (1, 3, 4):
+        count = num_batches(rank_count(num_samples, 0, world_size, uneven), batch_size, False)
+        for done in range(count):
+            read, position = read_before(num_samples, 3, 1, world_size, batch_size, done, uneven)
+            assert sorted(read) == sorted(order[:position])  # a prefix of the epoch's order
+            for resumed in (1, 2, 3, 5, 8):
+                rest = [
+                    i
+                    for r in range(resumed)
+                    for i in rank_indices(
+                        num_samples, 3, 1, r, resumed, uneven=uneven, start=position
+                    ).tolist()
+                ]
+                left = num_samples - position
+                if uneven == "drop":
+                    kept = order[position : num_samples - left % resumed]
+                    assert sorted(read + rest) == sorted(order[:position] + kept)
+                else:
+                    counts = Counter(read + rest)
+                    assert set(counts) == set(order) and len(read + rest) == position + len(rest)
+                    wrapped = -left % resumed
+                    assert sum(counts.values()) - num_samples == wrapped
+                    assert all(counts[i] == 1 for i in order[wrapped:])
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+@pytest.mark.parametrize("num_samples", [9, 24, 37])
+@pytest.mark.parametrize("uneven", ["pad", "drop", "uneven"])
+def test_resuming_on_the_same_ranks_yields_the_rest_of_each_ranks_plan(
+    num_samples, world_size, uneven
+):
+    for batch_size in (1, 2, 5):
+        plans = [
+            rank_batches(num_samples, 7, 2, r, world_size, batch_size, uneven=uneven)
+            for r in range(world_size)
+        ]
+        # uneven ranks step together only while each still has a batch
+        for done in range(min(len(p) for p in plans)):
+            position = position_after(num_samples, 0, world_size, batch_size, done, len(plans[0]))
+            for rank, plan in enumerate(plans):
+                rest = rank_batches(
+                    num_samples, 7, 2, rank, world_size, batch_size, uneven=uneven, start=position
+                )
+                assert [b.tolist() for b in rest] == [b.tolist() for b in plan[done:]]
+                count = rank_count(num_samples, rank, world_size, uneven, start=position)
+                assert count == sum(len(b) for b in rest)
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ((2, 4, 1), (1, 4, 2)),
+        ((1, 4, 2), (2, 4, 1)),
+        ((4, 2, 1), (2, 2, 2)),
+        ((2, 4, 1), (1, 8, 1)),
+    ],
+)
+def test_with_the_same_global_batch_each_optimizer_step_takes_the_same_samples(before, after):
+    """(ranks, batch per rank, accumulation): an optimizer step of the resumed run takes
+    the samples that step would have taken in the run that was interrupted."""
+
+    def steps(ranks, batch, accumulate, start):
+        plans = [rank_batches(64, 0, 5, r, ranks, batch, start=start) for r in range(ranks)]
+        micro = [
+            sorted(i for plan in plans for i in plan[b].tolist()) for b in range(len(plans[0]))
+        ]
+        return [
+            sorted(sum(micro[s : s + accumulate], [])) for s in range(0, len(micro), accumulate)
+        ]
+
+    whole = steps(*before, start=0)
+    ranks, batch, accumulate = before
+    for done in range(0, len(whole)):
+        position = done * ranks * batch * accumulate
+        assert steps(*after, start=position) == whole[done:]
+
+
+def test_the_position_after_a_finished_pass_is_the_end_of_the_epoch():
+    # 10 samples over 4 ranks, padded to 3 each: after the last batch the epoch is read
+    assert position_after(10, 0, 4, 2, 1, 2) == 8
+    assert position_after(10, 0, 4, 2, 2, 2) == 10
+    assert position_after(10, 6, 2, 1, 1, 2) == 8
+
+
+def test_a_position_outside_the_epoch_is_refused():
+    with pytest.raises(ValueError, match="position 11 is outside an epoch of 10 samples"):
+        rank_indices(10, 0, 0, 0, 2, start=11)
+    with pytest.raises(ValueError, match="position -1 is outside an epoch of 10 samples"):
+        rank_count(10, 0, 2, start=-1)

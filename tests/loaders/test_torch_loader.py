@@ -42,7 +42,7 @@ def test_resume_after_every_batch_yields_exactly_the_rest(mixed_tile_dataset, wo
     expected, states = passes(loader)
     assert len(expected) == len(loader) == 5
     for done, state in enumerate(states):
-        assert (state["epoch"], state["batches"]) == (3, done)
+        assert (state["epoch"], state["position"]) == (3, min(2 * done, 9))
         loader.load_state_dict(state)  # the same workers serve every resumed pass
         assert_same_batches(list(loader), expected[done:])
 
@@ -90,7 +90,7 @@ def test_a_state_of_another_split_or_fold_is_refused(mixed_tile_dataset):
         loader.load_state_dict(loader.state_dict() | {"fold": 2})
 
 
-def test_a_state_of_another_batch_size_is_refused(mixed_tile_dataset):
+def test_a_state_of_another_order_is_refused(mixed_tile_dataset):
     loader = build_loader(mixed_tile_dataset, "train", batch_size=2, backend="torch")
-    with pytest.raises(DatasetError, match="saved with batch_size=3, this loader has batch_size=2"):
-        loader.load_state_dict(loader.state_dict() | {"batch_size": 3})
+    with pytest.raises(DatasetError, match="saved with seed=3, this loader has seed=0, so the"):
+        loader.load_state_dict(loader.state_dict() | {"seed": 3})

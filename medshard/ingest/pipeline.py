@@ -101,7 +101,7 @@ def run_ingest(
         for note in claim.notes:
             _errors().print(note, highlight=False, soft_wrap=True)
         stale = is_stale(claim.card(), recipe.identity, print_)
-        if claim.check(print_, o.overwrite or stale, inputs):
+        if claim.check(print_, o.overwrite or stale):  # the claim has guarded the inputs
             return IngestResult.unchanged(o.out)
         if stale and not o.overwrite:
             _errors().print(f"{claim.name}: its inputs changed since it was built; rebuilding it")

@@ -79,7 +79,10 @@ def test_a_folder_of_the_users_is_refused_and_kept(tmp_path, overwrite):
     (thesis / "chapters").mkdir(parents=True)
     (thesis / "chapters/one.tex").write_text("results")
     before = files(thesis)
-    with pytest.raises(DatasetError, match="no medshard dataset, so it is never replaced, not even with --overwrite"):
+    with pytest.raises(
+        DatasetError,
+        match="no medshard dataset, so it is never replaced, not even with --overwrite",
+    ):
         check_output(thesis, "fingerprint", overwrite)
     assert files(thesis) == before
 

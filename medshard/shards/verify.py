@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from medshard.errors import DatasetError
+from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.checksums import check_file, file_sha256
 from medshard.shards.layout import MANIFEST_NAME, index_name
 from medshard.shards.mirror import TABLES, cache_root
@@ -190,9 +190,7 @@ def _opened(dataset: str | Path, endpoint_url, cache_dir, report) -> Iterator[_C
         return
     try:
         ds = open_dataset(dataset, cache_dir=cache_dir, endpoint_url=endpoint_url)
-    except DatasetError as exc:
-        if "manifest" not in str(exc):
-            raise
+    except CorruptDataError as exc:  # a table that differs from the card
         report.problems.append(str(exc))
         yield None
         return

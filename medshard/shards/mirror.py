@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
 from pathlib import Path
@@ -184,7 +184,7 @@ class Mirror:
         """Fetch what the manifest rows will read, in order, as far as half the cache
         holds: their Zarr groups, and their shards where a split is read whole. Returns
         how many entries were fetched or found."""
-        wanted: dict[str, tuple[int, object]] = {}
+        wanted: dict[str, tuple[int, Callable[[str, int], Path]]] = {}
         for row in rows:
             if row.get("zarr_path"):
                 wanted.setdefault(row["zarr_path"], (row["bytes"], self.group))
@@ -195,8 +195,13 @@ class Mirror:
         budget = (self.limit - self.pinned) // 2 if self.limit else sum(sizes)
         count = prefetch_count(sizes, budget)
         chosen = list(wanted.items())[:count]
+
+        def fetch(item: tuple[str, tuple[int, Callable[[str, int], Path]]]) -> Path:
+            name, (size, get) = item
+            return get(name, size)
+
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            list(pool.map(lambda item: item[1][1](item[0], item[1][0]), chosen))
+            list(pool.map(fetch, chosen))
         return len(chosen)
 
     def _whole_shard(self, name: str, size: int) -> Path:

@@ -166,6 +166,15 @@ def test_not_a_dataset_at_a_url(s3):  # noqa: F811
     assert str(caught.value) == f"s3://{BUCKET}/nothing: not a medshard dataset (no medshard.json)"
 
 
+def test_derive_refuses_a_dataset_at_a_url_and_changes_nothing(images):
+    from medshard.ingest.derive import DeriveOptions, derive_training_copies
+
+    before = objects()
+    with pytest.raises(DatasetError, match=rf"{URL}: derive changes a dataset in place"):
+        derive_training_copies(DeriveOptions(out=Path(URL), train_size=16, quiet=True))
+    assert objects() == before
+
+
 def small_cache(local: Path) -> int:
     """Room for the tables and two shards: much less than the dataset."""
     shards = sorted(p.stat().st_size for p in (local / "wds").glob("*.tar"))

@@ -9,6 +9,7 @@ from rich.text import Text
 
 from medshard.ingest.result import IngestResult
 from medshard.shards.reader import Dataset
+from medshard.shards.storage import is_url, normal_url
 
 __all__ = ["ingest_table", "inspect_table"]
 
@@ -27,7 +28,8 @@ def _counts_table(title: str, counts: dict, label_names: list[str]) -> Table:
 def ingest_table(result: IngestResult) -> Group:
     """Samples per split and label, then shards, bytes, seconds and MB/s."""
     card = result.card
-    table = _counts_table(f"ingested {result.out}", result.counts, card.label_names)
+    where = normal_url(result.out) if is_url(result.out) else result.out
+    table = _counts_table(f"ingested {where}", result.counts, card.label_names)
     shards = len(card.shards)
     written = result.dataset_bytes
     summary = (

@@ -92,6 +92,11 @@ def derive_training_copies(options: DeriveOptions, command: str = "") -> IngestR
     """Rebuild the image dataset at `options.out` with a training copy per sample."""
     o = options
     ds = open_dataset(o.out)
+    if ds.mirror is not None:
+        raise DatasetError(
+            f"{ds.location}: derive changes a dataset in place; derive a local copy, then "
+            "ingest it to the URL"
+        )
     if ds.card.kind != "images":
         raise DatasetError(f"{o.out}: training copies are made of 2D images, not {ds.card.kind}")
     copies = {

@@ -67,6 +67,7 @@ def _anatomical(dataset: Dataset, rows: dict[str, dict]) -> bool:
     zarr_rows = [r for r in rows.values() if r["zarr_path"] is not None]
     if not zarr_rows:
         return False
+    dataset.prefetch([zarr_rows[0]["key"]])  # a dataset at a URL: into its cache first
     group = zarr.open_group(str(dataset.path / zarr_rows[0]["zarr_path"]), mode="r")
     return group.attrs.get("medshard", {}).get("axis_codes") == ["R", "A", "S"]
 

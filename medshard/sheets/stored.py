@@ -75,6 +75,7 @@ class _Reader:
     def arrays(self, row: dict):
         """(image, mask or None): lazy zarr arrays, or arrays from `.npy` members."""
         if row["zarr_path"] is not None:
+            self.dataset.prefetch([row["key"]])  # a dataset at a URL: into its cache first
             return open_sample(self.dataset.path, row["zarr_path"])
         sample = self.members(row)
         mask = sample.get("mask.npy")

@@ -23,7 +23,7 @@ from medshard.ingest.result import IngestResult, count_splits
 from medshard.ingest.samples import SCRATCH, EncodedImage, Job, LoadedVolume, read_jobs
 from medshard.ingest.splits import make_splits, quantile_strata
 from medshard.ingest.stats import pool_stats
-from medshard.ingest.table import LabelSpec
+from medshard.ingest.table import LabelSpec, refusal
 from medshard.ingest.windows import WindowSpec, write_window_shards
 from medshard.shards.card import DatasetCard, write_card
 from medshard.shards.foreground import write_foreground
@@ -57,7 +57,7 @@ def _refuse_duplicate_keys(jobs: list[Job], rejected: list[dict]) -> list[Job]:
                 else f"key {job.key!r} is also the key of {taken.source}; rename one of them"
             )
             row = job.row if job.row >= 0 else None
-            rejected.append({"row": row, "source": job.source, "key": job.key, "reason": reason})
+            rejected.append(refusal(row, job.source, job.key, reason))
         else:
             first[job.key] = job
             kept.append(job)
@@ -131,8 +131,7 @@ def _read_samples(
     for job, record in zip(jobs, [record for chunk in chunks for record in chunk]):
         if "refused" in record:
             row = job.row if job.row >= 0 else None
-            refusal = {"row": row, "source": record["source"], "key": job.key}
-            rejected.append({**refusal, "reason": record["refused"]})
+            rejected.append(refusal(row, record["source"], job.key, record["refused"]))
         else:
             if "zarr_path" in record:
                 root = recipe.sources.get("root")
@@ -181,7 +180,7 @@ def _refuse_window_keys(
             else f"its {window.kind} key {clash!r} is the key of another sample; rename one"
         )
         row = job.row if job.row >= 0 else None
-        rejected.append({"row": row, "source": job.source, "key": job.key, "reason": reason})
+        rejected.append(refusal(row, job.source, job.key, reason))
         shutil.rmtree(staging / record["zarr_path"])
     return kept
 

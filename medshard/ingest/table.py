@@ -18,8 +18,10 @@ T = TypeVar("T")
 
 __all__ = [
     "LabelSpec",
+    "check_key",
     "check_rows",
     "read_table",
+    "refusal",
     "require_columns",
     "row_file",
     "row_key",
@@ -65,12 +67,21 @@ def row_source(table: str | Path, row: int) -> str:
 
 def row_key(row: dict[str, str], key_col: str | None, relative_path: str) -> str:
     """The sample key of a row: its key column, else derived from the image path."""
-    key = row[key_col] if key_col else key_from_path(relative_path)
+    return check_key(row[key_col] if key_col else key_from_path(relative_path))
+
+
+def check_key(key: str) -> str:
+    """`key` when it is a valid sample key; ValueError with the rule otherwise."""
     if not is_valid_key(key) or len(key) > MAX_KEY_LENGTH:
         raise ValueError(
             f"key {key!r} is not a valid sample key (1-{MAX_KEY_LENGTH} of A-Z a-z 0-9 _ -)"
         )
     return key
+
+
+def refusal(row: int | None, source: str, key: str | None, reason: str) -> dict:
+    """One refused input as `rejected.parquet` records it."""
+    return {"row": row, "source": source, "key": key, "reason": reason}
 
 
 def check_rows(
@@ -84,9 +95,9 @@ def check_rows(
         try:
             kept.append(check(i, row, where))
         except BadInputError as exc:
-            refused.append({"row": i, "source": exc.source, "key": None, "reason": exc.reason})
+            refused.append(refusal(i, exc.source, None, exc.reason))
         except ValueError as exc:
-            refused.append({"row": i, "source": where, "key": None, "reason": str(exc)})
+            refused.append(refusal(i, where, None, str(exc)))
     return kept, refused
 
 

@@ -12,10 +12,17 @@ from medshard.errors import BadInputError
 from medshard.ingest.options import VolumeIngestOptions
 from medshard.ingest.pipeline import Job, LoadedVolume, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
-from medshard.ingest.table import LabelSpec, read_table, require_columns, row_source
+from medshard.ingest.table import (
+    LabelSpec,
+    check_key,
+    read_table,
+    refusal,
+    require_columns,
+    row_source,
+)
 from medshard.ingest.volume_read import TIFF_SUFFIXES, read_tiff_stack
 from medshard.ingest.windows import WindowSpec
-from medshard.shards.layout import is_valid_key, key_from_path
+from medshard.shards.layout import key_from_path
 
 __all__ = ["TiffIngestOptions", "ingest_tiff", "load_tiff_sample"]
 
@@ -65,14 +72,7 @@ def _discover(root: Path) -> tuple[list[tuple[str, str, str | None]], list[dict]
         if entry.is_dir():
             raw = entry / "raw"
             if not raw.is_dir():
-                refused.append(
-                    {
-                        "row": None,
-                        "source": str(entry),
-                        "key": entry.name,
-                        "reason": "has no raw/ slice folder",
-                    }
-                )
+                refused.append(refusal(None, str(entry), entry.name, "has no raw/ slice folder"))
                 continue
             mask = entry / "mask"
             found.append((entry.name, str(raw), str(mask) if mask.is_dir() else None))
@@ -101,34 +101,20 @@ def ingest_tiff(options: TiffIngestOptions, command: str = "") -> IngestResult:
     present = {key for key, _, _ in samples} | {r["key"] for r in rejected}
     for sample_id, (i, _) in labels.items():
         if sample_id not in present:
-            rejected.append(
-                {
-                    "row": i,
-                    "source": row_source(o.labels, i),
-                    "key": sample_id,
-                    "reason": f"sample {sample_id!r} has no folder or stack under {o.root}",
-                }
-            )
+            reason = f"sample {sample_id!r} has no folder or stack under {o.root}"
+            rejected.append(refusal(i, row_source(o.labels, i), sample_id, reason))
     jobs = []
     for key, image, mask in samples:
         where = str(Path(image).parent if mask or Path(image).name == "raw" else image)
         try:
-            if not is_valid_key(key):
-                raise ValueError(f"{key!r} is not a valid sample key (A-Z a-z 0-9 _ - only)")
+            check_key(key)
             parsed = {}
             if o.labels is not None:
                 if key not in labels:
                     raise ValueError(f"the sample has no row in {o.labels}")
                 parsed = spec.parse(labels[key][1])
         except ValueError as exc:
-            rejected.append(
-                {
-                    "row": labels.get(key, (None,))[0],
-                    "source": where,
-                    "key": key,
-                    "reason": str(exc),
-                }
-            )
+            rejected.append(refusal(labels.get(key, (None,))[0], where, key, str(exc)))
             continue
         row = labels[key][0] if key in labels else -1
         jobs.append(

@@ -30,6 +30,15 @@ AllowOutsideRoot = Annotated[
     bool, typer.Option(help="Also ingest table paths that lead outside --root.")
 ]
 
+Codec = Annotated[
+    str,
+    typer.Option(help="Zarr chunks: none (fastest to read), lz4 (smaller) or zstd (archives)."),
+]
+Intensity = Annotated[
+    str,
+    typer.Option(help="Float images stored as source, float16, or int16 with a scale."),
+]
+
 ingest_app = typer.Typer(help="Convert raw data into a medshard dataset.", no_args_is_help=True)
 Opt = typer.Option
 
@@ -88,6 +97,8 @@ def ingest_tiff_command(
     patch_size: PatchSize = "64,64,64",
     crops: Crops = None,
     spacing: Spacing = None,
+    codec: Codec = "none",
+    intensity: Intensity = "source",
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     folds: Folds = 0,
@@ -127,6 +138,8 @@ def ingest_nifti_command(
     patch_size: PatchSize = "64,64,64",
     crops: Crops = None,
     spacing: Spacing = None,
+    codec: Codec = "none",
+    intensity: Intensity = "source",
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     folds: Folds = 0,
@@ -167,6 +180,7 @@ def ingest_video_command(
     clip_stride: Annotated[
         int | None, Opt(help="Frames between clip starts (default: clip length).")
     ] = None,
+    codec: Codec = "none",
     val_fraction: float = 0.2,
     test_fraction: float = 0.0,
     folds: Folds = 0,

@@ -139,6 +139,7 @@ def load_video(
         raise BadInputError(source, f"has {len(raw)} frames, fewer than the clip length {clip_len}")
     frames = np.stack([fit_frame(f, channels, size, fit) for f in raw])
     axes = "tyx" if channels == 1 else "tyxc"
+    # a chunk holds a clip's length of whole frames: a clip at any start touches two
     time_chunk = min(len(frames), clip_len or 8)
     return LoadedVolume(
         image=frames,
@@ -204,7 +205,7 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
         command=command,
         channel_names=("gray",) if o.channels == 1 else ("red", "green", "blue"),
         window=_clips(o),
-        patch_size=o.patch_size,
+        patch_size=o.layout(),  # the Zarr layout: chunks' patch, codec, intensity type
         spacing=o.spacing,
     )
     return run_ingest(jobs, rejected, recipe, o)

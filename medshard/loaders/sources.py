@@ -18,10 +18,11 @@ import numpy as np
 
 from medshard.codecs import decode_image
 from medshard.errors import DatasetError
+from medshard.loaders.columns import ZarrColumns
 from medshard.shards.foreground import read_foreground
 from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import Dataset
-from medshard.shards.zarr_store import ZarrReader
+from medshard.shards.zarr_shards import RegionReader
 
 __all__ = ["ShardSamples", "PatchSamples", "ClipSamples", "Selection", "PadMode", "label_fields"]
 
@@ -117,7 +118,8 @@ class PatchSamples:
     i // samples_per_volume; with `foreground_prob` p a patch is centred on a stored
     foreground voxel, else drawn uniformly (TorchIO's LabelSampler and UniformSampler).
     Along an axis where the volume is smaller than the patch, the volume sits in the
-    middle of the patch, padded by `pad_mode` (MONAI's SpatialPad, TorchIO's CropOrPad)."""
+    middle of the patch, padded by `pad_mode` (MONAI's SpatialPad, TorchIO's CropOrPad).
+    `read` copies a patch once, straight into the caller's array (a batch slot)."""
 
     def __init__(
         self,
@@ -131,55 +133,97 @@ class PatchSamples:
         pad_mode: PadMode = "minimum",
     ):
         self.dataset = dataset
-        self.rows = sorted(
-            (r for r in dataset.manifest.to_pylist() if select(r) and r["zarr_path"]),
-            key=lambda r: r["key"],
-        )
+        self.rows = ZarrColumns(dataset.manifest, select)
         self.pad_mode = pad_mode
-        if not self.rows:
+        if not len(self.rows):
             raise DatasetError(f"{dataset.path}: {select} holds no volumes to draw patches from")
-        self.patch = tuple(patch_size)
+        self.patch = tuple(int(p) for p in patch_size)
         self.per_volume = samples_per_volume
         self.foreground_prob = foreground_prob
         self.seed = seed
         self.foreground = read_foreground(dataset.path) if foreground_prob > 0 else {}
-        self.reader = ZarrReader(dataset.path)
+        self.reader = RegionReader(dataset.path)
         self.masked = "mask" in dataset.card.fields
+        self.channels = int(self.rows.shapes[0, 0])
 
     def __len__(self) -> int:
         return len(self.rows) * self.per_volume
 
     def key(self, index: int) -> str:
-        return f"{self.rows[index // self.per_volume]['key']}#{index % self.per_volume}"
+        return f"{self.rows.keys[index // self.per_volume]}#{index % self.per_volume}"
 
-    def _origin(self, rng: np.random.Generator, row: dict) -> np.ndarray:
+    def origin(self, index: int, epoch: int) -> np.ndarray:
         """The patch's first voxel in volume coordinates: negative along an axis where the
         volume is smaller than the patch (it is then centred)."""
-        shape = np.asarray(row["shape"][1:])
+        row = index // self.per_volume
+        rng = _rng(self.seed, epoch, index)
+        shape = self.rows.shapes[row, 1:4]
         patch = np.asarray(self.patch)
         low = np.minimum(-((patch - shape) // 2), 0)
         high = np.where(shape < patch, low, shape - patch)
-        points = self.foreground.get(row["key"], {})
+        points = self.foreground.get(str(self.rows.keys[row]), {})
         if points and rng.random() < self.foreground_prob:
             label = sorted(points)[rng.integers(len(points))]  # every label equally likely
             centre = points[label][rng.integers(len(points[label]))]
             return np.clip(centre - patch // 2, low, high)
         return np.array([rng.integers(lo, hi + 1) for lo, hi in zip(low, high)])
 
+    def storage(self, index: int) -> tuple[tuple[float, float], ...]:
+        """Each channel's (scale, offset) from stored to real values ((1, 0) unless the
+        volume was stored as scaled integers)."""
+        path = f"{self.rows.paths[index // self.per_volume]}/image"
+        scaled = self.reader.attributes(path).get("intensity")
+        if not scaled:
+            return ((1.0, 0.0),) * self.channels
+        return tuple(zip(scaled["scale"], scaled["offset"]))
+
+    def read(self, index: int, origin, image: np.ndarray, mask: np.ndarray | None) -> None:
+        """Copy the patch at `origin` of item `index`'s volume (stored values) into
+        `image` (c, *patch) and `mask` (*patch): arrays or views of any dtype."""
+        row = index // self.per_volume
+        path = str(self.rows.paths[row])
+        if int(self.rows.shapes[row, 0]) != image.shape[0]:
+            raise DatasetError(
+                f"{self.dataset.path}: volume {self.rows.keys[row]!r} has "
+                f"{self.rows.shapes[row, 0]} channels, the others {image.shape[0]}"
+            )
+        window, placed = patch_window(origin, self.patch, self.rows.shapes[row, 1:4])
+        arrays = [(f"{path}/image", image, self.pad_mode, (slice(None),))]
+        if mask is not None:
+            arrays.append((f"{path}/labels/mask", mask, "constant", ()))
+        for array, out, mode, lead in arrays:
+            region = (*[slice(0, out.shape[0])] * len(lead), *window)
+            if all(s.stop - s.start == p for s, p in zip(window, self.patch)):
+                self.reader.read_into(array, out, region)  # the usual case: one copy
+                continue
+            inside = np.empty([s.stop - s.start for s in region], self.reader.dtype(array))
+            self.reader.read_into(array, inside, region)
+            out[...] = pad_patch(inside, placed, self.patch, mode)
+
     def load(self, index: int, epoch: int) -> dict:
-        row = self.rows[index // self.per_volume]
-        origin = self._origin(_rng(self.seed, epoch, index), row)
-        window, placed = patch_window(origin, self.patch, row["shape"][1:])
-        image = self.reader.read(f"{row['zarr_path']}/image", (slice(None), *window))
+        """One patch as numpy arrays: stored values, or real values (float32) where the
+        volume was stored as scaled integers."""
+        origin = self.origin(index, epoch)
+        storage = self.storage(index)
+        scaled = any(pair != (1.0, 0.0) for pair in storage)
+        path = str(self.rows.paths[index // self.per_volume])
+        dtype = np.float32 if scaled else self.reader.dtype(f"{path}/image")
+        image = np.empty((self.channels, *self.patch), dtype)
+        mask = (
+            np.empty(self.patch, self.reader.dtype(f"{path}/labels/mask")) if self.masked else None
+        )
+        self.read(index, origin, image, mask)
+        for channel, (scale, offset) in enumerate(storage if scaled else ()):
+            image[channel] *= scale
+            image[channel] += offset
         sample = {
             "key": self.key(index),
             "origin": origin,
-            **label_fields(row),
-            "image": pad_patch(image, placed, self.patch, self.pad_mode),
+            **self.rows.label_fields(index // self.per_volume),
+            "image": image,
         }
-        if self.masked:
-            mask = self.reader.read(f"{row['zarr_path']}/labels/mask", window)
-            sample["mask"] = pad_patch(mask, placed, self.patch, "constant")
+        if mask is not None:
+            sample["mask"] = mask
         return sample
 
 
@@ -216,7 +260,8 @@ def pad_patch(
 
 class ClipSamples:
     """Clips of `clip_len` frames of each video of a split: `clips_per_video` random starts
-    per video, or with `sequential` every start `stride` frames apart."""
+    per video, or with `sequential` every start `stride` frames apart. `read` copies a
+    clip once, straight into the caller's array (a batch slot)."""
 
     def __init__(
         self,
@@ -230,47 +275,56 @@ class ClipSamples:
         seed: int = 0,
     ):
         self.dataset = dataset
-        self.rows = sorted(
-            (r for r in dataset.manifest.to_pylist() if select(r) and r["zarr_path"]),
-            key=lambda r: r["key"],
-        )
-        short = [r["key"] for r in self.rows if r["shape"][0] < clip_len]
-        if short:
+        self.rows = ZarrColumns(dataset.manifest, select)
+        frames = self.rows.shapes[:, 0] if len(self.rows) else np.zeros(0, np.int64)
+        short = self.rows.keys[frames < clip_len]
+        if len(short):
             raise DatasetError(
-                f"{dataset.path}: video {short[0]!r} is shorter than clips of {clip_len} frames"
+                f"{dataset.path}: video {str(short[0])!r} is shorter than clips of "
+                f"{clip_len} frames"
             )
         self.clip_len, self.seed = clip_len, seed
-        self.reader = ZarrReader(dataset.path)
+        self.reader = RegionReader(dataset.path)
+        self.channels = int(self.rows.shapes[0, 3]) if self.rows.shapes.shape[1:] == (4,) else 1
         if sequential:
             step = stride or clip_len
-            self.items = [
-                (v, s)
-                for v, r in enumerate(self.rows)
-                for s in range(0, r["shape"][0] - clip_len + 1, step)
-            ]
+            counts = (frames - clip_len) // step + 1
+            self.videos = np.repeat(np.arange(len(self.rows)), counts)
+            self.starts = np.concatenate(
+                [np.arange(n) * step for n in counts] or [np.zeros(0, np.int64)]
+            ).astype(np.int64)
         else:
-            self.items = [(v, None) for v in range(len(self.rows)) for _ in range(clips_per_video)]
+            self.videos = np.repeat(np.arange(len(self.rows)), clips_per_video)
+            self.starts = np.full(len(self.videos), -1, np.int64)  # drawn per epoch
 
     def __len__(self) -> int:
-        return len(self.items)
+        return len(self.videos)
 
     def key(self, index: int) -> str:
-        return f"{self.rows[self.items[index][0]]['key']}#{index}"
+        return f"{self.rows.keys[self.videos[index]]}#{index}"
+
+    def start(self, index: int, epoch: int) -> int:
+        start = int(self.starts[index])
+        if start >= 0:
+            return start
+        frames = int(self.rows.shapes[self.videos[index], 0])
+        return int(_rng(self.seed, epoch, index).integers(0, frames - self.clip_len + 1))
+
+    def read(self, index: int, start: int, out: np.ndarray) -> None:
+        """Copy the clip of item `index` from frame `start` into `out` (T, C, H, W)."""
+        row = self.videos[index]
+        frames = out[:, 0] if self.rows.shapes.shape[1] == 3 else out.transpose(0, 2, 3, 1)
+        region = (slice(start, start + self.clip_len), *(slice(0, n) for n in frames.shape[1:]))
+        self.reader.read_into(f"{self.rows.paths[row]}/image", frames, region)
 
     def load(self, index: int, epoch: int) -> dict:
-        video, start = self.items[index]
-        row = self.rows[video]
-        if start is None:
-            start = int(
-                _rng(self.seed, epoch, index).integers(0, row["shape"][0] - self.clip_len + 1)
-            )
-        frames = self.reader.read(
-            f"{row['zarr_path']}/image", (slice(start, start + self.clip_len),)
-        )
-        clip = frames[:, None] if frames.ndim == 3 else np.moveaxis(frames, -1, 1)  # (T, C, H, W)
+        start = self.start(index, epoch)
+        shape = self.rows.shapes[self.videos[index]]
+        clip = np.empty((self.clip_len, self.channels, *shape[1:3]), np.uint8)
+        self.read(index, start, clip)
         return {
             "key": self.key(index),
             "start": start,
-            "image": np.ascontiguousarray(clip),
-            **label_fields(row),
+            "image": clip,
+            **self.rows.label_fields(self.videos[index]),
         }

@@ -1,7 +1,8 @@
 """How a sample's arrays lie in the Zarr store: inner chunks, codec and the stored intensity
 type. The training layout is chosen for reading: a patch touches few chunks, and chunks are
-uncompressed or LZ4 (nnU-Net v2 moved from zstd to LZ4 for the same reason); zstd is for
-archives. Every chunk ends in a crc32c checksum, whatever the codec."""
+uncompressed by default, so that a patch is copied from the page cache in place; LZ4 (the
+codec nnU-Net v2 moved to from zstd) when disk or page cache is short, zstd for archives
+(docs/performance.md has the measurements). Every chunk ends in a crc32c checksum."""
 
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ class ZarrLayout:
     the codec, and how intensities are stored."""
 
     patch: tuple[int, ...] = (64, 64, 64)
-    codec: Codec = "lz4"
+    codec: Codec = "none"
     intensity: Intensity = "source"
 
     @classmethod
@@ -56,7 +57,7 @@ class ZarrLayout:
 
 
 def chunk_shape(
-    shape: Sequence[int], axes: str, patch: Sequence[int], codec: Codec = "lz4"
+    shape: Sequence[int], axes: str, patch: Sequence[int], codec: Codec = "none"
 ) -> tuple[int, ...]:
     """Inner chunks sized from the training patch, every channel in one chunk (a patch
     reads all channels). Compressed chunks are decoded whole, so they are about half a

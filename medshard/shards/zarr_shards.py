@@ -32,6 +32,7 @@ __all__ = ["RegionReader", "encode_shard"]
 
 _EMPTY = 2**64 - 1  # the index's offset and length of a chunk that was never written
 _MAX_MAPS = 512
+_MAX_ARRAYS = 4096  # parsed metadata kept, so memory does not grow with the dataset
 
 
 def _crc(data: np.ndarray) -> bytes:
@@ -79,6 +80,7 @@ class _Shard:
     """One memory-mapped shard file and its checked index."""
 
     def __init__(self, path: Path, grid: tuple[int, ...]):
+        self.path = path
         with open(path, "rb") as handle:
             self.map = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         size = int(np.prod(grid)) * 16
@@ -133,7 +135,7 @@ class RegionReader:
     def __init__(self, root: str | Path, map_budget: int = 256 * 2**20):
         self.root = Path(root)
         self.map_budget = map_budget
-        self._arrays: dict[str, _Array | None] = {}
+        self._arrays: OrderedDict[str, _Array | None] = OrderedDict()
         self._shards: OrderedDict[tuple, _Shard | None] = OrderedDict()
         self._lock = threading.Lock()
         self._local = threading.local()
@@ -148,6 +150,13 @@ class RegionReader:
         return json.loads((self.root / path / "zarr.json").read_text())["attributes"].get(
             "medshard", {}
         )
+
+    def dtype(self, path: str) -> np.dtype:
+        """The stored data type of the array at `path`."""
+        array = self._array(path)
+        if array is not None:
+            return array.dtype
+        return np.dtype(json.loads((self.root / path / "zarr.json").read_text())["data_type"])
 
     def read_into(self, path: str, out: np.ndarray, region: tuple[slice, ...]) -> None:
         """Copy `region` (slices inside the array) of the array at `path` into `out`,
@@ -185,12 +194,17 @@ class RegionReader:
             shard.map.madvise(mmap.MADV_DONTNEED)
 
     def _array(self, path: str) -> _Array | None:
-        if path not in self._arrays:
-            try:
-                self._arrays[path] = _Array(self.root / path)
-            except _Unsupported:
-                self._arrays[path] = None
-        return self._arrays[path]
+        if path in self._arrays:
+            return self._arrays[path]
+        try:
+            array = _Array(self.root / path)
+        except _Unsupported:
+            array = None
+        with self._lock:
+            self._arrays[path] = array
+            while len(self._arrays) > _MAX_ARRAYS:
+                self._arrays.popitem(last=False)
+        return array
 
     def _tensorstore(self):
         if self._fallback is None:
@@ -216,13 +230,13 @@ class RegionReader:
     def _chunk(self, array: _Array, coords: tuple[int, ...]) -> np.ndarray | None:
         """The chunk at `coords` as an array of the chunk shape, or None (fill value)."""
         shard = self._shard(array, tuple(c // g for c, g in zip(coords, array.grid)))
-        local = tuple(c % g for c, g in zip(coords, array.grid))
         if shard is None:
             return None
-        offset, length = (int(v) for v in shard.index[local])
+        local = tuple(c % g for c, g in zip(coords, array.grid))
+        offset, length = shard.index[local].tolist()
         if offset == _EMPTY:
             return None
-        where = array.shard_path(tuple(c // g for c, g in zip(coords, array.grid)))
+        where = shard.path
         if length < 4 or offset + length > len(shard.map):
             raise CorruptDataError(f"{where}: chunk {coords} lies outside the shard file")
         data = np.frombuffer(shard.map, np.uint8, length - 4, offset)

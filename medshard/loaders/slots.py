@@ -1,0 +1,172 @@
+"""The loader of Zarr patches and clips: threads of this process read each sample once,
+from the page cache straight into its slot of a preallocated batch, and augment it there.
+
+Threads, not DataLoader worker processes: the reads and the numpy passes release the
+GIL, every thread shares the reader's memory maps, and a batch never crosses a process
+boundary (moving a 3 MB patch from a worker costs more than reading it; see
+docs/performance.md). The order is the same pure function of (seed, epoch, rank, world
+size) as the torch backend's, and so are resume and `on_error`."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sys
+from collections import deque
+from collections.abc import Iterator
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from medshard.errors import DatasetError
+from medshard.loaders.partition import Uneven
+from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, PlanSpec, Resumable
+
+__all__ = ["Filler", "SlotLoader", "zarr_loader"]
+
+
+class Filler(Protocol):
+    """How one kind of sample is put into a batch: patches.PatchFiller, clips.ClipFiller."""
+
+    source: object
+
+    def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]: ...
+
+    def fill(self, batch: dict[str, torch.Tensor], slot: int, index: int, epoch: int) -> None: ...
+
+    def finish(self, batch: dict, epoch: int) -> dict: ...
+
+
+class _Recycler:
+    """Batch memory handed out again once nothing holds it (no tensor, view or array of
+    it is alive: the array's reference count says so). Fresh pages cost the kernel a
+    fault and zeroing each, more than reading a patch into them; a pinned batch (for a
+    GPU) comes from torch's caching host allocator instead."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self._batches: list[dict[str, np.ndarray]] = []
+
+    def batch(self, layout: dict, pin: bool) -> dict[str, torch.Tensor]:
+        if pin:
+            return {
+                name: torch.empty(shape, dtype=_torch_dtype(dtype), pin_memory=True)
+                for name, (shape, dtype) in layout.items()
+            }
+        for arrays in self._batches:
+            free = all(sys.getrefcount(a) == 3 for a in arrays.values())  # dict, name, call
+            if free and {n: (a.shape, a.dtype) for n, a in arrays.items()} == layout:
+                break
+        else:
+            arrays = {name: np.empty(shape, dtype) for name, (shape, dtype) in layout.items()}
+            self._batches = [*self._batches[-(self.keep - 1) :], arrays]
+        return {name: torch.from_numpy(array) for name, array in arrays.items()}
+
+
+def _torch_dtype(dtype: np.dtype) -> torch.dtype:
+    return torch.from_numpy(np.empty(0, dtype)).dtype
+
+
+class SlotLoader(Resumable):
+    """Batches of one split for this rank, read by `threads` threads with `prefetch`
+    batches in flight: `len()`, `set_epoch()`, `state_dict()`, `load_state_dict()`."""
+
+    def __init__(
+        self,
+        filler: Filler,
+        *,
+        batch_size: int,
+        seed: int,
+        shuffle: bool,
+        uneven: Uneven,
+        drop_last: bool,
+        rank: int,
+        world_size: int,
+        device: torch.device,
+        identity: LoaderIdentity,
+        threads: int = 2,
+        on_error: str = "fail",
+        prefetch: int = 2,
+    ):
+        self.filler, self.source, self.identity = filler, filler.source, identity
+        self.plan = PlanSpec(
+            len(filler.source), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
+        )
+        self.device, self.threads, self.on_error = device, max(1, threads), on_error
+        self.prefetch = max(1, prefetch)
+        self.state = LoaderState()
+        self._memory = _Recycler(keep=self.prefetch + 3)
+
+    def _fill(self, batch: dict, slot: int, index: int, epoch: int) -> bool:
+        try:
+            self.filler.fill(batch, slot, index, epoch)
+        except DatasetError:
+            if self.on_error == "fail":
+                raise
+            return False
+        return True
+
+    def _start(self, pool, indices: np.ndarray, epoch: int):
+        layout = self.filler.layout(len(indices))
+        batch = self._memory.batch(layout, pin=self.device.type == "cuda")
+        batch["key"] = [self.source.key(int(i)) for i in indices]
+        jobs = [
+            pool.submit(self._fill, batch, slot, int(index), epoch)
+            for slot, index in enumerate(indices)
+        ]
+        return batch, jobs
+
+    def _deliver(self, number: int, batch: dict, jobs: list, epoch: int) -> dict:
+        kept = [job.result() for job in jobs]
+        if not any(kept):
+            raise DatasetError(f"every sample of batch {number} failed to load")
+        if not all(kept):
+            self.state.skipped_samples += kept.count(False)
+            rows = torch.tensor([i for i, ok in enumerate(kept) if ok])
+            batch = {
+                name: [v for v, ok in zip(value, kept) if ok] if name == "key" else value[rows]
+                for name, value in batch.items()
+            }
+        batch = {
+            name: value.to(self.device, non_blocking=True)
+            if isinstance(value, torch.Tensor)
+            else value
+            for name, value in batch.items()
+        }
+        return self.filler.finish(batch, epoch)
+
+    def __iter__(self) -> Iterator[dict]:
+        state = self.state
+        state.yielded = 0
+        epoch = state.epoch
+        plan = enumerate(self.pass_batches())  # from the resume position on
+        pending: deque = deque()
+        pool = concurrent.futures.ThreadPoolExecutor(self.threads)
+        try:
+            for number, indices in plan:
+                pending.append((number, *self._start(pool, indices, epoch)))
+                if len(pending) <= self.prefetch:
+                    continue
+                state.yielded += 1
+                yield self._deliver(*pending.popleft(), epoch)
+            while pending:
+                state.yielded += 1
+                yield self._deliver(*pending.popleft(), epoch)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        # the next pass over this loader starts the epoch again from its first batch
+        self.state = LoaderState(epoch=state.epoch, skipped_samples=state.skipped_samples)
+
+
+def zarr_loader(source, transform, *, threads: int, on_error: str = "fail", **common):
+    """The SlotLoader of Zarr patches (PatchSamples with a VolumeTransform) or clips
+    (ClipSamples with a FrameTransform); `common` are SlotLoader's plan arguments."""
+    from medshard.loaders.clips import ClipFiller
+    from medshard.loaders.patches import PatchFiller
+    from medshard.loaders.sources import PatchSamples
+
+    if isinstance(source, PatchSamples):
+        filler = PatchFiller(source, transform)
+    else:
+        filler = ClipFiller(source, transform, on_device=common["device"].type == "cuda")
+    return SlotLoader(filler, threads=threads, on_error=on_error, **common)

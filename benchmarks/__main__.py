@@ -1,79 +1,135 @@
 """`python -m benchmarks` (and `make bench`): every workload's lazy baseline and the engine,
-measured back to back in one run; results to benchmarks/results/."""
+measured back to back in one run (fomo-mri also against MONAI's cached datasets, the
+volume workloads also at a quarter of their size for memory); results to
+benchmarks/results/."""
 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import shutil
 from pathlib import Path
 
-import psutil
-import torch
 from rich.console import Console
 
+from benchmarks.cached import run_cached
+from benchmarks.machine import disk_mb, machine, measured, prepared
 from benchmarks.report import markdown_table, write_results
-from benchmarks.workloads import WORKERS, WORKLOADS, decode_ceiling, rows_of
-from medshard.bench import measure
+from benchmarks.workloads import PREFETCH, WORKERS, WORKLOADS, decode_ceiling, rows_of
 
 console = Console()
 
 
-def _machine() -> dict:
+def _ingest(workload, table: Path, ds: Path, workers: int) -> dict:
+    result, preparation = prepared(lambda: workload.ingest(table, ds, workers))
+    preparation |= {"mb_per_s": result.mb_per_s, "disk_mb": disk_mb(ds), "workers": workers}
+    return preparation
+
+
+def _parallelism(workload, ds: Path) -> dict:
+    """Who does the work on each side, and the engine's loader class."""
+    loader = workload.engine(ds, False)
+    name = type(loader).__name__
+    threads = name == "SlotLoader"
+    del loader
     return {
-        "cores": os.cpu_count(),
-        "memory_gb": psutil.virtual_memory().total / 2**30,
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
+        "engine_loader": name,
+        "engine": f"{WORKERS} threads in the training process"
+        if threads
+        else f"{WORKERS} DataLoader worker processes (prefetch {PREFETCH})",
+        "baseline": f"{WORKERS} DataLoader worker processes (prefetch {PREFETCH})",
     }
 
 
-def run_workload(name: str, work: Path, scale: int, repetitions: int, warmup: int) -> dict:
+def run_workload(
+    name: str, work: Path, scale: int, repetitions: int, warmup: int, memory: bool
+) -> dict:
     workload = WORKLOADS[name]
     raw, ds = work / name / "raw", work / name / "ds"
     shutil.rmtree(work / name, ignore_errors=True)
     console.rule(name)
     table = workload.synth(raw, scale)
-    ingested = workload.ingest(table, ds)
+    ingest = _ingest(workload, table, ds, WORKERS)
     console.print(
-        f"ingested {rows_of(table)} inputs in {ingested.seconds:.1f} s "
-        f"({ingested.mb_per_s:.1f} MB/s)"
+        f"ingested {rows_of(table)} inputs in {ingest['seconds']:.1f} s "
+        f"({ingest['mb_per_s']:.1f} MB/s) on {WORKERS} workers"
     )
     result = {
         "name": name,
         "what": workload.what,
         "inputs": rows_of(table),
-        "ingest_seconds": ingested.seconds,
-        "ingest_mb_per_s": ingested.mb_per_s,
+        "ingest_seconds": ingest["seconds"],
+        "ingest_mb_per_s": ingest["mb_per_s"],
+        "ingest": ingest,
+        "parallelism": _parallelism(workload, ds),
     }
+    if workload.volumes:  # the same ingest on one worker: how it scales
+        single = _ingest(workload, table, work / name / "ds-1", 1)
+        result["ingest_one_worker"] = single
+        shutil.rmtree(work / name / "ds-1", ignore_errors=True)
     for mode in ("augmented", "plain"):
         augmented = mode == "augmented"
-        baseline = measure(
-            "baseline",
-            lambda a=augmented: workload.baseline(table, ds, a),
-            repetitions=repetitions,
-            warmup=warmup,
+        baseline = measured(
+            "baseline", lambda a=augmented: workload.baseline(table, ds, a), repetitions, warmup
         )
-        engine = measure(
-            "engine",
-            lambda a=augmented: workload.engine(ds, a),
-            repetitions=repetitions,
-            warmup=warmup,
-        )
+        engine = measured("engine", lambda a=augmented: workload.engine(ds, a), repetitions, warmup)
         result[mode] = {
-            "baseline": baseline.as_dict(),
-            "engine": engine.as_dict(),
-            "speedup": engine.samples_per_s / baseline.samples_per_s,
+            "baseline": baseline,
+            "engine": engine,
+            "speedup": engine["samples_per_s"] / baseline["samples_per_s"],
         }
         console.print(
-            f"{mode}: baseline {baseline.samples_per_s:.1f} samples/s, engine "
-            f"{engine.samples_per_s:.1f} samples/s: {result[mode]['speedup']:.1f}x"
+            f"{mode}: baseline {baseline['samples_per_s']:.1f} samples/s, engine "
+            f"{engine['samples_per_s']:.1f} samples/s: {result[mode]['speedup']:.1f}x"
+        )
+    if name == "fomo-mri":
+        result["cached"] = run_cached(
+            table, work / name, workload.augment, repetitions, warmup, console
         )
     if workload.image_column:
         result["decode_ceiling"] = decode_ceiling(table, workload.image_column)
+    if workload.volumes and memory:
+        result["memory"] = memory_at_quarter(workload, table, work / name, result)
+    shutil.rmtree(work / name, ignore_errors=True)
     return result
+
+
+def _quarter(table: Path, work: Path) -> Path:
+    """A table of the first quarter of `table`'s inputs: beside it where its rows name
+    their files, else (TIFF folders under the table's folder) in a folder of copies."""
+    lines = [line for line in table.read_text().splitlines() if line]
+    header, rows = lines[0], lines[1 : 1 + max(1, (len(lines) - 1) // 4)]
+    if table.name != "classes.csv":
+        quarter = table.with_name(f"quarter-{table.name}")
+    else:  # nuclei: every sample folder under the root is an input
+        quarter = work / "quarter-raw" / table.name
+        quarter.parent.mkdir(parents=True, exist_ok=True)
+        for row in rows:
+            sample = row.split(",")[0]
+            shutil.copytree(table.parent / sample, quarter.parent / sample)
+    quarter.write_text("\n".join([header, *rows]) + "\n")
+    return quarter
+
+
+def memory_at_quarter(workload, table: Path, work: Path, full: dict) -> dict:
+    """Peak RSS of engine and baseline (augmented) at a quarter of the inputs (N), beside
+    the main run's (4N)."""
+    quarter, ds = _quarter(table, work), work / "quarter-ds"
+    workload.ingest(quarter, ds, WORKERS)
+    figures = {
+        side: measured(side, make, 1, 0)["peak_rss_mb"]
+        for side, make in (
+            ("engine", lambda: workload.engine(ds, True)),
+            ("baseline", lambda: workload.baseline(quarter, ds, True)),
+        )
+    }
+    inputs = rows_of(quarter)
+    shutil.rmtree(ds, ignore_errors=True)
+    shutil.rmtree(work / "quarter-raw", ignore_errors=True)
+    return {
+        "samples": [inputs, full["inputs"]],
+        "engine_mb": [figures["engine"], full["augmented"]["engine"]["peak_rss_mb"]],
+        "baseline_mb": [figures["baseline"], full["augmented"]["baseline"]["peak_rss_mb"]],
+    }
 
 
 def memory_growth(work: Path, scale: int) -> dict:
@@ -83,20 +139,18 @@ def memory_growth(work: Path, scale: int) -> dict:
     for factor in (1, 4):
         raw, ds = work / "memory" / f"x{factor}" / "raw", work / "memory" / f"x{factor}" / "ds"
         table = workload.synth(raw, scale * factor)
-        workload.ingest(table, ds)
+        workload.ingest(table, ds, WORKERS)
         samples.append(rows_of(table))
-        engine = measure("engine", lambda d=ds: workload.engine(d, True), repetitions=1, warmup=0)
-        baseline = measure(
-            "baseline", lambda t=table, d=ds: workload.baseline(t, d, True), repetitions=1, warmup=0
+        engine_mb.append(measured("engine", lambda d=ds: workload.engine(d, True), 1, 0))
+        baseline_mb.append(
+            measured("baseline", lambda t=table, d=ds: workload.baseline(t, d, True), 1, 0)
         )
-        engine_mb.append(engine.peak_rss_mb)
-        baseline_mb.append(baseline.peak_rss_mb)
     shutil.rmtree(work / "memory", ignore_errors=True)
     return {
         "workload": "mammo-tiles",
         "samples": samples,
-        "engine_mb": engine_mb,
-        "baseline_mb": baseline_mb,
+        "engine_mb": [m["peak_rss_mb"] for m in engine_mb],
+        "baseline_mb": [m["peak_rss_mb"] for m in baseline_mb],
     }
 
 
@@ -108,21 +162,25 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
-    parser.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory run")
+    parser.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory runs")
     args = parser.parse_args()
+    names = args.workloads.split(",")
     results = {
-        "machine": _machine(),
+        "machine": machine(),
         "workers": WORKERS,
+        "prefetch": PREFETCH,
         "repetitions": args.repetitions,
         "warmup": args.warmup,
         "scale": args.scale,
         "page_cache": "warm (the warm-up run reads every file first)",
         "workloads": [
-            run_workload(n, args.work, args.scale, args.repetitions, args.warmup)
-            for n in args.workloads.split(",")
+            run_workload(
+                n, args.work, args.scale, args.repetitions, args.warmup, not args.no_memory
+            )
+            for n in names
         ],
     }
-    if not args.no_memory:
+    if not args.no_memory and "mammo-tiles" in names:
         results["memory"] = memory_growth(args.work, args.scale)
     shutil.rmtree(args.work, ignore_errors=True)
     paths = write_results(results, args.out)

@@ -1,10 +1,12 @@
-"""The five workloads as benchmark cases: synthesise the raw layout at a realistic size,
-ingest it, then build the engine's loader and the lazy baseline with the same
-augmentation, batch size and number of workers.
+"""The five workloads as benchmark cases: synthesise the raw layout at a realistic size
+(brain MRIs of 160 x 192 x 160 with 3 modalities and a mask, nuclei stacks of 80 slices
+of 512 x 512, time-lapse videos of 300 frames), ingest it, then build the engine's loader
+and the lazy baseline with the same augmentation, batch size and parallelism.
 
 Each case runs twice: `augmented` applies the workload's training augmentation (the same
-code on both sides); `plain` only decodes and batches (no random ops, no normalisation),
-which isolates what the engine replaces: opening, reading and decoding files."""
+code on both sides, nnU-Net's probabilities for the 3D intensity transforms); `plain` only
+decodes and batches (no random ops, no normalisation), which isolates what the engine
+replaces: opening, reading and decoding files."""
 
 from __future__ import annotations
 
@@ -40,12 +42,18 @@ from medshard.synth.volumes import synth_fomo_mri, synth_nuclei_3d
 
 __all__ = ["WORKERS", "WORKLOADS", "Workload", "decode_ceiling", "rows_of"]
 
-WORKERS = 2
+WORKERS = 2  # DataLoader workers of the baselines and the 2D engine; threads of the 3D engine
+PREFETCH = 4  # batches each DataLoader worker keeps ready, as the engine's DataLoader does
 CROP = (80, 80, 80)
+NUCLEI_SHAPE = (80, 512, 512)
+CROPS_PER_STACK = 36  # the 80^3 crops that tile an 80 x 512 x 512 stack
 PATCH = (64, 64, 64)
+MRI_SHAPE = (160, 192, 160)
 PATCHES_PER_VOLUME = 4
+MRI_MODALITIES = ("flair", "dwi", "adc")
+FRAMES = 300
 CLIP_LEN = 8
-CLIPS_PER_VIDEO = 4
+CLIPS_PER_VIDEO = 16  # of the 37 clips of 8 frames that fit in 300
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -58,11 +66,18 @@ def rows_of(table: Path) -> int:
 
 
 def _loader(dataset, batch_size: int) -> DataLoader:
-    return DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=WORKERS)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=True,
+        num_workers=WORKERS,
+        persistent_workers=True,
+        prefetch_factor=PREFETCH,
+    )
 
 
-def _options(out: Path) -> dict:
-    return dict(out=out, workers=WORKERS, overwrite=True, quiet=True, val_fraction=0.0)
+def _options(out: Path, workers: int = WORKERS) -> dict:
+    return dict(out=out, workers=workers, overwrite=True, quiet=True, val_fraction=0.0)
 
 
 @dataclass(frozen=True)
@@ -73,10 +88,11 @@ class Workload:
     augment: Augment2D | Augment3D  # the workload's training augmentation
     plain: Augment2D | Augment3D  # decode and batch only
     synth: Callable[[Path, int], Path]  # (raw dir, scale) -> table
-    ingest: Callable[[Path, Path], object]  # (table, dataset dir) -> IngestResult
+    ingest: Callable[[Path, Path, int], object]  # (table, dataset dir, workers) -> result
     engine_options: dict  # build_loader options beyond batch size and augmentation
     baseline_dataset: Callable[[Path, Path, Callable], object]  # (table, ds, transform)
     image_column: str | None = None  # 2D workloads: for the decode-bound ceiling
+    volumes: bool = False  # 3D: ingest on 1 and 2 workers, memory at N and 4N
 
     def engine(self, ds: Path, augmented: bool):
         return build_loader(
@@ -137,7 +153,7 @@ def _mri_patches(table: Path, ds: Path, transform) -> LazyNiftiPatches:
     classes = sorted({r["diagnosis"] for r in rows})
     subjects = [
         (
-            [table.parent / r[m] for m in ("flair", "dwi", "adc")],
+            [table.parent / r[m] for m in MRI_MODALITIES],
             table.parent / r["seg"],
             classes.index(r["diagnosis"]),
         )
@@ -164,7 +180,14 @@ def _video_clips(table: Path, ds: Path, transform) -> LazyVideoClips:
 
 
 VOLUME_AUGMENT = Augment3D(
-    flip_axes=(0, 1, 2), rot90_xy=True, gamma=(0.7, 1.5), contrast=(0.75, 1.25), noise_std=0.1
+    flip_axes=(0, 1, 2),
+    rot90_xy=True,
+    gamma=(0.7, 1.5),
+    gamma_p=0.3,  # nnU-Net's probabilities
+    contrast=(0.75, 1.25),
+    contrast_p=0.15,
+    noise_std=0.1,
+    noise_p=0.1,
 )
 VOLUME_PLAIN = Augment3D(normalize="none")
 
@@ -186,13 +209,13 @@ WORKLOADS = {
             ),
             plain=Augment2D(resize=(224, 224), normalize="none", channels=3),
             synth=lambda raw, scale: synth_embryo_stage(raw, n=300 * scale),
-            ingest=lambda table, ds: ingest_images(
+            ingest=lambda table, ds, workers=WORKERS: ingest_images(
                 ImageIngestOptions(
                     table=table,
                     image_col="image_path",
                     label_col="stage",
                     group_col="embryo_id",
-                    **_options(ds),
+                    **_options(ds, workers),
                 )
             ),
             engine_options={},
@@ -214,13 +237,13 @@ WORKLOADS = {
             ),
             plain=Augment2D(random_crop=(224, 224), normalize="none"),
             synth=lambda raw, scale: synth_mammo_tiles(raw, n=300 * scale),
-            ingest=lambda table, ds: ingest_images(
+            ingest=lambda table, ds, workers=WORKERS: ingest_images(
                 ImageIngestOptions(
                     table=table,
                     image_col="tile_path",
                     label_cols=MAMMO_CLASSES,
                     group_col="patient_id",
-                    **_options(ds),
+                    **_options(ds, workers),
                 )
             ),
             engine_options={},
@@ -229,54 +252,60 @@ WORKLOADS = {
         ),
         Workload(
             "nuclei-3d",
-            "80^3 crop of 80x240x240 stacks (80 TIFF slices each)",
+            "80^3 crop of 80x512x512 stacks (80 TIFF slices each), 36 per stack",
             4,
             augment=VOLUME_AUGMENT,
             plain=VOLUME_PLAIN,
-            synth=lambda raw, scale: synth_nuclei_3d(raw, n=12 * scale, shape=(80, 240, 240)),
-            ingest=lambda table, ds: ingest_tiff(
+            # more stacks than the baseline's 10-volume cache holds, as real sets have
+            synth=lambda raw, scale: synth_nuclei_3d(raw, n=16 * scale, shape=NUCLEI_SHAPE),
+            ingest=lambda table, ds, workers=WORKERS: ingest_tiff(
                 TiffIngestOptions(
-                    root=table.parent, labels=table, crops=CROP, patch_size=CROP, **_options(ds)
+                    root=table.parent, labels=table, patch_size=CROP, **_options(ds, workers)
                 )
             ),
-            engine_options={},
+            # the same number of 80^3 crops per stack as the baseline's grid, at random places
+            engine_options=dict(
+                patch_size=CROP, samples_per_volume=CROPS_PER_STACK, foreground_prob=0.0
+            ),
             baseline_dataset=_nuclei_crops,
+            volumes=True,
         ),
         Workload(
             "fomo-mri",
-            "64^3 patch of 3 modalities + mask, 128x128x96 .nii.gz",
+            "64^3 patch of 3 modalities + mask, 160x192x160 .nii.gz, 4 per volume",
             4,
             augment=VOLUME_AUGMENT,
             plain=VOLUME_PLAIN,
-            synth=lambda raw, scale: synth_fomo_mri(raw, n=10 * scale, shape=(128, 128, 96)),
-            ingest=lambda table, ds: ingest_nifti(
+            synth=lambda raw, scale: synth_fomo_mri(raw, n=20 * scale, shape=MRI_SHAPE),
+            ingest=lambda table, ds, workers=WORKERS: ingest_nifti(
                 NiftiIngestOptions(
                     table=table,
-                    modalities=("flair", "dwi", "adc"),
+                    modalities=MRI_MODALITIES,
                     mask_col="seg",
                     label_col="diagnosis",
                     key_col="subject",
                     patch_size=PATCH,
-                    **_options(ds),
+                    **_options(ds, workers),
                 )
             ),
             engine_options=dict(patch_size=PATCH, samples_per_volume=PATCHES_PER_VOLUME),
             baseline_dataset=_mri_patches,
+            volumes=True,
         ),
         Workload(
             "ivf-timelapse",
-            "8-frame clip at 128x128 from 48-frame mp4 / PNG folders",
+            "8-frame clip at 128x128 from 300-frame mp4 / PNG folders, 16 per video",
             4,
             augment=Augment2D(flip_h=True, flip_v=True, rot90=True, normalize="card"),
             plain=Augment2D(normalize="none"),
-            synth=lambda raw, scale: synth_ivf_timelapse(raw, n=10 * scale, frames=48),
-            ingest=lambda table, ds: ingest_video(
+            synth=lambda raw, scale: synth_ivf_timelapse(raw, n=5 * scale, frames=FRAMES),
+            ingest=lambda table, ds, workers=WORKERS: ingest_video(
                 VideoIngestOptions(
                     table=table,
                     video_col="video_path",
                     label_col="outcome",
                     group_col="embryo_id",
-                    **_options(ds),
+                    **_options(ds, workers),
                 )
             ),
             engine_options=dict(

@@ -132,7 +132,7 @@ class RegionReader:
     """One-copy region reads of the sharded arrays under a dataset folder; one per
     process, shared by its threads."""
 
-    def __init__(self, root: str | Path, map_budget: int = 256 * 2**20):
+    def __init__(self, root: str | Path, map_budget: int = 64 * 2**20):
         self.root = Path(root)
         self.map_budget = map_budget
         self._arrays: OrderedDict[str, _Array | None] = OrderedDict()

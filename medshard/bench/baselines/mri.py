@@ -25,9 +25,10 @@ class LazyNiftiPatches(Dataset):
         per_subject: int,
         transform: Callable,
         seed: int = 0,
+        mask_dtype=np.uint8,  # as the engine stores masks: the same bytes on both sides
     ):
         self.subjects, self.patch, self.per_subject = subjects, patch, per_subject
-        self.transform, self.seed = transform, seed
+        self.transform, self.seed, self.mask_dtype = transform, seed, mask_dtype
 
     def __len__(self) -> int:
         return len(self.subjects) * self.per_subject
@@ -35,7 +36,7 @@ class LazyNiftiPatches(Dataset):
     def __getitem__(self, index: int) -> dict:
         modalities, mask_path, label = self.subjects[index // self.per_subject]
         image = np.stack([_load(p, np.float32) for p in modalities])
-        mask = _load(mask_path, np.int64)
+        mask = _load(mask_path, self.mask_dtype)
         rng = np.random.default_rng([self.seed, index])
         origin = [int(rng.integers(0, max(d - p, 0) + 1)) for d, p in zip(mask.shape, self.patch)]
         window = tuple(slice(o, o + p) for o, p in zip(origin, self.patch))

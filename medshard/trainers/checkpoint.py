@@ -1,7 +1,8 @@
 """Training state on disk without pickles: model weights as safetensors; optimizer,
 scheduler, gradient scaler and RNG states as JSON plus a safetensors file for their
-tensors; position and history in `checkpoint.json`. A checkpoint is written into a
-hidden folder and renamed into place, so a half-written one is never loaded."""
+tensors; position and history in `checkpoint.json`; each rank's RNG and loader state
+(`rng-R.json`, `loader-R.json`). A checkpoint is written into a hidden folder and
+renamed into place, so a half-written one is never loaded."""
 
 from __future__ import annotations
 
@@ -41,12 +42,19 @@ class CheckpointError(MedshardError, ValueError):
 
 @dataclass(frozen=True)
 class TrainingState:
-    """Where a run stands: `epoch` epochs complete plus `step` batches of the next one."""
+    """Where a run stands: `epoch` epochs complete plus `step` batches (on each rank) of
+    the next one. Mid-epoch, `loader` is this rank's train loader state (its global
+    position), `tally` the epoch's sums so far over all ranks, and `batch` the batch
+    geometry (geometry.BatchGeometry) that the position was reached with. `validations`
+    are the mid-epoch validations so far."""
 
     epoch: int
     step: int = 0
-    loader: dict | None = None  # the train loader's state_dict(), for a mid-epoch resume
+    loader: dict | None = None
     history: list[dict] = field(default_factory=list)
+    tally: dict | None = None
+    batch: dict | None = None
+    validations: list[dict] = field(default_factory=list)
 
 
 def is_pickle(path: Path) -> bool:
@@ -79,7 +87,9 @@ def save_checkpoint(
         shutil.rmtree(partial, ignore_errors=True)
     accelerator.wait_for_everyone()
     partial.mkdir(parents=True, exist_ok=True)
-    _write_tree(partial, f"rng-{accelerator.process_index}", _rng_state())
+    rank = accelerator.process_index
+    _write_tree(partial, f"rng-{rank}", _rng_state())
+    _write_json(partial / f"loader-{rank}.json", state.loader)  # a backend's own, per rank
     if main:
         from safetensors.torch import save_model
 
@@ -98,6 +108,9 @@ def save_checkpoint(
             "world_size": accelerator.num_processes,
             "loader": state.loader,
             "history": state.history,
+            "tally": state.tally,
+            "batch": state.batch,
+            "validations": state.validations,
         }
         _write_json(partial / STATE_FILE, _encode(card, {}))
         _replace(partial, folder)
@@ -119,12 +132,21 @@ def load_checkpoint(folder: Path, *, accelerator, model, optimizer, scheduler) -
     _load_into(scheduler, found, "scheduler")
     if accelerator.scaler is not None and (found / "scaler.json").is_file():
         _load_into(accelerator.scaler, found, "scaler")
-    rng = found / f"rng-{accelerator.process_index}.json"
+    rank = accelerator.process_index
+    rng = found / f"rng-{rank}.json"
     if rng.is_file():  # absent when resuming on more ranks than the run had
         _set_rng_state(_read_tree(found, rng.stem), rng)
+    own = found / f"loader-{rank}.json"  # the main process's stands in for a new rank's
+    loader = _read_tree(found, own.stem) if own.is_file() else card["loader"]
     accelerator.step = card.get("accumulation_step", 0)
     return TrainingState(
-        epoch=card["epoch"], step=card["step"], loader=card["loader"], history=card["history"]
+        epoch=card["epoch"],
+        step=card["step"],
+        loader=loader,
+        history=card["history"],
+        tally=card.get("tally"),
+        batch=card.get("batch"),
+        validations=card.get("validations", []),
     )
 
 

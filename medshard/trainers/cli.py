@@ -34,8 +34,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--folds", type=int, default=0)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
+    from medshard.trainers.preemption import EXIT_PREEMPTED, Preempted
+
     try:
         run(args.config, args.overrides, args.folds, args.resume)
+    except Preempted as exc:
+        if exc.main:
+            print(exc, file=sys.stderr)
+        sys.exit(EXIT_PREEMPTED)
     except MedshardError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -69,6 +69,16 @@ class LossConfig(_Strict):
     classifier_weight: float = 0.0
 
 
+class CheckpointConfig(_Strict):
+    """Mid-epoch checkpoints into `last/`, besides the one after every epoch: every N
+    optimizer steps of an epoch and/or every M minutes; `validation` also runs the
+    validation at each one. SIGTERM and SIGUSR1 always checkpoint before the run stops."""
+
+    every_steps: int | None = Field(None, ge=1)
+    every_minutes: float | None = Field(None, gt=0)
+    validation: bool = False
+
+
 class EarlyStopping(_Strict):
     patience: int = 5
     min_delta: float = 0.0
@@ -84,6 +94,7 @@ class TrainConfig(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
     epochs: int = 10
     seed: int = 0
     monitor: str | None = None  # metric for the best checkpoint; default per task

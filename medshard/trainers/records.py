@@ -1,10 +1,12 @@
 """What a run leaves in its folder, and the metric that judges its epochs.
 
 `OUTPUT/NAME[-foldK]/` holds `config.yaml`, the `last/` and `best/` checkpoints,
-`history.json` (one record per epoch), `metrics_val.json` (the best epoch's record) and
-one `rankN.json` per rank: the keys it trained and validated on in the last epoch and a
-checksum of its weights, so that disjoint reading, folds that keep their validation
-samples out of training, and replicas in sync can be checked after a run."""
+`history.json` (one record per epoch), `metrics_val.json` (the best epoch's record),
+`validations.json` (the mid-epoch validations, when asked for) and one `rankN.json` per
+rank: the keys it trained on in the last epoch since the global position its process
+started from, those it validated on, and a checksum of its weights, so that disjoint
+reading, folds that keep their validation samples out of training, replicas in sync and
+resumed epochs that read each sample once can be checked after a run."""
 
 from __future__ import annotations
 
@@ -55,8 +57,9 @@ class Monitor:
         self.name, self.sign = task.monitor, 1 if task.mode == "max" else -1
         self.min_delta = early.min_delta if early else 0.0
         self.patience = early.patience if early else None
-        self.best = max((self.score(h) for h in history if self.name in h), default=None)
-        self.stale = 0  # epochs since the last improvement
+        self.best, self.stale = None, 0  # stale: epochs since the last improvement
+        for record in history:  # a resumed run stops early where the whole run would
+            self.update(record)
 
     def score(self, record: dict) -> float:
         """Higher is better."""
@@ -87,10 +90,10 @@ class RunFolder:
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def resume(self) -> list[dict]:
+    def resume(self) -> TrainingState:
         """Restore the `last/` checkpoint into the model, optimizer, scheduler and RNG;
-        returns the history so far."""
-        return load_checkpoint(self.path / "last", **self.parts).history
+        returns where the run stands."""
+        return load_checkpoint(self.path / "last", **self.parts)
 
     def write_config(self, config: TrainConfig) -> None:
         if self.main:
@@ -98,25 +101,40 @@ class RunFolder:
             text = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
             (self.path / "config.yaml").write_text(text)
 
-    def save_epoch(
-        self, history: list[dict], loader: dict, improved: bool, keys: tuple[list, list]
-    ) -> None:
+    def save_epoch(self, state: TrainingState, improved: bool, audit: dict) -> None:
         """After an epoch: the `last/` checkpoint, `best/` and its metrics when the epoch
-        `improved`, the history, and this rank's audit of the (trained, validated) keys."""
-        state = TrainingState(epoch=len(history), loader=loader, history=history)
+        `improved`, the history, and this rank's `audit` (see `audit`)."""
         save_checkpoint(self.path / "last", state, **self.parts)
+        history = state.history
         if self.main:
             if improved:
                 copy_checkpoint(self.path / "last", self.path / "best")
                 _write_json(self.path / "metrics_val.json", history[-1], indent=2)
             _write_json(self.path / "history.json", history, indent=2)
+        self.write_audit(audit)
+
+    def save_step(self, state: TrainingState, audit: dict) -> None:
+        """Mid-epoch: the `last/` checkpoint, the validations so far, this rank's audit."""
+        save_checkpoint(self.path / "last", state, **self.parts)
+        if self.main and state.validations:
+            _write_json(self.path / "validations.json", state.validations, indent=2)
+        self.write_audit(audit)
+
+    def audit(self, epoch: int, start: int, trained: list, validated: list) -> dict:
+        """What this rank read in `epoch` from global position `start` on."""
         rank = self.accelerator.process_index
         model = self.accelerator.unwrap_model(self.parts["model"])
-        trained, validated = (sorted(k) for k in keys)
-        audit = {"rank": rank, "samples": trained, "validated": validated}
-        _write_json(
-            self.path / f"rank{rank}.json", audit | {"weights_sha256": weights_sha256(model)}
-        )
+        return {
+            "rank": rank,
+            "epoch": epoch + 1,
+            "start": start,
+            "samples": sorted(trained),
+            "validated": sorted(validated),
+            "weights_sha256": weights_sha256(model),
+        }
+
+    def write_audit(self, audit: dict) -> None:
+        _write_json(self.path / f"rank{audit['rank']}.json", audit)
 
     def best_metrics(self) -> dict:
         return json.loads((self.path / "metrics_val.json").read_text())

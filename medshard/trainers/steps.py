@@ -1,11 +1,14 @@
 """One epoch of training steps and one validation pass, with the loss checked finite on
 every rank, a progress bar on the main process, and the epoch's figures summed over
-ranks."""
+ranks. Gradient accumulation ends with the epoch, and a resumed epoch picks it up from
+its position, so an epoch is the same optimizer steps however often it is
+interrupted."""
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -13,6 +16,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from medshard.errors import MedshardError
+from medshard.trainers.preemption import Flags, agree
 from medshard.trainers.tasks import Task
 
 __all__ = ["EpochTally", "NonFiniteLossError", "train_epoch", "validate"]
@@ -33,12 +37,26 @@ class EpochTally:
     seconds: float = 0.0
     keys: list[str] = field(default_factory=list)
 
-    def reduce(self, accelerator) -> dict:
-        """The epoch's figures over all ranks."""
+    @classmethod
+    def carried(cls, sums: dict | None, main: bool) -> EpochTally:
+        """A resumed epoch's tally: the sums over all ranks before the interruption,
+        counted once (on the main process)."""
+        return cls(**sums) if sums and main else cls()
+
+    def sums(self, accelerator) -> dict:
+        """Loss, samples and seconds summed over all ranks (a collective)."""
         figures = [self.loss, self.samples, self.waited, self.seconds]
         loss, samples, waited, seconds = accelerator.reduce(
-            torch.tensor(figures, device=accelerator.device), reduction="sum"
+            torch.tensor(figures, device=accelerator.device, dtype=torch.float64), reduction="sum"
         ).tolist()
+        return {"loss": loss, "samples": int(samples), "waited": waited, "seconds": seconds}
+
+    def reduce(self, accelerator) -> dict:
+        """The epoch's figures over all ranks."""
+        total = self.sums(accelerator)
+        loss, samples, waited, seconds = (
+            total[k] for k in ("loss", "samples", "waited", "seconds")
+        )
         return {
             "train_loss": loss / samples,
             "samples_per_s": samples / (seconds / accelerator.num_processes),
@@ -53,11 +71,11 @@ def compute_loss(task: Task, loss_fn, output, batch: dict) -> torch.Tensor:
     return loss_fn(output, target)
 
 
-def check_finite(loss: torch.Tensor, accelerator, epoch: int, step: int, lr: float) -> None:
-    """Stop on a NaN or infinite loss on any rank; every rank learns it at the same step,
-    before the backward pass, so that none is left waiting in a collective."""
-    losses = accelerator.gather(loss.detach().float().reshape(1))
-    bad = [value for value in losses.tolist() if not math.isfinite(value)]
+def check_finite(losses: list[float], epoch: int, step: int, lr: float) -> None:
+    """Stop on a NaN or infinite loss on any rank; every rank has every rank's loss of the
+    step (preemption.agree), before the backward pass, so none is left waiting in a
+    collective."""
+    bad = [value for value in losses if not math.isfinite(value)]
     if bad:
         raise NonFiniteLossError(
             f"epoch {epoch + 1}, step {step}: the training loss is {bad[0]}, so the run stops "
@@ -67,24 +85,27 @@ def check_finite(loss: torch.Tensor, accelerator, epoch: int, step: int, lr: flo
 
 
 def train_step(
-    model, batch: dict, task: Task, loss_fn, optimizer, accelerator, grad_clip, where
-) -> float:
+    model, batch: dict, task: Task, loss_fn, optimizer, accelerator, grad_clip, where, asks
+) -> tuple[float, Flags]:
     """Forward, backward and (at the end of an accumulation) an optimizer step; `where`
-    is (epoch, step) for the message of a non-finite loss."""
+    is (epoch, step) for the message of a non-finite loss; `asks()` gives this rank's
+    requests, and every rank's come back."""
     with accelerator.accumulate(model):
         loss = compute_loss(task, loss_fn, model(batch["image"]), batch)
-        check_finite(loss, accelerator, *where, optimizer.param_groups[0]["lr"])
+        losses, flags = agree(accelerator, loss, asks())
+        check_finite(losses, *where, optimizer.param_groups[0]["lr"])
         accelerator.backward(loss)
         if accelerator.sync_gradients and grad_clip:
             accelerator.clip_grad_norm_(model.parameters(), grad_clip)
         optimizer.step()
         optimizer.zero_grad()
-    return loss.item()
+    return loss.item(), flags
 
 
 @contextmanager
-def epoch_progress(total: int, epoch: int, show: bool):
-    """A progress bar for one epoch; yields `update(tally)`."""
+def epoch_progress(total: int, done: int, epoch: int, show: bool):
+    """A progress bar for one epoch, `done` batches of `total` already behind it; yields
+    `update(tally)`."""
     columns = (
         TextColumn("epoch {task.fields[epoch]}"),
         BarColumn(),
@@ -96,7 +117,9 @@ def epoch_progress(total: int, epoch: int, show: bool):
         TimeElapsedColumn(),
     )
     with Progress(*columns, disable=not show) as progress:
-        bar = progress.add_task("train", total=total, epoch=epoch + 1, loss=0.0, rate=0.0, wait=0.0)
+        bar = progress.add_task(
+            "train", total=total, completed=done, epoch=epoch + 1, loss=0.0, rate=0.0, wait=0.0
+        )
 
         def update(tally: EpochTally) -> None:
             seconds = max(tally.seconds, 1e-9)
@@ -111,25 +134,54 @@ def epoch_progress(total: int, epoch: int, show: bool):
         yield update
 
 
+# Called after an optimizer step inside the epoch: (batches done, tally, every rank's flags).
+Boundary = Callable[[int, "EpochTally", Flags], None]
+
+
 def train_epoch(
-    model, loader, task: Task, loss_fn, optimizer, accelerator, epoch: int, optim, show: bool
+    model,
+    loader,
+    task: Task,
+    loss_fn,
+    optimizer,
+    accelerator,
+    epoch: int,
+    optim,
+    show: bool,
+    *,
+    done: int = 0,
+    tally: EpochTally | None = None,
+    asks: Callable[[], Flags] = Flags,
+    boundary: Boundary | None = None,
 ) -> EpochTally:
-    """Train on this rank's share of one epoch; `optim` is the config's optim section
-    (gradient clipping), `show` the progress bar."""
-    grad_clip = optim.grad_clip
+    """Train on this rank's share of one epoch, or of what is left of it after `done`
+    batches (`tally` holds what they counted); `optim` is the config's optim section
+    (gradient clipping, accumulation), `show` the progress bar. `asks` gives this rank's
+    requests before each step, and `boundary` is called after each optimizer step but
+    the epoch's last."""
+    grad_clip, accumulate = optim.grad_clip, accelerator.gradient_accumulation_steps
     model.train()
-    tally = EpochTally()
-    started = ready = time.perf_counter()
-    with epoch_progress(len(loader), epoch, show) as update:
-        for step, batch in enumerate(loader, start=1):
+    tally = tally or EpochTally()
+    total = done + len(loader)
+    started = ready = time.perf_counter() - tally.seconds
+    with epoch_progress(total, done, epoch, show) as update:
+        for step, batch in enumerate(loader, start=done + 1):
             tally.waited += time.perf_counter() - ready
+            # Accumulation restarts with each epoch and its last batch always steps the
+            # optimizer (as Accelerate does for its own loaders), so that the counter is a
+            # function of the batch number: a resumed epoch needs nothing else saved.
+            accelerator.step = accumulate - 1 if step == total else (step - 1) % accumulate
             where = (epoch, step)
-            loss = train_step(model, batch, task, loss_fn, optimizer, accelerator, grad_clip, where)
+            loss, flags = train_step(
+                model, batch, task, loss_fn, optimizer, accelerator, grad_clip, where, asks
+            )
             tally.loss += loss * len(batch["key"])
             tally.samples += len(batch["key"])
             tally.keys.extend(batch["key"])
             tally.seconds = time.perf_counter() - started
             update(tally)
+            if boundary is not None and accelerator.sync_gradients and step < total:
+                boundary(step, tally, flags)
             ready = time.perf_counter()
     return tally
 

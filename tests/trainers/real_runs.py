@@ -3,6 +3,8 @@ labelled by the picture they come from, and a small CNN named by `module:callabl
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -61,3 +63,34 @@ def write_config(path: Path, dataset: Path, output_dir: Path, *, lr: float = 0.0
         "epochs: 2\n"
     )
     return path
+
+
+class Interrupting(torch.nn.Module):
+    """`tiny_cnn` with dropout (so that resuming must restore the RNG too), which sends
+    its own process `signal` at its `at`-th forward pass in training mode, or in
+    evaluation mode with `during="validation"` (0: never), on rank `rank` only: a kill at
+    a chosen step, with no timing."""
+
+    def __init__(self, net: torch.nn.Module, signal: str, at: int, during: str, rank: int):
+        super().__init__()
+        self.net, self.dropout = net, torch.nn.Dropout(0.2)
+        self.signal, self.at, self.during, self.rank, self.calls = signal, at, during, rank, 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training == (self.during == "training"):
+            self.calls += 1
+            if self.calls == self.at and int(os.environ.get("RANK", 0)) == self.rank:
+                os.kill(os.getpid(), getattr(signal, self.signal))
+        return self.net(self.dropout(x))
+
+
+def interrupting_cnn(
+    spatial_dims: int,
+    in_channels: int,
+    out_channels: int,
+    signal: str = "SIGTERM",
+    at: int = 0,
+    during: str = "training",
+    rank: int = 0,
+) -> torch.nn.Module:
+    return Interrupting(tiny_cnn(spatial_dims, in_channels, out_channels), signal, at, during, rank)

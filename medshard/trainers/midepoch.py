@@ -15,7 +15,13 @@ import torch
 from medshard.trainers.checkpoint import TrainingState
 from medshard.trainers.config import CheckpointConfig
 from medshard.trainers.geometry import BatchGeometry
-from medshard.trainers.preemption import CheckpointClock, Flags, Preempted, StopRequests
+from medshard.trainers.preemption import (
+    CheckpointClock,
+    Flags,
+    Preempted,
+    StopRequests,
+    signal_name,
+)
 from medshard.trainers.records import RunFolder
 from medshard.trainers.steps import EpochTally
 
@@ -49,7 +55,7 @@ class MidEpoch:
 
     def asks(self) -> Flags:
         """This rank's requests before a step."""
-        return Flags(stop=self.stops.signal is not None, late=self.clock.late())
+        return Flags(stop=self.stops.signal, late=self.clock.late())
 
     def boundary(self, step: int, tally: EpochTally, flags: Flags) -> None:
         """After the optimizer step that ends batch `step`: checkpoint when due, and stop
@@ -77,21 +83,23 @@ class MidEpoch:
         self.clock.reset()
         stop, self.pending = self.pending.stop, Flags()
         if stop:
-            raise self._preempted(f"epoch {self.epoch + 1} step {step}")
+            raise self._preempted(stop, f"epoch {self.epoch + 1} step {step}")
 
     def after_epoch(self, steps: int) -> None:
         """After the checkpoint of an epoch of `steps` batches: stop if a signal reached
         any rank since its last step (one collective)."""
         self.clock.reset()
         self.pending = Flags()
-        asked = torch.tensor([float(self.stops.signal is not None)], device=self.accelerator.device)
-        if self.accelerator.reduce(asked, reduction="sum").item() > 0:
-            raise self._preempted(f"epoch {self.epoch + 1} step {steps} (the epoch complete)")
+        asked = torch.tensor([float(self.stops.signal)], device=self.accelerator.device)
+        stop = int(self.accelerator.gather(asked).max().item())
+        if stop:
+            where = f"epoch {self.epoch + 1} step {steps} (the epoch complete)"
+            raise self._preempted(stop, where)
 
-    def _preempted(self, where: str) -> Preempted:
-        name = self.stops.signal or "a signal to another rank"
+    def _preempted(self, number: int, where: str) -> Preempted:
         return Preempted(
-            f"stopped by {name}: checkpointed at {where} in {self.run.path / 'last'}; run "
+            f"stopped by {signal_name(number)}: checkpointed at {where} in "
+            f"{self.run.path / 'last'}; run "
             "the same command with --resume to continue",
             main=self.accelerator.is_main_process,
         )

@@ -24,6 +24,7 @@ __all__ = [
     "Preempted",
     "StopRequests",
     "agree",
+    "signal_name",
 ]
 
 EXIT_PREEMPTED = 75  # sysexits' EX_TEMPFAIL: try again later, here with --resume
@@ -40,16 +41,16 @@ class Preempted(MedshardError):
 
 
 class StopRequests:
-    """While entered, SIGTERM and SIGUSR1 set `signal` (the first one's name) instead of
-    ending the process; the previous handlers come back on exit. Outside the main
+    """While entered, SIGTERM and SIGUSR1 set `signal` (the first one's number) instead
+    of ending the process; the previous handlers come back on exit. Outside the main
     thread, where Python takes no handlers, it does nothing."""
 
     def __init__(self) -> None:
-        self.signal: str | None = None
+        self.signal = 0
         self._previous: dict = {}
 
     def _handle(self, number: int, _frame) -> None:
-        self.signal = self.signal or signal.Signals(number).name
+        self.signal = self.signal or number
 
     def __enter__(self) -> StopRequests:
         if threading.current_thread() is threading.main_thread():
@@ -84,14 +85,14 @@ class CheckpointClock:
 
 @dataclass(frozen=True)
 class Flags:
-    """What every rank has asked for by this step: to stop (a signal), or a checkpoint
-    (the clock)."""
+    """What the ranks have asked for by this step: to stop (the number of the signal
+    that asked, 0: none), or a checkpoint (the clock)."""
 
-    stop: bool = False
+    stop: int = 0
     late: bool = False
 
     def __or__(self, other: Flags) -> Flags:
-        return Flags(self.stop or other.stop, self.late or other.late)
+        return Flags(max(self.stop, other.stop), self.late or other.late)
 
 
 def agree(accelerator, loss: torch.Tensor, flags: Flags) -> tuple[list[float], Flags]:
@@ -100,6 +101,9 @@ def agree(accelerator, loss: torch.Tensor, flags: Flags) -> tuple[list[float], F
     asks = torch.tensor([flags.stop, flags.late], dtype=torch.float32, device=loss.device)
     mine = torch.cat([loss.detach().float().reshape(1), asks])
     everyone = accelerator.gather(mine.reshape(1, 3)).reshape(-1, 3)
-    return everyone[:, 0].tolist(), Flags(
-        stop=bool(everyone[:, 1].any()), late=bool(everyone[:, 2].any())
-    )
+    stop, late = everyone[:, 1].max().item(), everyone[:, 2].max().item()
+    return everyone[:, 0].tolist(), Flags(stop=int(stop), late=bool(late))
+
+
+def signal_name(number: int) -> str:
+    return signal.Signals(number).name

@@ -172,3 +172,25 @@ def test_a_damaged_state_file_is_named(tmp_path):
     (tmp_path / "last/optimizer.json").write_text('{"state": ')
     with pytest.raises(CheckpointError, match=r"optimizer\.json: damaged checkpoint file"):
         load_checkpoint(tmp_path / "last", **_parts(1))
+
+
+def test_a_mid_epoch_state_round_trips_with_each_ranks_loader_state(tmp_path):
+    loader = {"epoch": 2, "position": 12, "rank_state": {"rank": 0, "dali": "AAEC"}}
+    state = TrainingState(
+        epoch=2,
+        step=3,
+        loader=loader,
+        history=[{"epoch": 1, "val_loss": 0.5}, {"epoch": 2, "val_loss": 0.4}],
+        tally={"loss": 1.5, "samples": 12, "waited": 0.1, "seconds": 2.0},
+        batch={"per_rank": 4, "ranks": 1, "accumulate": 1},
+        validations=[{"epoch": 3, "step": 2, "position": 8, "val_loss": 0.25}],
+    )
+    save_checkpoint(tmp_path / "last", state, **_trained())
+    assert _strict_json(tmp_path / "last/loader-0.json") == loader
+    assert load_checkpoint(tmp_path / "last", **_parts(1)) == state
+    own = loader | {"rank_state": None}  # each rank reads its own file
+    (tmp_path / "last/loader-0.json").write_text(json.dumps(own))
+    assert load_checkpoint(tmp_path / "last", **_parts(1)).loader == own
+    # a rank the run did not have takes the main process's loader state
+    (tmp_path / "last/loader-0.json").unlink()
+    assert load_checkpoint(tmp_path / "last", **_parts(1)).loader == loader

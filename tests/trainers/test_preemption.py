@@ -18,6 +18,8 @@ from typer.testing import CliRunner
 from medshard.cli import app
 from medshard.trainers.checkpoint import CheckpointError
 from medshard.trainers.cli import run
+from medshard.trainers.config import ConfigError, load_config
+from medshard.trainers.preemption import CheckpointClock, Flags, StopRequests, signal_name
 from tests.trainers.real_runs import real_gray_dataset, write_config
 
 STOPPING = "tests.trainers.real_runs:interrupting_cnn"
@@ -173,3 +175,34 @@ def test_a_mid_epoch_resume_with_another_global_batch_is_refused(gray, tmp_path)
     assert (first["epoch"], rest["epoch"], rest["start"]) == (1, 1, 9)
     assert len(first["samples"]) == 9 and not set(first["samples"]) & set(rest["samples"])
     assert len(first["samples"] + rest["samples"]) == 16
+
+
+def test_stop_requests_take_the_first_signal_and_give_the_handlers_back():
+    previous = signal.getsignal(signal.SIGUSR1)
+    with StopRequests() as stops:
+        assert stops.signal == 0
+        os.kill(os.getpid(), signal.SIGUSR1)
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert signal_name(stops.signal) == "SIGUSR1"  # the process lives on
+    assert signal.getsignal(signal.SIGUSR1) == previous
+
+
+def test_flags_keep_the_signal_and_the_clock_of_any_rank():
+    assert Flags(stop=0, late=True) | Flags(stop=15) == Flags(stop=15, late=True)
+    clock = CheckpointClock(every_steps=3, every_minutes=None)
+    assert [s for s in range(1, 10) if clock.step_due(s)] == [3, 6, 9] and not clock.late()
+    assert not CheckpointClock(None, 60).step_due(3)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("checkpoint.every_steps=0", "checkpoint.every_steps: Input should be greater than or"),
+        ("checkpoint.every_minutes=0", "checkpoint.every_minutes: Input should be greater than"),
+        ("checkpoint.every=5", "checkpoint.every: unknown key"),
+    ],
+)
+def test_checkpoint_options_that_never_checkpoint_are_refused(tmp_path, override, message):
+    config = write_config(tmp_path / "c.yaml", tmp_path, tmp_path)
+    with pytest.raises(ConfigError, match=message):
+        load_config(config, [override])

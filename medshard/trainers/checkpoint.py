@@ -1,8 +1,9 @@
 """Training state on disk without pickles: model weights as safetensors; optimizer,
 scheduler, gradient scaler and RNG states as JSON plus a safetensors file for their
 tensors; position and history in `checkpoint.json`; each rank's RNG and loader state
-(`rng-R.json`, `loader-R.json`). A checkpoint is written into a hidden folder and
-renamed into place, so a half-written one is never loaded."""
+(`rng-R.json`, `loader-R.json`). A checkpoint is written into a hidden folder, flushed
+to disk and renamed into place, so a half-written one is never loaded, not even after
+the machine itself went down."""
 
 from __future__ import annotations
 
@@ -94,6 +95,7 @@ def save_checkpoint(
         from safetensors.torch import save_model
 
         save_model(accelerator.unwrap_model(model), str(partial / "model.safetensors"))
+        _fsync(partial / "model.safetensors")
         _write_tree(partial, "optimizer", optimizer.state_dict())
         _write_tree(partial, "scheduler", scheduler.state_dict())
         if accelerator.scaler is not None:
@@ -173,8 +175,20 @@ def _replace(partial: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
     if folder.exists():
         os.replace(folder, old)
+    _fsync(partial)
     os.replace(partial, folder)
+    _fsync(folder.parent)  # the rename itself
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file, or a folder's entries, to disk: a preempted virtual machine can
+    take its page cache with it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _find(folder: Path) -> Path:
@@ -306,7 +320,10 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
 
 def _write_json(path: Path, value: Any) -> None:
-    path.write_text(json.dumps(value, allow_nan=False, indent=1) + "\n")
+    with open(path, "w") as handle:
+        handle.write(json.dumps(value, allow_nan=False, indent=1) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def _write_tree(folder: Path, stem: str, value: Any) -> None:
@@ -316,6 +333,7 @@ def _write_tree(folder: Path, stem: str, value: Any) -> None:
     encoded = _encode(value, tensors)
     if tensors:
         save_file(tensors, str(folder / f"{stem}.safetensors"))
+        _fsync(folder / f"{stem}.safetensors")
     _write_json(folder / f"{stem}.json", encoded)
 
 

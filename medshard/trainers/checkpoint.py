@@ -26,6 +26,7 @@ __all__ = [
     "CheckpointError",
     "TrainingState",
     "copy_checkpoint",
+    "has_checkpoint",
     "is_pickle",
     "load_checkpoint",
     "save_checkpoint",
@@ -189,6 +190,12 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` (or what a crash mid-save left beside it) holds a complete one."""
+    folder = Path(folder)
+    return any((c / STATE_FILE).is_file() for c in (folder, _partial(folder), _old(folder)))
 
 
 def _find(folder: Path) -> Path:

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import math
 
+from medshard.trainers.checkpoint import has_checkpoint
 from medshard.trainers.config import ConfigError, TrainConfig
-from medshard.trainers.loop import train
+from medshard.trainers.loop import run_dir, train
 
 __all__ = ["aggregate_folds", "train_folds"]
 
@@ -37,13 +38,16 @@ def aggregate_folds(per_fold: list[dict]) -> dict:
 def train_folds(
     config: TrainConfig, folds: int, *, resume: bool = False, quiet: bool = False
 ) -> dict:
-    """Train fold 0 .. folds-1 and write `OUTPUT/NAME-folds.json`."""
+    """Train fold 0 .. folds-1 and write `OUTPUT/NAME-folds.json`; with `resume`, the
+    folds that have a checkpoint go on from it and the others start (a run preempted in
+    fold k resumes fold k and then trains the folds after it)."""
     if folds < 2:
         raise ConfigError("--folds takes 2 or more")
-    per_fold = [
-        train(config.model_copy(update={"fold": k}), resume=resume, quiet=quiet)
-        for k in range(folds)
-    ]
+    per_fold = []
+    for k in range(folds):
+        fold = config.model_copy(update={"fold": k})
+        going_on = resume and has_checkpoint(run_dir(fold) / "last")
+        per_fold.append(train(fold, resume=going_on, quiet=quiet))
     summary = aggregate_folds(per_fold)
     path = config.output_dir / f"{config.name}-folds.json"
     path.write_text(json.dumps({"folds": folds, "metrics": summary}, indent=2) + "\n")

@@ -14,6 +14,7 @@ from medshard.trainers.checkpoint import (
     CheckpointError,
     TrainingState,
     copy_checkpoint,
+    has_checkpoint,
     is_pickle,
     load_checkpoint,
     save_checkpoint,
@@ -194,3 +195,25 @@ def test_a_mid_epoch_state_round_trips_with_each_ranks_loader_state(tmp_path):
     # a rank the run did not have takes the main process's loader state
     (tmp_path / "last/loader-0.json").unlink()
     assert load_checkpoint(tmp_path / "last", **_parts(1)).loader == loader
+
+
+def test_folds_resume_those_with_a_checkpoint_and_start_the_others(tmp_path, monkeypatch):
+    from medshard.trainers import kfold
+    from medshard.trainers.config import TrainConfig
+
+    calls = []
+
+    def train(config, *, resume, quiet):
+        calls.append((config.fold, resume))
+        return {"val_loss": 0.5}
+
+    monkeypatch.setattr(kfold, "train", train)
+    config = TrainConfig(name="mri", dataset=tmp_path, task="classification", output_dir=tmp_path)
+    save_checkpoint(tmp_path / "mri-fold0/last", TrainingState(epoch=2), **_trained())
+    (tmp_path / "mri-fold1").mkdir()
+    save_checkpoint(tmp_path / "mri-fold1/last", TrainingState(epoch=1, step=3), **_trained())
+    (tmp_path / "mri-fold1/last").rename(tmp_path / "mri-fold1/.last.old")  # killed mid-save
+    kfold.train_folds(config, 3, resume=True, quiet=True)
+    assert calls == [(0, True), (1, True), (2, False)]
+    assert has_checkpoint(tmp_path / "mri-fold1/last")
+    assert not has_checkpoint(tmp_path / "mri-fold2/last")

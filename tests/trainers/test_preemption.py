@@ -206,3 +206,17 @@ def test_checkpoint_options_that_never_checkpoint_are_refused(tmp_path, override
     config = write_config(tmp_path / "c.yaml", tmp_path, tmp_path)
     with pytest.raises(ConfigError, match=message):
         load_config(config, [override])
+
+
+def test_the_clock_is_late_once_its_minutes_are_up(monkeypatch):
+    from medshard.trainers import preemption
+
+    now = [1000.0]
+    monkeypatch.setattr(preemption.time, "monotonic", lambda: now[0])
+    clock = CheckpointClock(every_steps=None, every_minutes=30)
+    now[0] += 29 * 60
+    assert not clock.late()
+    now[0] += 60
+    assert clock.late()
+    clock.reset()  # a checkpoint was written
+    assert not clock.late()

@@ -409,3 +409,45 @@ def test_zarr_samples_are_fetched_whole_into_the_cache_and_checked(s3, tmp_path,
         "damaged or was changed after ingest"
     )
     assert not (fresh.path / rows[first]["zarr_path"]).exists()  # nothing half fetched
+
+
+WORKERS_STARTED_BEFORE_THE_CREDENTIALS = """
+import multiprocessing, os, sys
+
+
+def main():
+    import tensorstore  # noqa: F401 (the loader then starts workers from a forkserver)
+
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
+    server = multiprocessing.get_context("forkserver")
+    server.set_forkserver_preload(["medshard.loaders.build"])
+    early = server.Process(target=print, args=("forkserver up",))
+    early.start()
+    early.join()
+    os.environ.update(saved)  # the credentials arrive after the forkserver started
+    from medshard.loaders import build_loader
+    from medshard.shards.reader import open_dataset
+
+    ds = open_dataset(sys.argv[1], cache_dir=sys.argv[2])
+    spec = dict(batch_size=3, num_workers=2, backend="torch", device="cpu")
+    print(sorted(k for batch in build_loader(ds, "train", **spec) for k in batch["key"]))
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def test_workers_started_before_the_credentials_still_read_the_store(images, tmp_path):
+    script = tmp_path / "stream.py"
+    script.write_text(WORKERS_STARTED_BEFORE_THE_CREDENTIALS)
+    done = subprocess.run(
+        [sys.executable, str(script), URL, str(tmp_path / "cache2")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    local = open_dataset(images.local).manifest.to_pylist()
+    expected = sorted(r["key"] for r in local if r["split"] == "train")
+    assert done.stdout.strip().splitlines()[-1] == str(expected)

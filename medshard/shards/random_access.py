@@ -54,6 +54,8 @@ class ShardFiles:
     def mirror(self) -> Mirror | None:
         if self._mirror is False:
             self._mirror = Mirror.at(self.dataset)
+            if self._mirror is not None:
+                self._mirror.store.adopt(getattr(self, "_handed", None))
         return self._mirror
 
     def read(
@@ -92,4 +94,5 @@ class ShardFiles:
         self._fds.clear()
 
     def __getstate__(self):  # file descriptors and clients do not cross into worker processes
-        return {"dataset": self.dataset, "_fds": {}, "_mirror": False}
+        handed = self.mirror.store.handed() if self.mirror is not None else None
+        return {"dataset": self.dataset, "_fds": {}, "_mirror": False, "_handed": handed}

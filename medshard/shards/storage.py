@@ -107,6 +107,7 @@ class S3Store:
         self._client = None
         self._pid = 0
         self._lock = threading.Lock()
+        self._handed: dict | None = None  # credentials a parent process resolved
 
     def object_url(self, name: str) -> str:
         return f"{self.url}/{name}"
@@ -222,6 +223,10 @@ class S3Store:
                     max_pool_connections=32,
                 )
                 session = boto3.session.Session()
+                if session.get_credentials() is None and self._handed is not None:
+                    # A worker started before the credentials were set (a forkserver keeps
+                    # the environment of its start): those its parent resolved serve.
+                    session = boto3.session.Session(**self._handed)
                 self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
                 self._pid = os.getpid()
             return self._client
@@ -254,14 +259,42 @@ class S3Store:
                 time.sleep(delays[attempt] * random.uniform(0.5, 1.0))  # noqa: S311
         raise AssertionError("unreachable")
 
+    def handed(self) -> dict | None:
+        """The credentials this process would use, for a worker process to adopt."""
+        return self._handed or _resolved()
+
+    def adopt(self, credentials: dict | None) -> None:
+        """Use `credentials` when this process finds none of its own."""
+        self._handed = credentials or self._handed
+        self._client = None
+
     def __getstate__(self) -> dict:  # a client and a lock do not cross into other processes
-        return {**self.__dict__, "_client": None, "_pid": 0, "_lock": None}
+        state = {**self.__dict__, "_client": None, "_pid": 0, "_lock": None}
+        return {**state, "_handed": self.handed()}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state, _lock=threading.Lock())
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+
+def _resolved() -> dict | None:
+    """This process's AWS credentials and region, to hand to a worker process that was
+    started before they were set; None when there are none."""
+    import boto3
+
+    session = boto3.session.Session()
+    credentials = session.get_credentials()
+    if credentials is None:
+        return None
+    frozen = credentials.get_frozen_credentials()
+    return {
+        "aws_access_key_id": frozen.access_key,
+        "aws_secret_access_key": frozen.secret_key,
+        "aws_session_token": frozen.token,
+        "region_name": session.region_name,
+    }
 
 
 def _code(exc: Exception) -> str | None:

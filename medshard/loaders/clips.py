@@ -1,8 +1,8 @@
-"""Video clips into batch slots: the reading threads copy a clip's frames once from the
-page cache into a uint8 slot (whole frames of the time-chunked Zarr array, so a clip
-touches at most two chunks); then the 2D chain turns each slot into the batch's float
-clip where the batch is, on the device of a GPU, or on a CPU in the training thread, whose
-torch operations use the intra-op threads (a clip's read costs far less than its chain)."""
+"""Video clips into batch slots: a reading thread copies a clip's frames once from the page
+cache into a uint8 slot (whole frames of the time-chunked Zarr array, so a clip touches
+at most two chunks), then the 2D chain turns the slot into the batch's float clip: in the
+same thread on a CPU (measured faster than the whole batch's chain in the training
+thread, docs/performance.md), on the device on a GPU."""
 
 from __future__ import annotations
 
@@ -48,24 +48,21 @@ class ClipFiller:
         row = source.videos[index]
         for name, column in source.rows.labels.items():
             batch[name][slot] = torch.as_tensor(column[row])
-        source.read(index, start, batch["frames"][slot].numpy())
+        frames = batch["frames"][slot]
+        source.read(index, start, frames.numpy())
+        if not self.on_device:
+            batch["image"][slot] = self._chain(frames, index, epoch)
+
+    def _chain(self, clip: torch.Tensor, index: int, epoch: int) -> torch.Tensor:
+        t = self.transform
+        generator = sample_generator(t.seed, epoch, index) if t.training else None
+        return augment_2d(clip, t.config, generator, 255.0, t.stats, t.channels)  # 8-bit
 
     def finish(self, batch: dict, epoch: int) -> dict:
-        frames, t = batch.pop("frames"), self.transform
-        image = batch.pop("image", None)
-        clips = [
-            augment_2d(
-                clip,
-                t.config,
-                sample_generator(t.seed, epoch, index) if t.training else None,
-                255.0,  # stored video is 8-bit
-                t.stats,
-                t.channels,
+        frames = batch.pop("frames")
+        if self.on_device:
+            indices = batch["index"].tolist()
+            batch["image"] = torch.stack(
+                [self._chain(clip, index, epoch) for clip, index in zip(frames, indices)]
             )
-            for clip, index in zip(frames, batch["index"].tolist())
-        ]
-        if image is None:
-            batch["image"] = torch.stack(clips)
-        else:  # into the recycled batch memory
-            batch["image"] = torch.stack(clips, out=image)
         return batch

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from medshard.errors import DatasetError
+from medshard.shards.checksums import foreign_files
 from medshard.shards.layout import CARD_NAME, FORMAT_NAME
 from medshard.shards.storage import is_url
 
@@ -84,6 +85,13 @@ def check_output(
             raise DatasetError(
                 f"{out}: the output directory holds a different dataset; "
                 "choose another --out or pass --overwrite to replace it"
+            )
+        foreign = foreign_files(out, card)
+        if foreign:
+            more = f" and {len(foreign) - 1} more files" if len(foreign) > 1 else ""
+            raise DatasetError(
+                f"{out}: holds {foreign[0]!r}{more}, which the dataset does not; move it out "
+                "of the folder before the dataset there is replaced"
             )
         return False
     if any(out.iterdir()):

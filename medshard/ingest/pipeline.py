@@ -53,7 +53,7 @@ def _refuse_duplicate_keys(jobs: list[Job], rejected: list[dict]) -> list[Job]:
             taken = first[job.key]
             reason = (
                 f"key {job.key!r} appears twice (rows {taken.row + 1} and {job.row + 1})"
-                if taken.row >= 0 and job.row >= 0
+                if taken.row >= 0 and job.row >= 0 and taken.row != job.row
                 else f"key {job.key!r} is also the key of {taken.source}; rename one of them"
             )
             row = job.row if job.row >= 0 else None
@@ -139,6 +139,7 @@ def _read_samples(
             results.append((job, record))
     if recipe.window is not None:
         results = _refuse_window_keys(results, recipe.window, staging, rejected)
+    results = _refuse_missing_masks(results, staging, rejected)
     rejected.sort(key=_rejected_order)
     _stop_at_first(rejected, o.on_error)
     if not results:
@@ -182,6 +183,24 @@ def _refuse_window_keys(
         row = job.row if job.row >= 0 else None
         rejected.append(refusal(row, job.source, job.key, reason))
         shutil.rmtree(staging / record["zarr_path"])
+    return kept
+
+
+def _refuse_missing_masks(
+    results: list[tuple[Job, dict]], staging: Path, rejected: list[dict]
+) -> list[tuple[Job, dict]]:
+    """A dataset has masks for every sample or for none: where some samples have one, a
+    sample without is refused (a loader could give its batches no mask)."""
+    if not any(record.get("masked") for _, record in results):
+        return results
+    kept = []
+    for job, record in results:
+        if "zarr_path" in record and not record.get("masked"):
+            reason = "has no mask, while other samples of this dataset have one"
+            rejected.append(refusal(job.row if job.row >= 0 else None, job.source, job.key, reason))
+            shutil.rmtree(staging / record["zarr_path"])
+        else:
+            kept.append((job, record))
     return kept
 
 

@@ -80,6 +80,12 @@ def make_splits(
     fold = [-1] * len(split)
     if folds > 1:
         pool = [i for i, s in enumerate(split) if s != "test"]
+        pooled = len({groups[i] for i in pool})
+        if pooled < folds:
+            raise ValueError(
+                f"{folds} folds need at least {folds} groups (subjects) outside the test "
+                f"split, and there are {pooled}; use fewer folds"
+            )
         fold_of = assign_groups(
             [strata[i] for i in pool], [groups[i] for i in pool], [1.0] * folds, seed + 1
         )

@@ -80,8 +80,9 @@ def check_key(key: str) -> str:
 
 
 def refusal(row: int | None, source: str, key: str | None, reason: str) -> dict:
-    """One refused input as `rejected.parquet` records it."""
-    return {"row": row, "source": source, "key": key, "reason": reason}
+    """One refused input as `rejected.parquet` records it; `row` is the table's 0-based
+    data row, recorded from 1 as every message counts it."""
+    return {"row": None if row is None else row + 1, "source": source, "key": key, "reason": reason}
 
 
 def check_rows(
@@ -134,6 +135,9 @@ class LabelSpec:
     classes: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if len(set(self.classes)) != len(self.classes):
+            twice = sorted({c for c in self.classes if self.classes.count(c) > 1})
+            raise ValueError(f"--classes names {', '.join(map(repr, twice))} more than once")
         given = sum(
             [self.label_col is not None, bool(self.label_cols), self.target_col is not None]
         )

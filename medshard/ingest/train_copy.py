@@ -92,6 +92,11 @@ def encode_copy(copy: np.ndarray, spec: TrainCopy) -> bytes:
     lose bits (a JPEG of a 16-bit image)."""
     if spec.format == "raw":
         return npy_bytes(copy)
+    if copy.dtype.kind not in "u":
+        raise ValueError(
+            f"a {spec.format.upper()} training copy holds unsigned integers, not {copy.dtype}; "
+            "use --train-format raw"
+        )
     import imagecodecs
 
     hwc = np.ascontiguousarray(np.moveaxis(copy, 0, 2))

@@ -17,7 +17,14 @@ from medshard.shards.layout import (
     index_name,
 )
 
-__all__ = ["MISMATCH", "file_sha256", "checked_files", "file_checksums", "check_file"]
+__all__ = [
+    "MISMATCH",
+    "check_file",
+    "checked_files",
+    "file_checksums",
+    "file_sha256",
+    "foreign_files",
+]
 
 MISMATCH = "checksum mismatch: the file is damaged or was changed after ingest"
 _ZARR_METADATA = "zarr.json"
@@ -46,6 +53,22 @@ def checked_files(dataset: str | Path, shards: Iterable[str]) -> list[str]:
         p.relative_to(root).as_posix() for p in (root / ZARR_DIR).rglob(_ZARR_METADATA)
     )
     return tables + indexes + metadata
+
+
+def foreign_files(dataset: str | Path, card: dict) -> list[str]:
+    """Relative paths of files in a dataset's folder that are not the dataset's own (a
+    user's notes beside the shards): replacing the dataset would remove them."""
+    root = Path(dataset)
+    shards = [s.get("path") for s in card.get("shards") or [] if isinstance(s, dict)]
+    own = {CARD_NAME, *shards, *(index_name(s) for s in shards if s)}
+    own |= set(card.get("checksums") or checked_files(root, [s for s in shards if s]))
+    return sorted(
+        name
+        for path in root.rglob("*")
+        if path.is_file()
+        and (name := path.relative_to(root).as_posix()) not in own
+        and not name.startswith(f"{ZARR_DIR}/")  # chunk files: covered by their crc32c
+    )
 
 
 def file_checksums(dataset: str | Path, shards: Iterable[str]) -> dict[str, str]:

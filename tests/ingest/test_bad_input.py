@@ -161,7 +161,7 @@ def test_skip_records_each_refusal_and_ingests_the_rest(tmp_path):
     result = ingest(table, tmp_path / "ds", label_col="stage", classes=CLASSES, on_error="skip")
     assert result.samples == 8 and result.card.rejected == 4
     rejected = read_rejected(tmp_path / "ds").to_pylist()
-    assert [r["row"] for r in rejected] == [1, 5, 7, 9]
+    assert [r["row"] for r in rejected] == [2, 6, 8, 10]  # data rows, counted from 1
     reasons = " | ".join(r["reason"] for r in rejected)
     for part in (
         "file not found",

@@ -249,3 +249,21 @@ def test_a_released_lock_is_free_and_leaves_no_file(tmp_path):
     with OutputLock(tmp_path / "ds") as again:
         assert again.notes == []
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_users_file_inside_a_dataset_stops_its_replacement(tmp_path):
+    from tests.conftest import ingest
+    from tests.real_data import mixed_tile_table
+
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage")
+    (tmp_path / "ds" / "NOTES.txt").write_text("my notes")
+    (tmp_path / "ds" / "analysis").mkdir()
+    (tmp_path / "ds" / "analysis" / "r.csv").write_text("1")
+    with pytest.raises(DatasetError, match=r"holds 'NOTES.txt' and 1 more files, which the"):
+        ingest(table, tmp_path / "ds", label_col="stage", overwrite=True, seed=3)
+    (tmp_path / "raw" / "batch0" / "ihc_rgb8.png").touch()  # a changed input: a rebuild
+    with pytest.raises(DatasetError, match=r"holds 'NOTES.txt'"):
+        ingest(table, tmp_path / "ds", label_col="stage")
+    assert (tmp_path / "ds" / "NOTES.txt").read_text() == "my notes"
+    assert (tmp_path / "ds" / "analysis" / "r.csv").read_text() == "1"

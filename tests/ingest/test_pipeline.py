@@ -229,3 +229,29 @@ def test_a_failure_to_store_stops_the_ingest_instead_of_refusing_the_input(tmp_p
     )
     with pytest.raises(OSError):
         read_jobs([job], str(not_a_folder), (8, 8, 8), None)
+
+
+def test_a_sample_without_a_mask_beside_masked_ones_is_refused(tmp_path):
+    stack = tifffile.imread(copy_skimage_file("multipage.tif", tmp_path / "raw" / "plain.tif"))
+    for folder, planes in (("raw", stack), ("mask", (stack > stack.mean()).astype("uint8"))):
+        (tmp_path / "raw" / "s1" / folder).mkdir(parents=True)
+        for z, plane in enumerate(planes):
+            tifffile.imwrite(tmp_path / "raw" / "s1" / folder / f"z{z}.tif", plane)
+    with pytest.raises(BadInputError, match=r"plain\.tif: has no mask, while other samples"):
+        run_tiff(tmp_path / "raw", tmp_path / "ds")
+    result = run_tiff(tmp_path / "raw", tmp_path / "ds", on_error="skip")
+    assert result.samples == 1 and result.card.rejected == 1
+    assert not (tmp_path / "ds" / "zarr" / "plain").exists()
+
+
+def test_more_folds_than_subjects_are_refused(tmp_path):
+    table = real_nifti_table(tmp_path / "raw")
+    with pytest.raises(ValueError, match="4 folds need at least 4 groups .* and there are 3"):
+        run_nifti(table, tmp_path / "ds", folds=4)
+    assert not (tmp_path / "ds").exists()
+
+
+def test_classes_named_twice_are_refused(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    with pytest.raises(ValueError, match="--classes names 'morula' more than once"):
+        ingest(table, tmp_path / "ds", label_col="stage", classes=("morula", "morula", "x"))

@@ -75,3 +75,11 @@ def test_a_jpeg_copy_of_a_sixteen_bit_tile_is_refused_naming_it(tmp_path):
     with pytest.raises(BadInputError, match=r"cell_gray16\.png: a JPEG training copy would cut"):
         ingest(table, tmp_path / "ds", label_col="stage", train_size=48, train_format="jpeg")
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_png_copy_of_a_float_image_is_refused_naming_raw():
+    moon = skimage.data.moon()[:32, :32].astype(np.float32)[:, :, None] / 255
+    with pytest.raises(
+        ValueError, match="a PNG training copy holds unsigned integers, not float32"
+    ):
+        encode_copy(make_copy(moon, TrainCopy(size=16)), TrainCopy(size=16, format="png"))

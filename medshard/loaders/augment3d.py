@@ -234,7 +234,7 @@ def _gamma_(v, gamma: float) -> None:
 
 def _mean_std(v) -> tuple[float, float]:
     if isinstance(v, np.ndarray):
-        return float(v.mean(dtype=np.float64)), float(v.std(dtype=np.float64))
+        return float(v.mean(dtype=np.float64)), float(v.std(dtype=np.float64, ddof=1))  # as torch
     return float(v.double().mean()), float(v.double().std())
 
 

@@ -3,6 +3,7 @@ marks a complete dataset."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from medshard.errors import DatasetError, FormatVersionError
+from medshard.errors import CorruptDataError, DatasetError, FormatVersionError
 from medshard.shards.atomic import atomic_write_bytes
 from medshard.shards.checksums import file_checksums
 from medshard.shards.layout import CARD_NAME, FORMAT_NAME, FORMAT_VERSION, READABLE_VERSIONS
@@ -76,6 +77,10 @@ class DatasetCard(_Frozen):
     command: str = ""
     fingerprint: str
     created_by: str
+    # The sha256 of the card's own content without this field (canonical JSON): a card
+    # cannot list its own file's checksum, and an edit that keeps it valid JSON (a changed
+    # mean, a renamed label) must not go unseen.
+    card_sha256: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -116,6 +121,11 @@ def read_card(dataset: str | Path) -> DatasetCard:
             f"{path}: format version {version!r} is not supported; "
             f"this medshard reads format versions {readable}"
         )
+    stated = raw.get("card_sha256")
+    if stated is not None and stated != _content_sha256(raw):
+        raise CorruptDataError(
+            f"{path}: checksum mismatch: the dataset card is damaged or was edited after ingest"
+        )
     try:
         return DatasetCard.model_validate(raw)
     except ValidationError as exc:
@@ -134,6 +144,8 @@ def write_card(dataset: str | Path, card: DatasetCard) -> DatasetCard:
         checksums = file_checksums(dataset, [shard.path for shard in card.shards])
         card = card.model_copy(update={"checksums": checksums})
     data = card.model_dump(mode="json")
+    data["card_sha256"] = _content_sha256(data)
+    card = card.model_copy(update={"card_sha256": data["card_sha256"]})
     where = _non_finite(data)
     if where is not None:
         raise DatasetError(
@@ -143,6 +155,13 @@ def write_card(dataset: str | Path, card: DatasetCard) -> DatasetCard:
     text = json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n"
     atomic_write_bytes(Path(dataset) / CARD_NAME, text.encode())
     return card
+
+
+def _content_sha256(card: dict) -> str:
+    """sha256 of the card's content as canonical JSON, its own checksum left out."""
+    content = {k: v for k, v in card.items() if k != "card_sha256"}
+    text = json.dumps(content, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _non_finite(value: Any, where: str = "") -> str | None:

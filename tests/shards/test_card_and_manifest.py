@@ -1,4 +1,5 @@
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -47,8 +48,9 @@ ROW = {
 
 def test_card_round_trip(tmp_path):
     written = write_card(tmp_path, card())
-    assert written == card().model_copy(update={"checksums": {}})  # no other file yet
-    assert read_card(tmp_path) == written
+    own = written.card_sha256
+    assert written == card().model_copy(update={"checksums": {}, "card_sha256": own})
+    assert read_card(tmp_path) == written and len(own) == 64
 
 
 def test_unknown_card_version_is_refused_with_the_versions_read(tmp_path):
@@ -148,3 +150,25 @@ def test_a_manifest_written_before_sample_checksums_reads_them_as_null(tmp_path)
     row = {k: v for k, v in ROW.items() if k != "sample_sha256"}
     pq.write_table(pa.Table.from_pylist([row], schema=old), tmp_path / "manifest.parquet")
     assert read_manifest(tmp_path).to_pylist() == [{**row, "sample_sha256": None}]
+
+
+def test_an_edit_that_keeps_the_card_valid_json_is_caught(tmp_path):
+    from medshard.errors import CorruptDataError
+    from medshard.shards.reader import open_dataset
+    from medshard.shards.verify import verify_dataset
+    from tests.conftest import ingest
+    from tests.real_data import mixed_tile_table
+
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage")
+    card = tmp_path / "ds" / "medshard.json"
+    text = card.read_text()
+    position = re.search(r'"std": \[\s*\d', text).end() - 1  # the first digit of a std
+    digit = text[position]
+    card.write_text(text[:position] + ("1" if digit != "1" else "2") + text[position + 1 :])
+    with pytest.raises(
+        CorruptDataError, match="medshard.json: checksum mismatch: the dataset card"
+    ):
+        open_dataset(tmp_path / "ds")
+    with pytest.raises(CorruptDataError, match="json: checksum mismatch: the dataset card"):
+        verify_dataset(tmp_path / "ds")

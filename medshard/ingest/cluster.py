@@ -11,6 +11,8 @@ from typing import Any
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from medshard.errors import DatasetError
+
 __all__ = ["dask_client", "run_tasks"]
 
 
@@ -23,7 +25,14 @@ def dask_client(
     from distributed import Client, LocalCluster
 
     if scheduler:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout="20s")
+        except OSError as exc:
+            raise DatasetError(
+                f"{scheduler}: cannot reach the Dask scheduler ({exc}); check its address "
+                "and that it runs"
+            ) from None
+        with client:
             yield client
         return
     with (

@@ -17,7 +17,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-__all__ = ["IngestOptions", "TableIngestOptions", "VolumeIngestOptions"]
+__all__ = ["IngestOptions", "PositiveInt", "TableIngestOptions", "VolumeIngestOptions"]
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Spacing = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 
 
 def _bytes(value):
@@ -34,7 +38,7 @@ class IngestOptions(BaseModel):
     val_fraction: float = Field(0.2, ge=0, lt=1, allow_inf_nan=False)
     test_fraction: float = Field(0.0, ge=0, lt=1, allow_inf_nan=False)
     folds: int = 0
-    seed: int = 0
+    seed: int = Field(0, ge=0)
     shard_bytes: Annotated[int, BeforeValidator(_bytes)] = Field(256 * 2**20, gt=0)
     shard_samples: int = Field(10_000, gt=0)
     on_error: Literal["fail", "skip"] = "fail"
@@ -85,9 +89,9 @@ class VolumeIngestOptions(IngestOptions):
     stored as they are, as float16, or as int16 with a per-channel scale and offset (both
     halve the bytes of float32)."""
 
-    patch_size: tuple[int, int, int] = (64, 64, 64)
-    crops: tuple[int, int, int] | None = None
-    spacing: tuple[float, float, float] | None = None
+    patch_size: tuple[PositiveInt, PositiveInt, PositiveInt] = (64, 64, 64)
+    crops: tuple[PositiveInt, PositiveInt, PositiveInt] | None = None
+    spacing: tuple[Spacing, Spacing, Spacing] | None = None
     codec: Literal["none", "lz4", "zstd"] = "none"
     intensity: Literal["source", "float16", "int16"] = "source"
 

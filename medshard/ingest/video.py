@@ -6,14 +6,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from PIL import Image
+from pydantic import Field, ValidationInfo, field_validator
 
 from medshard.codecs import IMAGE_EXTENSIONS, MAX_PIXELS, declared_shape, decode_image
 from medshard.errors import BadInputError
-from medshard.ingest.options import TableIngestOptions, VolumeIngestOptions
+from medshard.ingest.options import PositiveInt, TableIngestOptions, VolumeIngestOptions
 from medshard.ingest.pipeline import Job, LoadedVolume, Recipe, run_ingest
 from medshard.ingest.result import IngestResult
 from medshard.ingest.table import (
@@ -30,6 +31,7 @@ __all__ = ["VIDEO_SUFFIXES", "VideoIngestOptions", "ingest_video", "load_video",
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 Fit = Literal["pad", "crop", "stretch"]
+FrameSide = Annotated[int, Field(gt=0, le=8192)]  # stored frames are at most 8192 px a side
 
 
 class VideoIngestOptions(VolumeIngestOptions, TableIngestOptions):
@@ -39,10 +41,17 @@ class VideoIngestOptions(VolumeIngestOptions, TableIngestOptions):
     target_col: str | None = None
     classes: tuple[str, ...] = ()
     channels: Literal[1, 3] = 1
-    size: tuple[int, int] = (128, 128)
+    size: tuple[FrameSide, FrameSide] = (128, 128)
     fit: Fit = "pad"
-    clip_len: int | None = None
-    clip_stride: int | None = None  # default: clip_len (back to back)
+    clip_len: PositiveInt | None = None
+    clip_stride: PositiveInt | None = None  # default: clip_len (back to back)
+
+    @field_validator("clip_stride")
+    @classmethod
+    def _stride_needs_clips(cls, stride: int | None, info: ValidationInfo) -> int | None:
+        if stride is not None and not info.data.get("clip_len"):
+            raise ValueError("a clip stride needs --clip-len")
+        return stride
 
 
 def fit_frame(frame: np.ndarray, channels: int, size: tuple[int, int], fit: Fit) -> np.ndarray:

@@ -103,6 +103,7 @@ def read_tiff_stack(source: Path) -> tuple[np.ndarray, tuple[float, float, float
     else:
         files = [source]
         stack = tifffile.imread(source)
+    _check_values(stack)
     if stack.ndim == 2 or stack.shape[0] == 1:
         raise ValueError("holds one 2D slice, not a volume")
     if stack.ndim != 3:
@@ -134,6 +135,7 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
                 raw = img.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
     except Exception as exc:  # nibabel, gzip and zlib each raise their own errors
         raise ValueError(f"cannot read the volume, it is truncated or corrupt ({exc})") from exc
+    _check_values(raw)
     if raw.ndim == 4 and raw.shape[3] == 1:
         raw = raw[..., 0]
     if raw.ndim == 2 or (raw.ndim == 3 and 1 in raw.shape):
@@ -150,6 +152,17 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
     ornt = io_orientation(affine)
     canonical = apply_orientation(raw, ornt)
     return np.ascontiguousarray(canonical), affine @ inv_ornt_aff(ornt, raw.shape), affine
+
+
+def _check_values(array: np.ndarray) -> None:
+    """Refuse arrays that hold no voxels, or values that are not real numbers (complex,
+    RGB records): medshard stores intensities and labels."""
+    if array.dtype.kind not in "biuf":
+        raise ValueError(
+            f"holds {array.dtype} values; volumes of real numbers (integers or floats) are read"
+        )
+    if array.size == 0:
+        raise ValueError(f"holds no voxels (shape {array.shape})")
 
 
 def check_volume(image: np.ndarray, mask: np.ndarray | None) -> np.ndarray | None:

@@ -4,6 +4,7 @@ baselines, and end with one summary table."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -142,6 +143,7 @@ def _train(name: str, dataset: Path, out: Path, console: Console) -> dict:
     config = TrainConfig.model_validate(
         {"name": name, "dataset": str(dataset), "output_dir": str(out), **raw}
     )
+    shutil.rmtree(out / name, ignore_errors=True)  # the demo's own run of a previous demo
     console.rule(f"train {name} ({config.task}, {config.model.name})")
     return train(config)
 

@@ -51,7 +51,7 @@ class FinetuneConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    lr: float = 1e-3
+    lr: float = Field(1e-3, gt=0, allow_inf_nan=False)
     weight_decay: float = 1e-4
     schedule: Literal["cosine", "plateau", "none"] = "cosine"
     grad_clip: float | None = 1.0
@@ -95,7 +95,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    epochs: int = 10
+    epochs: int = Field(10, ge=1)
     seed: int = 0
     monitor: str | None = None  # metric for the best checkpoint; default per task
     monitor_mode: Literal["max", "min"] | None = None

@@ -62,7 +62,9 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
     geometry = BatchGeometry(
         config.loader.batch_size, accelerator.num_processes, config.optim.accumulate
     )
-    state = run.resume() if resume else TrainingState(epoch=0)
+    if not resume:
+        run.refuse_a_started_run()
+    state = run.resume(config) if resume else TrainingState(epoch=0)
     if state.step:
         refuse_another_global_batch(run.path / "last", state.batch, geometry)
         train_loader.load_state_dict(state.loader)

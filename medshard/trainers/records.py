@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 
+import torch
 import yaml
 
 from medshard.trainers.checkpoint import (
@@ -22,7 +24,7 @@ from medshard.trainers.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from medshard.trainers.config import EarlyStopping, TrainConfig
+from medshard.trainers.config import ConfigError, EarlyStopping, TrainConfig
 from medshard.trainers.tasks import Task
 
 __all__ = ["Monitor", "RunFolder", "epoch_line", "run_dir", "weights_sha256"]
@@ -90,10 +92,28 @@ class RunFolder:
     def main(self) -> bool:
         return self.accelerator.is_main_process
 
-    def resume(self) -> TrainingState:
+    def resume(self, config: TrainConfig) -> TrainingState:
         """Restore the `last/` checkpoint into the model, optimizer, scheduler and RNG;
-        returns where the run stands."""
-        return load_checkpoint(self.path / "last", **self.parts)
+        returns where the run stands. A run resumed for more (or fewer) epochs than it was
+        started with gets its cosine schedule stretched to the new end, never an epoch at
+        a learning rate of zero."""
+        state = load_checkpoint(self.path / "last", **self.parts)
+        scheduler = self.parts["scheduler"]
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = max(config.epochs, 1)
+            done = min(scheduler.last_epoch, scheduler.T_max) / scheduler.T_max
+            low = scheduler.eta_min
+            for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):
+                group["lr"] = low + (base - low) * (1 + math.cos(math.pi * done)) / 2
+        return state
+
+    def refuse_a_started_run(self) -> None:
+        """A new run never writes over a run that holds a checkpoint."""
+        if (self.path / "last").exists():
+            raise ConfigError(
+                f"{self.path}: holds a run already; pass --resume to continue it, or give "
+                "another output_dir or name"
+            )
 
     def write_config(self, config: TrainConfig) -> None:
         if self.main:

@@ -100,3 +100,23 @@ def test_a_folder_mixing_channel_counts_trains_with_the_batches_channels(
     assert len(history) == 1 and math.isfinite(history[0]["train_loss"])
     weights = load_file(tmp_path / "runs/gray/last/model.safetensors")
     assert weights["0.weight"].shape[1] == expected  # the first convolution's inputs
+
+
+def test_a_run_resumed_for_more_epochs_never_trains_at_a_learning_rate_of_zero(gray, tmp_path):
+    config = write_config(tmp_path / "e.yaml", gray, tmp_path / "runs")
+    overrides = ["optim.schedule=cosine"]
+    run(str(config), [*overrides, "epochs=1"], quiet=True)
+    run(str(config), [*overrides, "epochs=3"], resume=True, quiet=True)
+    history = json.loads((tmp_path / "runs/gray/history.json").read_text())
+    rates = [h["lr"] for h in history]
+    assert len(rates) == 3 and all(rate > 0 for rate in rates[1:]), rates
+
+
+def test_a_new_run_never_writes_over_a_started_one(gray, tmp_path):
+    config = write_config(tmp_path / "f.yaml", gray, tmp_path / "runs")
+    assert _train(str(config), "epochs=1").exit_code == 0
+    before = (tmp_path / "runs/gray/last/model.safetensors").read_bytes()
+    result = _train(str(config), "epochs=1")
+    assert result.exit_code == 1
+    assert "holds a run already; pass --resume to continue it" in " ".join(result.output.split())
+    assert (tmp_path / "runs/gray/last/model.safetensors").read_bytes() == before

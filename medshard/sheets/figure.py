@@ -10,7 +10,7 @@ import numpy as np
 
 from medshard.sheets.tiles import Panel, Tile
 
-__all__ = ["DPI", "render_tiles", "sheet_layout"]
+__all__ = ["DPI", "SHEET_MARK", "is_sheet", "render_tiles", "sheet_layout"]
 
 DPI = 100
 PANEL = 1.9  # inches per panel, each way
@@ -20,6 +20,20 @@ HEADER = 0.45  # inches at the top for the sheet's title
 MIN_WIDTH = 5.0  # inches: room for the title above a single narrow tile
 MAX_PANELS_ACROSS = 16
 MASK_ALPHA = 0.45
+
+
+SHEET_MARK = "medshard sheet"  # in every sheet's PNG text, so a sheet is told from a picture
+
+
+def is_sheet(path: Path) -> bool:
+    """Whether the PNG at `path` is a sheet medshard drew (and may be drawn again)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.info.get("Software") == SHEET_MARK
+    except OSError:
+        return False
 
 
 def sheet_layout(tiles: int, rows: int, cols: int) -> tuple[int, float, float]:
@@ -110,5 +124,5 @@ def render_tiles(tiles: list[Tile], out: Path, title: str) -> tuple[int, int]:
             fontsize=7,
         )
     out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, format="png", dpi=DPI, facecolor="white")
+    figure.savefig(out, format="png", dpi=DPI, facecolor="white", metadata={"Software": SHEET_MARK})
     return canvas.get_width_height()

@@ -35,6 +35,13 @@ def _check_out(dataset: Dataset, out: Path) -> None:
         )
     if out.is_dir():
         raise DatasetError(f"{out}: is a folder; give the sheet's file name")
+    from medshard.sheets.figure import is_sheet
+
+    if out.exists() and not is_sheet(out):
+        raise DatasetError(
+            f"{out}: the file exists and is not a medshard sheet, so it is never written over; "
+            "give a new file name"
+        )
 
 
 def _augment(dataset: Dataset, augment: Any):

@@ -199,3 +199,22 @@ def test_a_sheet_is_never_written_into_the_dataset_nor_as_another_format(tiles_d
     assert not inside.exists()
     with pytest.raises(DatasetError, match="saved as PNG"):
         render_sheet(tiles_dataset, tmp_path / "sheet.jpg")
+
+
+def test_a_sheet_never_writes_over_a_picture_but_may_redraw_itself(tmp_path):
+    from medshard.errors import DatasetError
+    from medshard.sheets import render_sheet
+    from tests.conftest import ingest
+    from tests.real_data import mixed_tile_table
+
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage")
+    source = tmp_path / "raw" / "batch0" / "camera_gray8.png"
+    before = source.read_bytes()
+    with pytest.raises(DatasetError, match="exists and is not a medshard sheet, so it is never"):
+        render_sheet(tmp_path / "ds", source, show=2)
+    assert source.read_bytes() == before
+    sheet = tmp_path / "sheet.png"
+    render_sheet(tmp_path / "ds", sheet, show=2)
+    render_sheet(tmp_path / "ds", sheet, show=3)  # its own sheet: drawn again
+    assert sheet.stat().st_size > 1000

@@ -40,18 +40,18 @@ class ClipFiller:
             layout[name] = ((size, *column.shape[1:]), column.dtype)
         return layout
 
-    def fill(self, batch: dict, slot: int, index: int, epoch: int) -> None:
+    def fill(self, arrays: dict, slot: int, index: int, epoch: int) -> None:
         source = self.source
         start = source.start(index, epoch)
-        batch["start"][slot] = start
-        batch["index"][slot] = index
+        arrays["start"][slot] = start
+        arrays["index"][slot] = index
         row = source.videos[index]
         for name, column in source.rows.labels.items():
-            batch[name][slot] = torch.as_tensor(column[row])
-        frames = batch["frames"][slot]
-        source.read(index, start, frames.numpy())
+            arrays[name][slot] = column[row]
+        frames = arrays["frames"][slot]
+        source.read(index, start, frames)
         if not self.on_device:
-            batch["image"][slot] = self._chain(frames, index, epoch)
+            arrays["image"][slot] = self._chain(torch.from_numpy(frames), index, epoch).numpy()
 
     def _chain(self, clip: torch.Tensor, index: int, epoch: int) -> torch.Tensor:
         t = self.transform

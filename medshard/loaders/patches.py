@@ -73,18 +73,18 @@ class PatchFiller:
             local.mask = np.empty(self.shape[1:], self.mask_dtype) if masked else None
         return local.image, local.mask
 
-    def fill(self, batch: dict, slot: int, index: int, epoch: int) -> None:
+    def fill(self, arrays: dict, slot: int, index: int, epoch: int) -> None:
         source = self.source
         origin = source.origin(index, epoch)
         storage = source.storage(index)
-        batch["origin"][slot] = torch.from_numpy(np.asarray(origin, np.int64))
-        batch["index"][slot] = index
-        batch["storage"][slot] = torch.tensor(storage, dtype=torch.float64)
+        arrays["origin"][slot] = origin
+        arrays["index"][slot] = index
+        arrays["storage"][slot] = storage
         row = index // source.per_volume
         for name, column in source.rows.labels.items():
-            batch[name][slot] = torch.as_tensor(column[row])
-        image = batch["image"][slot].numpy()
-        mask = batch["mask"][slot].numpy() if "mask" in batch else None
+            arrays[name][slot] = column[row]
+        image = arrays["image"][slot]
+        mask = arrays["mask"][slot] if "mask" in arrays else None
         if self.transform.on_device:  # the device augments the whole batch
             source.read(index, origin, image, mask)
             return
@@ -99,11 +99,11 @@ class PatchFiller:
             if mask is not None:
                 mask[...] = orient(scratch_mask, draw)
         if draw.affine is not None:
-            tensors = batch["image"][slot], None if mask is None else batch["mask"][slot]
+            tensors = torch.from_numpy(image), None if mask is None else torch.from_numpy(mask)
             moved, moved_mask = resample(*tensors, draw)
-            batch["image"][slot] = moved
+            image[...] = moved.numpy()
             if mask is not None:
-                batch["mask"][slot] = moved_mask
+                mask[...] = moved_mask.numpy()
         t = self.transform
         run_plan(image, intensity_plan(t.config, draw, t.stats, storage, self.shape[0]))
 

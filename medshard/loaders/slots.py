@@ -32,7 +32,8 @@ class Filler(Protocol):
 
     def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]: ...
 
-    def fill(self, batch: dict[str, torch.Tensor], slot: int, index: int, epoch: int) -> None: ...
+    def fill(self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int) -> None:
+        """Fill row `slot` of the batch's arrays (numpy views of its tensors)."""
 
     def finish(self, batch: dict, epoch: int) -> dict: ...
 
@@ -97,9 +98,9 @@ class SlotLoader(Resumable):
         self.state = LoaderState()
         self._memory = _Recycler(keep=self.prefetch + 3)
 
-    def _fill(self, batch: dict, slot: int, index: int, epoch: int) -> bool:
+    def _fill(self, arrays: dict, slot: int, index: int, epoch: int) -> bool:
         try:
-            self.filler.fill(batch, slot, index, epoch)
+            self.filler.fill(arrays, slot, index, epoch)
         except DatasetError:
             if self.on_error == "fail":
                 raise
@@ -109,9 +110,10 @@ class SlotLoader(Resumable):
     def _start(self, pool, indices: np.ndarray, epoch: int):
         layout = self.filler.layout(len(indices))
         batch = self._memory.batch(layout, pin=self.device.type == "cuda")
+        arrays = {name: tensor.numpy() for name, tensor in batch.items()}  # no torch per sample
         batch["key"] = [self.source.key(int(i)) for i in indices]
         jobs = [
-            pool.submit(self._fill, batch, slot, int(index), epoch)
+            pool.submit(self._fill, arrays, slot, int(index), epoch)
             for slot, index in enumerate(indices)
         ]
         return batch, jobs

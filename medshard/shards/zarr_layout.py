@@ -32,6 +32,7 @@ CODECS: tuple[str, ...] = ("lz4", "zstd", "none")
 # offset). Both halve the bytes of float32; integer images are always stored as they are.
 Intensity = Literal["source", "float16", "int16"]
 _FLOAT16_MAX = float(np.finfo(np.float16).max)
+_RAW_CHUNK_BYTES = 64 * 2**20  # an uncompressed chunk is checked whole on its first read
 _INT16_LIMIT = 32767
 
 
@@ -56,24 +57,40 @@ class ZarrLayout:
         return cls() if layout is None else cls(patch=tuple(int(p) for p in layout))
 
 
+def _balanced(dim: int, wanted: int) -> int:
+    """The chunk size nearest `wanted` that covers `dim` with the least padding."""
+    count = -(-int(dim) // max(1, int(wanted)))
+    return int(max(1, -(-int(dim) // count)))
+
+
 def chunk_shape(
-    shape: Sequence[int], axes: str, patch: Sequence[int], codec: Codec = "none"
+    shape: Sequence[int],
+    axes: str,
+    patch: Sequence[int],
+    codec: Codec = "none",
+    itemsize: int = 4,
 ) -> tuple[int, ...]:
     """Inner chunks sized from the training patch, every channel in one chunk (a patch
     reads all channels). Compressed chunks are decoded whole, so they are about half a
     patch along each axis: a random patch decodes at most 27 of them. Uncompressed chunks
-    are read in place, so they are about a whole patch: at most 8 pieces per patch. Sizes
-    are balanced so that the chunks cover an axis with little padding."""
-    sizes = iter(patch)
-    chunks = []
-    for axis, dim in zip(axes, shape):
-        if axis == "c":
-            chunks.append(int(dim))
-            continue
-        size = next(sizes, 64)
-        wanted = max(1, size if codec == "none" else max(8, size // 2))
-        count = -(-int(dim) // wanted)
-        chunks.append(int(max(1, -(-int(dim) // count))))
+    are read in place, so their cost is the number of runs a patch's rows break into:
+    they are about a patch deep along the first spatial axis and hold whole rows and
+    planes (halved while a chunk passes `_RAW_CHUNK_BYTES`), so a patch's rows stay whole
+    and it touches at most two chunks. Sizes are balanced so that the chunks cover an
+    axis with little padding."""
+    sizes = list(patch)
+    spatial = [i for i, axis in enumerate(axes) if axis != "c"]
+    chunks = [int(d) for d in shape]
+    for order, i in enumerate(spatial):
+        size = sizes[order] if order < len(sizes) else 64
+        if codec != "none":
+            chunks[i] = _balanced(shape[i], max(8, size // 2))
+        elif order == 0:
+            chunks[i] = _balanced(shape[i], size)
+    if codec == "none":
+        for i in spatial[1:]:  # rows stay whole longest: halve the planes first
+            while int(np.prod(chunks)) * itemsize > _RAW_CHUNK_BYTES and chunks[i] > 1:
+                chunks[i] = _balanced(shape[i], -(-chunks[i] // 2))
     return tuple(chunks)
 
 

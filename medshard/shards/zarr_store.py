@@ -141,7 +141,9 @@ def write_sample(
     )
 
     def put(parent, name: str, array: np.ndarray, array_axes: str, extra: dict) -> str:
-        inner = chunk_shape(array.shape, array_axes, layout.patch, layout.codec)
+        inner = chunk_shape(
+            array.shape, array_axes, layout.patch, layout.codec, array.dtype.itemsize
+        )
         inner = tuple(chunks) if chunks is not None else inner
         digest = array_sha256(array)
         parent.create_array(

@@ -40,10 +40,16 @@ def test_shuffle_only_for_values_wider_than_a_byte():
     assert inner_codecs("lz4", np.dtype("float32"))[0].shuffle.value == "shuffle"
 
 
-def test_a_patch_touches_few_uncompressed_chunks():
+def test_uncompressed_chunks_keep_a_patchs_rows_whole():
     chunks = chunk_shape((1, 160, 192, 160), "czyx", (64, 64, 64), "none")
-    assert chunks == (1, 54, 64, 54)  # at most 2 per axis for a 64-voxel patch: 8 pieces
+    assert chunks == (1, 54, 192, 160)  # whole planes, a patch deep: a patch touches 2 chunks
+    big = chunk_shape((1, 300, 2048, 2048), "czyx", (64, 64, 64), "none", itemsize=2)
+    assert big == (1, 60, 256, 2048) and np.prod(big) * 2 <= 64 * 2**20  # rows stay whole
     assert chunk_shape((300, 128, 128), "tyx", (8, 128, 128), "none") == (8, 128, 128)
+
+
+def test_compressed_chunks_are_about_half_a_patch():
+    assert chunk_shape((3, 160, 192, 160), "czyx", (64, 64, 64), "lz4") == (3, 32, 32, 32)
 
 
 def test_float16_halves_the_bytes_within_its_precision():

@@ -70,3 +70,21 @@ def test_the_last_batch_holds_no_padding(mixed_tile_dataset):
     (*_, last) = dali(mixed_tile_dataset, "train", batch_size=5, training=False)
     assert len(last["key"]) == 2 == last["image"].shape[0] == len(last["label"])
     assert torch.isfinite(last["image"]).all()
+
+
+def test_a_damaged_byte_in_a_shard_never_reaches_a_dali_batch(mixed_tile_dataset, tmp_path):
+    import shutil
+
+    from medshard.errors import CorruptDataError
+    from medshard.shards.reader import open_dataset
+
+    copy = tmp_path / "ds"
+    shutil.copytree(mixed_tile_dataset, copy)
+    row = next(r for r in open_dataset(copy).manifest.to_pylist() if r["split"] == "val")
+    shard = copy / row["shard"]
+    data = bytearray(shard.read_bytes())
+    data[row["offset"] + 512 + 40] ^= 0x01  # inside the first member's data
+    shard.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError, match=rf"sample '{row['key']}': checksum mismatch"):
+        for _ in dali(open_dataset(copy)):
+            pass

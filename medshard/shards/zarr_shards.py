@@ -26,6 +26,8 @@ import google_crc32c
 import numpy as np
 
 from medshard.errors import CorruptDataError
+from medshard.shards.card import read_card
+from medshard.shards.checksums import check_file
 from medshard.shards.zarr_layout import Codec, inner_codecs
 
 __all__ = ["RegionReader", "encode_shard"]
@@ -141,6 +143,7 @@ class RegionReader:
         self._local = threading.local()
         self._mapped = 0
         self._fallback = None
+        self._checksums: dict[str, str] | None = None  # the card's, read once
 
     def attributes(self, path: str) -> dict:
         """The array's `medshard` attributes (its checksum, stored intensity scale)."""
@@ -196,6 +199,7 @@ class RegionReader:
     def _array(self, path: str) -> _Array | None:
         if path in self._arrays:
             return self._arrays[path]
+        self._check_metadata(path)
         try:
             array = _Array(self.root / path)
         except _Unsupported:
@@ -205,6 +209,14 @@ class RegionReader:
             while len(self._arrays) > _MAX_ARRAYS:
                 self._arrays.popitem(last=False)
         return array
+
+    def _check_metadata(self, path: str) -> None:
+        """The array's zarr.json against the card's checksum, once per array and process:
+        an edited data type or shape would otherwise serve wrong voxels without a word."""
+        if self._checksums is None:
+            self._checksums = read_card(self.root).checksums or {}
+        name = f"{path}/zarr.json"
+        check_file(self.root, name, self._checksums.get(name))
 
     def _tensorstore(self):
         if self._fallback is None:

@@ -91,3 +91,32 @@ def test_a_card_that_lists_a_file_outside_the_dataset_is_refused(real_images, na
     assert f"{card}: the card lists {name!r}, outside the dataset" in (
         verify_dataset(real_images).problems
     )
+
+
+def test_an_edited_zarr_array_metadata_never_serves_voxels(tmp_path):
+    from medshard.errors import CorruptDataError
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from medshard.loaders import build_loader
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw", names=("anatomical", "reoriented"))
+    options = dict(modalities=("image",), mask_col="seg", key_col="subject", val_fraction=0.0)
+    ingest_nifti(
+        NiftiIngestOptions(
+            table=table, out=tmp_path / "ds", workers=1, processes=False, quiet=True, **options
+        )
+    )
+    meta = tmp_path / "ds" / "zarr" / "anatomical" / "image" / "zarr.json"
+    meta.write_text(meta.read_text().replace('"int16"', '"uint16"'))
+    loader = build_loader(
+        tmp_path / "ds",
+        "train",
+        batch_size=2,
+        patch_size=(8, 8, 8),
+        num_workers=0,
+        backend="torch",
+        device="cpu",
+    )
+    with pytest.raises(CorruptDataError, match=r"anatomical/image/zarr\.json: checksum mismatch"):
+        for _ in loader:
+            pass

@@ -364,6 +364,27 @@ def test_inspect_and_verify_a_url_on_the_command_line(images):
     assert f"s3://{BUCKET}/none: not a medshard dataset (no medshard.json)" in missing.stderr
 
 
+def test_the_loader_streams_patches_of_volumes_at_a_url(s3, tmp_path, monkeypatch):  # noqa: F811
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.real_data import real_nifti_table
+
+    monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
+    table = real_nifti_table(tmp_path / "raw", names=("anatomical", "reoriented"))
+    options = dict(modalities=("image",), mask_col="seg", key_col="subject", val_fraction=0.0)
+    url = f"s3://{BUCKET}/patches"
+    for out in (Path(url), tmp_path / "local"):
+        ingest_nifti(
+            NiftiIngestOptions(
+                table=table, out=out, workers=1, processes=False, quiet=True, **options
+            )
+        )
+    spec = dict(batch_size=2, patch_size=(8, 8, 8), backend="torch", device="cpu", training=False)
+    streamed = [b["image"] for b in build_loader(url, "train", num_workers=0, **spec)]
+    stored = [b["image"] for b in build_loader(tmp_path / "local", "train", num_workers=0, **spec)]
+    assert len(streamed) == len(stored) > 0
+    assert all(torch.equal(a, b) for a, b in zip(streamed, stored))
+
+
 def test_zarr_samples_are_fetched_whole_into_the_cache_and_checked(s3, tmp_path, monkeypatch):  # noqa: F811
     from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
     from medshard.shards.zarr_store import ZarrReader

@@ -43,6 +43,8 @@ class PatchFiller:
         self.shape = (source.channels, *source.patch)
         rows = source.rows
         first = f"{rows.paths[0]}/labels/mask"
+        if source.masked:
+            source.dataset.prefetch([rows.keys[0]])  # a dataset at a URL: into its cache
         self.mask_dtype = source.reader.dtype(first) if source.masked else None
         self._local = threading.local()
 

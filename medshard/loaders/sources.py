@@ -171,8 +171,9 @@ class PatchSamples:
     def storage(self, index: int) -> tuple[tuple[float, float], ...]:
         """Each channel's (scale, offset) from stored to real values ((1, 0) unless the
         volume was stored as scaled integers)."""
-        path = f"{self.rows.paths[index // self.per_volume]}/image"
-        scaled = self.reader.attributes(path).get("intensity")
+        row = index // self.per_volume
+        self.dataset.prefetch([self.rows.keys[row]])  # a dataset at a URL: into its cache
+        scaled = self.reader.attributes(f"{self.rows.paths[row]}/image").get("intensity")
         if not scaled:
             return ((1.0, 0.0),) * self.channels
         return tuple(zip(scaled["scale"], scaled["offset"]))
@@ -182,6 +183,7 @@ class PatchSamples:
         `image` (c, *patch) and `mask` (*patch): arrays or views of any dtype."""
         row = index // self.per_volume
         path = str(self.rows.paths[row])
+        self.dataset.prefetch([self.rows.keys[row]])  # a dataset at a URL: into its cache
         if int(self.rows.shapes[row, 0]) != image.shape[0]:
             raise DatasetError(
                 f"{self.dataset.path}: volume {self.rows.keys[row]!r} has "
@@ -313,6 +315,7 @@ class ClipSamples:
     def read(self, index: int, start: int, out: np.ndarray) -> None:
         """Copy the clip of item `index` from frame `start` into `out` (T, C, H, W)."""
         row = self.videos[index]
+        self.dataset.prefetch([self.rows.keys[row]])  # a dataset at a URL: into its cache
         frames = out[:, 0] if self.rows.shapes.shape[1] == 3 else out.transpose(0, 2, 3, 1)
         region = (slice(start, start + self.clip_len), *(slice(0, n) for n in frames.shape[1:]))
         self.reader.read_into(f"{self.rows.paths[row]}/image", frames, region)

@@ -206,13 +206,12 @@ def _affine_(v, scale: float, shift: float) -> None:
         v.mul_(scale).add_(shift)
 
 
-def _rescale_(v, low: float, span: float) -> None:
-    """(v - low) / span: exactly 0 at the minimum (gamma takes no negative base)."""
+def _shift_(v, low: float) -> None:
+    """v - low: exactly 0 at the minimum (gamma takes no negative base)."""
     if isinstance(v, np.ndarray):
         np.subtract(v, low, out=v)
-        np.multiply(v, 1 / span, out=v)
     else:
-        v.sub_(low).mul_(1 / span)
+        v.sub_(low)
 
 
 def _clip_(v, low: float, high: float) -> None:
@@ -246,15 +245,19 @@ def run_plan(x, plan: IntensityPlan):
         v = x[channel]
         a, b = plan.storage[channel]
         if draw.gamma is not None or draw.contrast is not None:
+            # on the patch rescaled to [0, 1], u = (v - low) / span; v keeps u / unit
             low, high = _minmax(v)
             span = max(high - low, 1e-8)
-            _rescale_(v, low, span)  # [0, 1]
-            if draw.gamma is not None:
+            _shift_(v, low)
+            unit = 1 / span
+            if draw.gamma is not None:  # u^g = (v - low)^g * unit^g
                 _gamma_(v, draw.gamma)
+                unit **= draw.gamma
             if draw.contrast is not None:
-                _affine_(v, draw.contrast, 0.5 * (1 - draw.contrast))
+                _affine_(v, draw.contrast * unit, 0.5 * (1 - draw.contrast))
                 _clip_(v, 0.0, 1.0)
-            a, b = a * span, a * low + b
+                unit = 1.0
+            a, b = a * span * unit, a * low + b
         if plan.normalize == "card" and plan.stats is not None:
             stats = {k: float(plan.stats[k][channel]) for k in ("mean", "std", "p0_5", "p99_5")}
             _clip_(v, (stats["p0_5"] - b) / a, (stats["p99_5"] - b) / a)  # nnU-Net's CT scheme

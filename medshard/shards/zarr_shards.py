@@ -28,6 +28,7 @@ import numpy as np
 from medshard.errors import CorruptDataError
 from medshard.shards.card import read_card
 from medshard.shards.checksums import check_file
+from medshard.shards.layout import CARD_NAME
 from medshard.shards.zarr_layout import Codec, inner_codecs
 
 __all__ = ["RegionReader", "encode_shard"]
@@ -213,8 +214,9 @@ class RegionReader:
     def _check_metadata(self, path: str) -> None:
         """The array's zarr.json against the card's checksum, once per array and process:
         an edited data type or shape would otherwise serve wrong voxels without a word."""
-        if self._checksums is None:
-            self._checksums = read_card(self.root).checksums or {}
+        if self._checksums is None:  # a bare Zarr store (no card) has nothing to check against
+            card = (self.root / CARD_NAME).is_file()
+            self._checksums = (read_card(self.root).checksums or {}) if card else {}
         name = f"{path}/zarr.json"
         check_file(self.root, name, self._checksums.get(name))
 
@@ -260,7 +262,9 @@ class RegionReader:
         if not array.compressed:
             if data.size != array.size:
                 raise CorruptDataError(f"{where}: chunk {coords} has the wrong length")
-            shard.checked[local] = True
+            if not checked:  # the check mapped the whole chunk: it counts toward the budget
+                shard.checked[local] = True
+                self._mapped += length
             return data.view(array.dtype).reshape(array.chunks)
         return self._decode(array, data, where, coords)
 

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from benchmarks.cached import run_cached
 from benchmarks.machine import disk_mb, machine, measured, prepared
+from benchmarks.memory import peak_rss_mb
 from benchmarks.report import markdown_table, write_results
 from benchmarks.workloads import PREFETCH, WORKERS, WORKLOADS, decode_ceiling, rows_of
 
@@ -88,7 +89,7 @@ def run_workload(
     if workload.image_column:
         result["decode_ceiling"] = decode_ceiling(table, workload.image_column)
     if workload.volumes and memory:
-        result["memory"] = memory_at_quarter(workload, table, work / name, result)
+        result["memory"] = memory_at_quarter(name, table, ds, work / name, result["inputs"])
     shutil.rmtree(work / name, ignore_errors=True)
     return result
 
@@ -110,47 +111,45 @@ def _quarter(table: Path, work: Path) -> Path:
     return quarter
 
 
-def memory_at_quarter(workload, table: Path, work: Path, full: dict) -> dict:
-    """Peak RSS of engine and baseline (augmented) at a quarter of the inputs (N), beside
-    the main run's (4N)."""
-    quarter, ds = _quarter(table, work), work / "quarter-ds"
-    workload.ingest(quarter, ds, WORKERS)
+def memory_at_quarter(name: str, table: Path, ds: Path, work: Path, inputs: int) -> dict:
+    """Peak RSS of engine and baseline (augmented, one epoch, each in a process of its
+    own) at a quarter of the inputs (N) and at all of them (4N)."""
+    workload = WORKLOADS[name]
+    quarter, small = _quarter(table, work), work / "quarter-ds"
+    workload.ingest(quarter, small, WORKERS)
+    sizes = [(quarter, small, rows_of(quarter)), (table, ds, inputs)]
     figures = {
-        side: measured(side, make, 1, 0)["peak_rss_mb"]
-        for side, make in (
-            ("engine", lambda: workload.engine(ds, True)),
-            ("baseline", lambda: workload.baseline(quarter, ds, True)),
-        )
+        side: [peak_rss_mb(name, side, t, d) for t, d, _ in sizes]
+        for side in ("engine", "baseline")
     }
-    inputs = rows_of(quarter)
-    shutil.rmtree(ds, ignore_errors=True)
+    shutil.rmtree(small, ignore_errors=True)
     shutil.rmtree(work / "quarter-raw", ignore_errors=True)
     return {
-        "samples": [inputs, full["inputs"]],
-        "engine_mb": [figures["engine"], full["augmented"]["engine"]["peak_rss_mb"]],
-        "baseline_mb": [figures["baseline"], full["augmented"]["baseline"]["peak_rss_mb"]],
+        "samples": [n for _, _, n in sizes],
+        "engine_mb": figures["engine"],
+        "baseline_mb": figures["baseline"],
     }
 
 
 def memory_growth(work: Path, scale: int) -> dict:
-    """Peak RSS of the engine and the baseline at N and 4N samples (mammo-tiles)."""
-    workload = WORKLOADS["mammo-tiles"]
+    """Peak RSS of the engine and the baseline at N and 4N samples (mammo-tiles), each
+    loader in a process of its own."""
+    name = "mammo-tiles"
+    workload = WORKLOADS[name]
     engine_mb, baseline_mb, samples = [], [], []
     for factor in (1, 4):
         raw, ds = work / "memory" / f"x{factor}" / "raw", work / "memory" / f"x{factor}" / "ds"
         table = workload.synth(raw, scale * factor)
         workload.ingest(table, ds, WORKERS)
         samples.append(rows_of(table))
-        engine_mb.append(measured("engine", lambda d=ds: workload.engine(d, True), 1, 0))
-        baseline_mb.append(
-            measured("baseline", lambda t=table, d=ds: workload.baseline(t, d, True), 1, 0)
-        )
+        engine_mb.append(peak_rss_mb(name, "engine", table, ds))
+        baseline_mb.append(peak_rss_mb(name, "baseline", table, ds))
     shutil.rmtree(work / "memory", ignore_errors=True)
     return {
-        "workload": "mammo-tiles",
+        "workload": name,
         "samples": samples,
-        "engine_mb": [m["peak_rss_mb"] for m in engine_mb],
-        "baseline_mb": [m["peak_rss_mb"] for m in baseline_mb],
+        "engine_mb": engine_mb,
+        "baseline_mb": baseline_mb,
     }
 
 

@@ -31,7 +31,7 @@ from medshard.shards.checksums import check_file
 from medshard.shards.layout import CARD_NAME
 from medshard.shards.zarr_layout import Codec, inner_codecs
 
-__all__ = ["RegionReader", "encode_shard"]
+__all__ = ["RegionReader", "write_shard"]
 
 _EMPTY = 2**64 - 1  # the index's offset and length of a chunk that was never written
 _MAX_MAPS = 512
@@ -42,9 +42,10 @@ def _crc(data: np.ndarray) -> bytes:
     return np.uint32(google_crc32c.value(data)).tobytes()
 
 
-def encode_shard(array: np.ndarray, chunks: tuple[int, ...], codec: Codec) -> bytes:
-    """The bytes of one shard holding all of `array` (its shape rounded up to whole
-    chunks, edge chunks padded with the fill value 0), with `codec` and crc32c."""
+def write_shard(path: str | Path, array: np.ndarray, chunks: tuple[int, ...], codec: Codec) -> int:
+    """Write one shard holding all of `array` (its shape rounded up to whole chunks, edge
+    chunks padded with the fill value 0), with `codec` and crc32c, chunk by chunk straight
+    to the file; returns its size."""
     compressor = None
     if codec != "none":
         from numcodecs import Blosc
@@ -56,23 +57,27 @@ def encode_shard(array: np.ndarray, chunks: tuple[int, ...], codec: Codec) -> by
         compressor = Blosc(cname=config["cname"], clevel=config["clevel"], shuffle=shuffle)
     little = array.astype(array.dtype.newbyteorder("<"), copy=False)
     grid = [-(-d // c) for d, c in zip(array.shape, chunks)]
-    parts, index, offset = [], np.empty((int(np.prod(grid)), 2), "<u8"), 0
+    index, offset = np.empty((int(np.prod(grid)), 2), "<u8"), 0
     buffer = np.zeros(chunks, little.dtype)
-    for number, coords in enumerate(itertools.product(*(range(g) for g in grid))):
-        region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))
-        piece = little[region]
-        if piece.shape != tuple(chunks):
-            buffer[...] = 0
-            buffer[tuple(slice(0, s) for s in piece.shape)] = piece
-            piece = buffer
-        data = np.ascontiguousarray(piece).view(np.uint8).reshape(-1)
-        if compressor is not None:
-            data = np.frombuffer(compressor.encode(data.view(little.dtype)), np.uint8)
-        parts += [data.tobytes(), _crc(data)]
-        index[number] = (offset, data.size + 4)
-        offset += data.size + 4
-    index_bytes = index.view(np.uint8).reshape(-1)
-    return b"".join([*parts, index_bytes.tobytes(), _crc(index_bytes)])
+    with open(path, "wb") as handle:
+        for number, coords in enumerate(itertools.product(*(range(g) for g in grid))):
+            region = tuple(slice(i * c, (i + 1) * c) for i, c in zip(coords, chunks))
+            piece = little[region]
+            if piece.shape != tuple(chunks):
+                buffer[...] = 0
+                buffer[tuple(slice(0, s) for s in piece.shape)] = piece
+                piece = buffer
+            data = np.ascontiguousarray(piece).view(np.uint8).reshape(-1)
+            if compressor is not None:
+                data = np.frombuffer(compressor.encode(data.view(little.dtype)), np.uint8)
+            handle.write(data)
+            handle.write(_crc(data))
+            index[number] = (offset, data.size + 4)
+            offset += data.size + 4
+        index_bytes = index.view(np.uint8).reshape(-1)
+        handle.write(index_bytes)
+        handle.write(_crc(index_bytes))
+    return offset + index_bytes.size + 4
 
 
 class _Unsupported(Exception):

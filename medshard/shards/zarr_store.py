@@ -13,7 +13,7 @@ import numpy as np
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import ZARR_DIR
 from medshard.shards.zarr_layout import ZarrLayout, chunk_shape, encode_intensity, inner_codecs
-from medshard.shards.zarr_shards import encode_shard
+from medshard.shards.zarr_shards import write_shard
 
 __all__ = [
     "SPATIAL_UNIT",
@@ -159,7 +159,7 @@ def write_sample(
         # the whole array is one shard, written here (zarr-python's sharded write is slow)
         shard = Path(dataset_dir, ZARR_DIR, parent.path, name, "c", *["0"] * array.ndim)
         shard.parent.mkdir(parents=True, exist_ok=True)
-        shard.write_bytes(encode_shard(array, inner, layout.codec))
+        write_shard(shard, array, inner, layout.codec)
         return digest
 
     channel_first = axes.startswith("c")

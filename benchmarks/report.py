@@ -106,11 +106,11 @@ def _notes(results: dict) -> list[str]:
         per_sample = w["augmented"]["engine"].get("bytes_per_sample")
         if copy and per_sample and "decode_ceiling" not in w:
             bound = copy * 1e9 / per_sample
-            share = 100 * w["augmented"]["engine"]["samples_per_s"] / bound
+            share = [100 * w[m]["engine"]["samples_per_s"] / bound for m in ("augmented", "plain")]
             notes.append(
                 f"- {w['name']}: {per_sample / 2**20:.2f} MiB per sample; the memory-copy "
                 f"bound is {bound:.0f} samples/s ({copy:.1f} GB/s, one thread); the engine "
-                f"reaches {share:.0f}% of it with augmentation."
+                f"reaches {share[0]:.0f}% of it with augmentation, {share[1]:.0f}% plain."
             )
         if "memory" in w:
             m = w["memory"]

@@ -11,10 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medshard.errors import MedshardError
 from medshard.loaders.spec import LoaderOptions
+from medshard.loaders.views import ViewPipeline
 
 __all__ = ["ConfigError", "TrainConfig", "load_config", "apply_overrides"]
 
-Task = Literal["classification", "multilabel", "segmentation", "regression", "reconstruction"]
+Task = Literal[
+    "classification", "multilabel", "segmentation", "regression", "reconstruction", "byol"
+]
 
 
 class ConfigError(MedshardError, ValueError):
@@ -79,6 +82,20 @@ class CheckpointConfig(_Strict):
     validation: bool = False
 
 
+class ByolConfig(_Strict):
+    """`task: byol`: the projector and predictor MLPs, the target's momentum (rising from
+    `momentum` to 1 on a cosine over the run's optimizer steps), the view pipeline's
+    intensity steps (each view its own probabilities: the BYOL paper's asymmetric pair),
+    and the k-NN probe on the validation split."""
+
+    hidden_dim: int = Field(4096, ge=1)
+    projection_dim: int = Field(256, ge=1)
+    momentum: float = Field(0.996, ge=0.0, le=1.0)
+    views: ViewPipeline = Field(default_factory=ViewPipeline)
+    knn_k: int = Field(20, ge=1)
+    knn_temperature: float = Field(0.1, gt=0)
+
+
 class EarlyStopping(_Strict):
     patience: int = 5
     min_delta: float = 0.0
@@ -95,6 +112,7 @@ class TrainConfig(_Strict):
     optim: OptimConfig = Field(default_factory=OptimConfig)
     loss: LossConfig = Field(default_factory=LossConfig)
     checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    byol: ByolConfig = Field(default_factory=ByolConfig)
     epochs: int = Field(10, ge=1)
     seed: int = 0
     monitor: str | None = None  # metric for the best checkpoint; default per task

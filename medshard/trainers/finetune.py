@@ -27,12 +27,14 @@ class LoadReport:
     skipped_shape: list[str] = field(default_factory=list)  # in both, shapes differ
     missing: list[str] = field(default_factory=list)  # in the model only
     unexpected: list[str] = field(default_factory=list)  # in the checkpoint only
+    origin: str = ""  # which part of the checkpoint was read, when not all of it
 
     def summary(self) -> str:
         shapes = ", ".join(self.skipped_shape[:4]) + (" ..." if len(self.skipped_shape) > 4 else "")
+        origin = f"{self.origin}: " if self.origin else ""
         return (
-            f"loaded {len(self.loaded)} tensors, skipped {len(self.skipped_shape)} for shape "
-            f"({shapes}), {len(self.missing)} missing, {len(self.unexpected)} unexpected"
+            f"{origin}loaded {len(self.loaded)} tensors, skipped {len(self.skipped_shape)} "
+            f"for shape ({shapes}), {len(self.missing)} missing, {len(self.unexpected)} unexpected"
         )
 
 
@@ -69,10 +71,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, path: Path) -> LoadReport:
     """Copy every checkpoint tensor whose name and shape match; refuse a checkpoint that
-    matches nothing."""
+    matches nothing. A BYOL run's checkpoint gives its online backbone."""
+    from medshard.trainers.byol import online_backbone
+
     state = {k.removeprefix("module."): v for k, v in read_state_dict(path).items()}
     own = model.state_dict()
     report = LoadReport()
+    backbone = online_backbone(state)
+    if backbone is not None and not any(name.startswith("target_backbone.") for name in own):
+        state, report.origin = backbone, "the online backbone of a BYOL checkpoint"
     usable = {}
     for name, tensor in state.items():
         if name not in own:

@@ -28,6 +28,10 @@ def build_augment(config: TrainConfig, ds: Dataset) -> Augment2D | Augment3D:
 
 def build_loaders(config: TrainConfig, ds: Dataset, accelerator):
     """(train, validation) loaders for this rank, from the `loader:` section."""
+    if config.task == "byol":  # two views of each image, and the k-NN probe's loaders
+        from medshard.trainers.pretrain import build_byol_loaders
+
+        return build_byol_loaders(config, ds, accelerator, build_augment(config, ds))
     place = dict(
         augment=build_augment(config, ds),
         seed=config.seed,
@@ -55,11 +59,17 @@ def build_network(
     loaded; and the name prefixes of its head."""
     in_channels = batch_channels(ds, build_augment(config, ds))
     spatial_dims = 3 if ds.card.kind == "volumes" else 2
-    model = build_model(config, spatial_dims, in_channels, task.out_channels)
+    if task.name == "byol":
+        from medshard.trainers.pretrain import build_byol_network
+
+        model = build_byol_network(config, ds, build_augment(config, ds))
+    else:
+        model = build_model(config, spatial_dims, in_channels, task.out_channels)
     if config.finetune.checkpoint:
         report = load_weights(model, config.finetune.checkpoint)
         log(f"fine-tuning from {config.finetune.checkpoint}: {report.summary()}")
-    return model, config.finetune.head or head_prefixes(model)
+    byol_head = ("projector", "predictor") if task.name == "byol" else None
+    return model, config.finetune.head or byol_head or head_prefixes(model)
 
 
 def build_optimizer(config: TrainConfig, model: torch.nn.Module, head: tuple[str, ...], task: Task):
@@ -74,6 +84,8 @@ def build_optimizer(config: TrainConfig, model: torch.nn.Module, head: tuple[str
     optimizer = torch.optim.AdamW(
         [g for g in groups if g["params"]], lr=lr, weight_decay=config.optim.weight_decay
     )
+    if task.name == "byol":  # the target follows each optimizer step
+        model.follow(optimizer)
     if config.optim.schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=max(config.epochs, 1)

@@ -196,6 +196,10 @@ def _plain(value):
 def validate(model, loader, task: Task, loss_fn, metrics, accelerator) -> tuple[dict, list[str]]:
     """The validation loss and metrics over every rank's share, each sample once; and the
     keys this rank validated on."""
+    if task.name == "byol":  # the loss on two views, and the k-NN probe
+        from medshard.trainers.pretrain import validate_byol
+
+        return validate_byol(model, loader, task, loss_fn, metrics, accelerator)
     model.eval()
     losses = torch.zeros(2, device=accelerator.device)
     keys: list[str] = []

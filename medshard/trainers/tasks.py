@@ -20,6 +20,7 @@ _DEFAULT_MONITOR = {
     "segmentation": ("val_dice", "max"),
     "regression": ("val_mae", "min"),
     "reconstruction": ("val_l1", "min"),
+    "byol": ("val_knn_accuracy", "max"),  # without labels: the validation loss
 }
 
 
@@ -32,6 +33,10 @@ class Task:
         card = ds.card
         self.classes = list(card.label_names)
         self.monitor, self.mode = _DEFAULT_MONITOR[self.name]
+        # byol: the labels the k-NN probe votes with, if any
+        self.probe = card.task if card.task in ("classification", "multilabel") else None
+        if self.name == "byol" and self.probe is None:
+            self.monitor, self.mode = "val_loss", "min"
         self.monitor = config.monitor or self.monitor
         self.mode = config.monitor_mode or self.mode
         self.mask_classes = 0
@@ -47,6 +52,7 @@ class Task:
             "segmentation": self.mask_classes,
             "regression": 1,
             "reconstruction": 0,
+            "byol": 0,
         }[self.name]
 
     def loss_fn(self, ds: Dataset) -> nn.Module:
@@ -72,6 +78,10 @@ class Task:
             return DiceCELoss(to_onehot_y=True, softmax=True)
         if self.name == "regression":
             return nn.MSELoss() if c.regression == "mse" else nn.L1Loss()
+        if self.name == "byol":
+            from medshard.trainers.byol import ByolLoss
+
+            return ByolLoss()
         return _ReconstructionLoss(c.l1_weight, c.ssim_weight, c.smooth_weight, c.classifier_weight)
 
     def target(self, batch: dict) -> torch.Tensor:
@@ -88,6 +98,10 @@ class Task:
 
     def metrics(self) -> tm.MetricCollection:
         n = len(self.classes)
+        if self.name == "byol":
+            from medshard.trainers.knn import knn_metrics
+
+            return knn_metrics(self.probe, n)
         if self.name == "classification":
             metrics = {
                 "accuracy": tm.classification.MulticlassAccuracy(n, average="micro"),
@@ -229,6 +243,8 @@ def build_task(config: TrainConfig, ds: Dataset) -> Task:
         and "mask.npy" not in card.fields
     ):
         raise ConfigError(f"task 'segmentation' needs masks, and {ds.path} has none")
+    if config.task == "byol" and card.kind != "images":
+        raise ConfigError(f"task 'byol' pretrains on 2D images, and {ds.path} holds {card.kind}")
     if config.task == "reconstruction" and card.kind == "images":
         raise ConfigError("task 'reconstruction' trains on clips or volumes, not 2D images")
     for split in (config.loader.train_split, config.loader.val_split):

@@ -153,3 +153,38 @@ def test_max_pixels_refuses_larger_images_before_decoding(tmp_path):
         ingest(table, tmp_path / "ds", label_col="stage", max_pixels=4095)
     assert not (tmp_path / "ds").exists()
     assert ingest(table, tmp_path / "ds", label_col="stage", max_pixels=4096).samples == 7
+
+
+def test_a_table_without_label_columns_makes_a_dataset_for_self_supervision(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw")
+    ingest(table, tmp_path / "ds", group_col="patient", val_fraction=0.3, test_fraction=0.15)
+    ds = open_dataset(tmp_path / "ds")
+    assert ds.card.task is None and ds.card.label_names == []
+    rows = ds.manifest.to_pylist()
+    assert all(r["label"] is None and r["labels"] is None and r["target"] is None for r in rows)
+    splits_of = {}
+    for row in rows:  # whole patients in one split: --group-col still applies
+        splits_of.setdefault(row["subject"], set()).add(row["split"])
+    assert all(len(s) == 1 for s in splits_of.values())
+    assert {"train", "val", "test"} <= set(ds.splits)
+    for sample in ds.samples("train"):
+        assert "cls" not in sample and "labels.npy" not in sample
+    assert verify_dataset(tmp_path / "ds").ok
+
+
+def test_the_command_line_ingests_images_without_labels(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    medshard = str(Path(sys.executable).with_name("medshard"))
+    result = subprocess.run(
+        [medshard, "ingest", "images", str(table), "--out", str(tmp_path / "ds")]
+        + ["--image-col", "image_path", "--group-col", "patient", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert open_dataset(tmp_path / "ds").card.task is None

@@ -1,4 +1,4 @@
-"""The `medshard` command line: ingest, inspect, verify, synth, train, bench, demo."""
+"""The `medshard` command line: ingest, inspect, verify, synth, train, predict, bench, demo."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from medshard.commands.dataset import bench, inspect, verify
 from medshard.commands.demo import demo
 from medshard.commands.derive import derive
 from medshard.commands.ingest import ingest_app
+from medshard.commands.predict import predict
 from medshard.commands.synth import synth_app
 from medshard.commands.train import train
 
@@ -20,5 +21,6 @@ app.command()(inspect)
 app.command()(verify)
 app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})(train)
 app.command()(bench)
+app.command()(predict)
 app.command()(derive)
 app.command()(demo)

@@ -1,0 +1,64 @@
+"""Segmentation at inference: MONAI's sliding-window inference over a whole volume, and
+the label map written as NIfTI in the space of its source file: the inverse of ingest's
+reorientation to RAS+, with the source's affine, so that it overlays the input in any
+viewer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["segment_volume", "to_source_space", "write_label_map"]
+
+
+def segment_volume(
+    model, image: torch.Tensor, roi: tuple[int, int, int], batch_size: int, device
+) -> torch.Tensor:
+    """Logits (K, z, y, x) of a normalised (C, z, y, x) volume, patch by patch of `roi`,
+    `batch_size` patches at a time, overlapping by a quarter and blended with a Gaussian
+    (edges pad themselves where the volume is smaller than a patch)."""
+    from monai.inferers import sliding_window_inference
+
+    with torch.no_grad():
+        logits = sliding_window_inference(
+            image[None].to(device),
+            roi_size=roi,
+            sw_batch_size=batch_size,
+            predictor=model,
+            overlap=0.25,
+            mode="gaussian",
+        )
+    return logits[0]
+
+
+def to_source_space(labels_zyx: np.ndarray, affine) -> np.ndarray:
+    """A label map stored as ingest stores volumes ((z, y, x) of the closest canonical
+    orientation) in the array order of the source file whose affine is `affine`."""
+    from nibabel.orientations import apply_orientation, axcodes2ornt, io_orientation, ornt_transform
+
+    canonical = np.asarray(labels_zyx).transpose(2, 1, 0)  # (x, y, z) in RAS+
+    back = ornt_transform(axcodes2ornt(("R", "A", "S")), io_orientation(np.asarray(affine)))
+    return np.ascontiguousarray(apply_orientation(canonical, back))
+
+
+def write_label_map(labels_zyx: np.ndarray, affine, spacing, path: Path) -> tuple[Path, list[int]]:
+    """Write the label map as NIfTI at `path`: in the source file's space when its
+    `affine` is known, else on the stored (x, y, z) grid with its `spacing` (z, y, x).
+    Returns the path and the written array's shape."""
+    import nibabel as nib
+
+    dtype = np.uint8 if int(labels_zyx.max(initial=0)) < 256 else np.int16
+    if affine is not None:
+        data, matrix = to_source_space(labels_zyx, affine), np.asarray(affine, np.float64)
+    else:
+        data = np.ascontiguousarray(np.asarray(labels_zyx).transpose(2, 1, 0))
+        matrix = np.diag([*(list(spacing or (1.0, 1.0, 1.0))[::-1]), 1.0])
+    image = nib.Nifti1Image(data.astype(dtype), matrix)
+    image.header.set_xyzt_units("mm")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial.nii.gz")
+    nib.save(image, str(partial))
+    partial.replace(path)
+    return path, list(data.shape)

@@ -1,0 +1,307 @@
+"""`medshard predict`: one probability per class per input, equal to a direct forward
+pass of the validation preprocessing, the same alone as inside a batch; bad inputs become
+records; segmentation label maps overlay their NIfTI sources; the JSON validates against
+docs/predictions.schema.json."""
+
+import json
+from pathlib import Path
+
+import jsonschema
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from typer.testing import CliRunner
+
+from medshard.cli import app
+from medshard.ingest.images import ImageIngestOptions, ingest_images
+from medshard.loaders import build_loader
+from medshard.shards.reader import open_dataset
+from medshard.synth.images import MAMMO_CLASSES, synth_mammo_tiles
+from medshard.trainers.config import TrainConfig
+from medshard.trainers.loop import train
+from medshard.trainers.models import build_model
+from medshard.trainers.predict import PredictError, open_run, predict
+from medshard.trainers.predict_inputs import file_inputs, folder_inputs
+from medshard.trainers.predict_records import ThresholdError, parse_thresholds
+from tests.trainers.real_runs import TINY, real_gray_dataset
+
+SCHEMA = json.loads((Path(__file__).parents[2] / "docs/predictions.schema.json").read_text())
+LOADER = {"batch_size": 4, "num_workers": 0, "backend": "torch"}
+
+
+def _train(dataset: Path, out: Path, task: str, **extra) -> Path:
+    raw = dict(
+        name=task,
+        dataset=str(dataset),
+        task=task,
+        output_dir=str(out),
+        loader=LOADER,
+        model={"name": TINY},
+        epochs=1,
+    )
+    train(TrainConfig.model_validate(raw | extra), quiet=True)
+    return out / task
+
+
+@pytest.fixture(scope="module")
+def gray(tmp_path_factory):
+    """A classification run on real gray tiles, and the tiles' folder."""
+    root = tmp_path_factory.mktemp("predict-gray")
+    dataset = real_gray_dataset(root / "data")
+    return _train(dataset, root / "runs", "classification"), root / "data/raw/tiles"
+
+
+@pytest.fixture(scope="module")
+def mammo(tmp_path_factory):
+    """A multi-label run on synthetic 16-bit mammography tiles with a test split."""
+    root = tmp_path_factory.mktemp("predict-mammo")
+    table = synth_mammo_tiles(root / "raw", n=30, size=32)
+    ingest_images(
+        ImageIngestOptions(
+            table=table,
+            out=root / "ds",
+            image_col="tile_path",
+            label_cols=MAMMO_CLASSES,
+            group_col="patient_id",
+            test_fraction=0.3,
+            workers=1,
+            processes=False,
+            quiet=True,
+        )
+    )
+    augment = {"resize": [24, 24], "flip_h": True}
+    return _train(root / "ds", root / "runs", "multilabel", augment=augment), root / "ds"
+
+
+def _direct(run: Path, dataset: Path, split: str) -> dict[str, torch.Tensor]:
+    """Each sample's output by hand: the run's network and weights on the evaluation
+    loader's batches of one."""
+    config = open_run(run).config
+    model = build_model(config, 2, 1, len(open_dataset(config.dataset).card.label_names))
+    model.load_state_dict(load_file(str(run / "best/model.safetensors")))
+    model.eval()
+    from medshard.loaders import Augment2D
+
+    loader = build_loader(
+        dataset,
+        split,
+        augment=Augment2D(**config.augment),
+        training=False,
+        batch_size=1,
+        num_workers=0,
+        backend="torch",
+        device="cpu",
+        uneven="uneven",
+    )
+    with torch.no_grad():
+        return {b["key"][0]: model(b["image"])[0] for b in loader}
+
+
+def test_multilabel_json_gives_each_label_a_probability_equal_to_a_direct_forward_pass(mammo):
+    run, dataset = mammo
+    document = predict(open_run(run), _dataset(dataset, "test"), batch_size=3, show=False)
+    jsonschema.validate(document, SCHEMA)
+    direct = _direct(run, dataset, "test")
+    assert [r["input"] for r in document["records"]] == sorted(direct, key=list(direct).index)
+    for record in document["records"]:
+        probabilities = record["probabilities"]
+        assert list(probabilities) == list(MAMMO_CLASSES)
+        expected = direct[record["input"]].sigmoid().tolist()
+        assert list(probabilities.values()) == pytest.approx(expected, abs=1e-5)
+        assert record["labels"] == [c for c, p in probabilities.items() if p >= 0.5]
+        assert isinstance(record["truth"], list)
+    counts = document["summary"]["counts"]
+    assert counts == {c: sum(c in r["labels"] for r in document["records"]) for c in MAMMO_CLASSES}
+    assert "test_auroc_macro" in document["metrics"] and "test_exact_match" in document["metrics"]
+
+
+def _dataset(path, split):
+    from medshard.trainers.predict_inputs import dataset_inputs
+
+    return dataset_inputs(path, split, whole_volumes=False)
+
+
+def test_an_image_gives_the_same_probabilities_alone_and_inside_a_batch(gray):
+    run, tiles = gray
+    files = sorted(str(p) for p in tiles.glob("*.png"))
+    together = predict(open_run(run), file_inputs(files), batch_size=4, show=False)
+    jsonschema.validate(together, SCHEMA)
+    for record in together["records"][:3]:
+        alone = predict(open_run(run), file_inputs([record["input"]]), show=False)
+        assert alone["records"][0]["probabilities"] == pytest.approx(
+            record["probabilities"], abs=1e-6
+        )
+        assert sum(record["probabilities"].values()) == pytest.approx(1.0)
+        assert record["top"] == max(record["probabilities"], key=record["probabilities"].get)
+    folder = predict(open_run(run), folder_inputs(tiles), show=False)
+    assert [r["input"] for r in folder["records"]] == files
+
+
+def test_a_bad_image_gets_a_record_with_its_error_and_only_nothing_predicted_fails(gray, tmp_path):
+    run, tiles = gray
+    good = sorted(tiles.glob("*.png"))[0]
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(good.read_bytes()[:60])  # truncated
+    out = tmp_path / "p.json"
+    runner = CliRunner()
+    args = ["predict", str(run / "best"), "--output-json", str(out), "--quiet"]
+    result = runner.invoke(app, [*args, "--image", str(good), "--image", str(bad)])
+    assert result.exit_code == 0, result.output
+    document = json.loads(out.read_text())
+    jsonschema.validate(document, SCHEMA)
+    assert "top" in document["records"][0]
+    assert document["records"][1] == {
+        "input": str(bad),
+        "error": document["records"][1]["error"],
+    }
+    assert "cannot decode the image, it is truncated or corrupt" in document["records"][1]["error"]
+    assert document["summary"] | {"counts": {}} == {
+        "inputs": 2,
+        "predicted": 1,
+        "failed": 1,
+        "counts": {},
+    }
+    result = runner.invoke(app, [*args, "--image", str(bad), "--image", str(tmp_path / "no.png")])
+    assert result.exit_code == 1
+    assert json.loads(out.read_text())["summary"]["predicted"] == 0
+
+
+def test_thresholds_one_for_all_one_per_label_or_by_name():
+    labels = ["mass", "calcification", "distortion"]
+    assert parse_thresholds("0.3", labels) == [0.3, 0.3, 0.3]
+    assert parse_thresholds("0.1,0.2,0.3", labels) == [0.1, 0.2, 0.3]
+    assert parse_thresholds("calcification=0.9", labels) == [0.5, 0.9, 0.5]
+    with pytest.raises(ThresholdError, match=r"names 'cyst', which is not a label of this run"):
+        parse_thresholds("cyst=0.2", labels)
+    with pytest.raises(ThresholdError, match=r"give one value, one per label \(3: mass"):
+        parse_thresholds("0.1,0.2", labels)
+    with pytest.raises(ThresholdError, match=r"1\.5 is not a probability in \[0, 1\]"):
+        parse_thresholds("1.5", labels)
+    with pytest.raises(ThresholdError, match=r"'high': not a number"):
+        parse_thresholds("high", labels)
+
+
+def test_refusals(gray, tmp_path):
+    run, tiles = gray
+    with pytest.raises(PredictError, match=r"not a run folder \(config\.yaml beside best/ or"):
+        open_run(tmp_path)
+    byol = tmp_path / "byol"
+    byol.mkdir()
+    (byol / "config.yaml").write_text(
+        (run / "config.yaml").read_text().replace("task: classification", "task: byol")
+    )
+    (byol / "best").mkdir()
+    (byol / "best/model.safetensors").write_bytes((run / "best/model.safetensors").read_bytes())
+    with pytest.raises(PredictError, match=r"a byol run; predict serves classification, multi"):
+        open_run(byol)
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    (gone / "config.yaml").write_text(
+        (run / "config.yaml").read_text().replace(str(open_run(run).config.dataset), "/no/data")
+    )
+    (gone / "last").mkdir()
+    (gone / "last/model.safetensors").write_bytes((run / "best/model.safetensors").read_bytes())
+    with pytest.raises(PredictError, match=r"/no/data: the run's training dataset cannot be"):
+        open_run(gone)
+    with pytest.raises(Exception, match=r"holds no image files"):
+        folder_inputs(tmp_path)
+    result = CliRunner().invoke(
+        app, ["predict", str(run), "--output-json", str(tmp_path / "p.json")]
+    )
+    assert result.exit_code == 2 and "give exactly one of --image, --images-dir and" in (
+        result.output
+    )
+
+
+def sign_net(spatial_dims: int, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """Logits (-x, x, -inf ...) of the first channel: label 1 wherever the normalised
+    intensity is above 0, that is above the card's mean."""
+    return _Sign(out_channels)
+
+
+class _Sign(torch.nn.Module):
+    def __init__(self, classes: int):
+        super().__init__()
+        self.classes = classes
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        first = x[:, :1] * self.scale
+        rest = torch.full_like(first, -1e4).expand(-1, self.classes - 2, *x.shape[2:])
+        return torch.cat([-first, first, rest], dim=1)
+
+
+def test_a_segmentation_label_map_overlays_its_nifti_source(real_mri, tmp_path):
+    dataset, raw = real_mri
+    run = tmp_path / "seg"
+    config = TrainConfig.model_validate(
+        dict(
+            name="seg",
+            dataset=str(dataset),
+            task="segmentation",
+            model={"name": "tests.trainers.test_predict:sign_net"},
+            loader={"patch_size": [8, 8, 8], "batch_size": 2, "val_split": "train"},
+        )
+    )
+    (run / "best").mkdir(parents=True)
+    import yaml
+
+    (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    save_file({"scale": torch.ones(())}, str(run / "best/model.safetensors"))
+    mean = open_dataset(dataset).card.stats.mean[0]
+    for source in ("anatomical.nii", "reoriented.nii", "standard.nii.gz"):
+        document = predict(
+            open_run(run),
+            file_inputs([str(raw / source)]),
+            output_dir=tmp_path / "maps",
+            show=False,
+        )
+        jsonschema.validate(document, SCHEMA)
+        record = document["records"][0]
+        written, original = nib.load(record["output"]), nib.load(raw / source)
+        assert written.shape == original.shape and record["shape"] == list(original.shape)
+        assert np.allclose(written.affine, original.affine)
+        expected = np.asarray(original.dataobj, np.float32) > mean
+        if source != "standard.nii.gz":  # nibabel's tiny volume lies below the pooled mean
+            assert 0 < expected.mean() < 1
+        assert np.array_equal(np.asarray(written.dataobj) == 1, expected)
+    whole = predict(open_run(run), _volumes(dataset), output_dir=tmp_path / "ds-maps", show=False)
+    jsonschema.validate(whole, SCHEMA)
+    assert {r["input"] for r in whole["records"]} == {"anatomical", "reoriented", "standard"}
+    for record in whole["records"]:
+        source = nib.load(
+            raw / f"{record['input']}{'.nii.gz' if 'standard' in record['input'] else '.nii'}"
+        )
+        assert nib.load(record["output"]).shape == source.shape
+        assert np.allclose(nib.load(record["output"]).affine, source.affine)
+    assert 0.0 <= whole["metrics"]["test_dice"] <= 1.0
+
+
+def _volumes(dataset):
+    from medshard.trainers.predict_inputs import dataset_inputs
+
+    return dataset_inputs(dataset, "train", whole_volumes=True)
+
+
+@pytest.fixture
+def real_mri(tmp_path):
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw")
+    ingest_nifti(
+        NiftiIngestOptions(
+            table=table,
+            out=tmp_path / "ds",
+            modalities=("image",),
+            mask_col="seg",
+            key_col="subject",
+            workers=1,
+            processes=False,
+            quiet=True,
+            val_fraction=0.0,
+        )
+    )
+    return tmp_path / "ds", tmp_path / "raw"

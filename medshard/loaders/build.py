@@ -8,6 +8,7 @@ import torch
 
 from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, Augment3D
+from medshard.loaders.copies import PixelSource, pixel_source
 from medshard.loaders.frame_format import check_sizes, dataset_channels, stats_for, unit_stats
 from medshard.loaders.partition import num_batches, rank_count
 from medshard.loaders.sources import ClipSamples, PatchSamples, Selection, ShardSamples
@@ -100,12 +101,13 @@ def build_loader(
     Volumes give random patches of `patch_size` from Zarr (else their stored crops), padded
     by `pad_mode` where a volume is smaller than the patch; videos give clips of
     `clip_len` frames from Zarr (else their stored clips): random starts when training,
-    every clip in turn otherwise. 2D batches have one channel count (the dataset's, or
-    `augment.channels`) and unit-scale intensities. `training` turns on random
-    augmentation and shuffling. With `fold` k, split 'val' is fold k and 'train' every
-    other non-test fold. Rank and world size default to the launcher's. `uneven` shares
-    the samples that do not divide among the ranks: 'pad' and 'drop' keep ranks even
-    (training), 'uneven' reads each sample exactly once (evaluation).
+    every clip in turn otherwise. 2D images are read from the dataset's training copies
+    when it has them (`original` reads the original bytes); 2D batches have one channel
+    count (the dataset's, or `augment.channels`) and unit-scale intensities. `training`
+    turns on random augmentation and shuffling. With `fold` k, split 'val' is fold k and
+    'train' every other non-test fold. Rank and world size default to the launcher's.
+    `uneven` shares the samples that do not divide among the ranks: 'pad' and 'drop' keep
+    ranks even (training), 'uneven' reads each sample exactly once (evaluation).
     """
     ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
     try:
@@ -136,9 +138,11 @@ def build_loader(
     augment = spec.augment or (Augment3D() if kind == "volumes" else Augment2D())
     channels = batch_channels(ds, augment)
     stats_2d = stats_for(unit_stats(ds), channels) if kind in ("images", "video") else None
-    dtypes = set()
+    dtypes, pixels = set(), None
     if kind == "images":
-        check_sizes(ds, source.rows, split, spec.augment)
+        pixels = pixel_source(ds, source.rows, spec.original)
+        sized = [{"key": r["key"], "shape": pixels.shapes[r["key"]]} for r in source.rows]
+        check_sizes(ds, sized, split, spec.augment)
         dtypes = {r["dtype"] for r in source.rows}
     decodable = dtypes <= {"uint8", "uint16"}  # DALI's image decoders give no float pixels
     common = dict(
@@ -153,16 +157,23 @@ def build_loader(
         identity=LoaderIdentity(str(ds.path), ds.card.fingerprint, split, spec.fold),
     )
 
+    # DALI where it pays: a GPU that decodes and augments; on a CPU the torch backend's
+    # image loader does less work per sample than a CPU-only DALI pipeline
     use_dali = spec.backend == "dali" or (
         spec.backend == "auto"
         and kind == "images"
         and spec.fold is None
         and decodable
+        and device.type == "cuda"
         and dali_available()
     )
     if use_dali:
         _check_dali(ds, role, source, spec.fold, dtypes, decodable)
         from medshard.loaders.dali import DaliLoader
+        from medshard.loaders.dali_images import check_raw_copies
+
+        if pixels is not None:
+            check_raw_copies(ds.path, pixels, dtypes)
 
         return DaliLoader(
             ds,
@@ -172,8 +183,12 @@ def build_loader(
             channels=channels,
             stats=stats_2d,
             threads=max(spec.num_workers, 1),
+            pixels=pixels,
             **common,
         )
+
+    if kind == "images":
+        return _image_loader(source, pixels, augment, spec, channels, stats_2d, common)
 
     if kind in ("images", "video"):
         transform = FrameTransform(augment, spec.seed, spec.training, stats_2d, channels)
@@ -195,6 +210,30 @@ def build_loader(
         on_error=spec.on_error,
         **common,
     )
+
+
+def _image_loader(
+    source: ShardSamples,
+    pixels: PixelSource,
+    augment: Augment2D,
+    spec: LoaderSpec,
+    channels: int,
+    stats,
+    common: dict,
+):
+    """The torch backend's 2D image loader: threads fill preallocated batches."""
+    from medshard.loaders.images2d import ImageFiller, ImageLoader
+
+    filler = ImageFiller(
+        source,
+        pixels,
+        augment,
+        seed=spec.seed,
+        training=spec.training,
+        stats=stats,
+        channels=channels,
+    )
+    return ImageLoader(filler, threads=max(spec.num_workers, 1), on_error=spec.on_error, **common)
 
 
 def _source(ds: Dataset, select: Selection, spec: LoaderSpec):

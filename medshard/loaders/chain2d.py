@@ -2,8 +2,14 @@
 parameters, says how training draws each one (a distribution sampled from the sample's
 seeded torch generator, or by the DALI random operator of the same distribution) and
 which value evaluation uses, and does the same thing as a torch operation and as DALI
-operators. `chain_2d` puts them in one order: resize, crop, flip, quarter turns,
-contrast and brightness, normalisation.
+operators. `chain_2d` puts them in one order: resize, crop or random resized crop, flip,
+quarter turns, contrast and brightness, normalisation.
+
+The geometric steps move stored values (integers stay integers; a resize rounds, as
+DALI's does), so they cost a copy of the stored type. The intensity steps are each an
+affine map per channel: the torch backend folds them, and the bit depth's scale, into
+one multiply-add per sample and channel, run once on the whole batch, where the values
+first become floats (`fold_intensity`).
 
 Tensors are (..., C, H, W) in torch (a clip's frames share one draw) and HWC in DALI."""
 
@@ -11,13 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from medshard.loaders.draws import Choice, Coin, Draw, Uniform
+from medshard.loaders.draws import Choice, Coin, Draw, Uniform, draw_all
+from medshard.loaders.resample import resize, resize_nearest, resize_taps
 
 if TYPE_CHECKING:
     from medshard.loaders.augment import Augment2D
@@ -28,10 +34,13 @@ __all__ = [
     "Jitter",
     "Normalize",
     "QuarterTurns",
+    "RandomResizedCrop",
     "Resize",
     "Transform2D",
     "chain_2d",
+    "chain_params",
     "crop_anchor",
+    "fold_intensity",
     "normalization",
     "resize_taps",
 ]
@@ -41,7 +50,10 @@ IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 class Transform2D:
     """One step of the chain: `draws` (how training draws each parameter), `fixed` (every
-    parameter's value in evaluation), and the operation as `torch` and as `dali`."""
+    parameter's value in evaluation), and the operation as `torch` and as `dali`;
+    geometric steps also as `label` (a mask, nearest), intensity steps as `affine`."""
+
+    geometric: ClassVar[bool] = True
 
     def draws(self) -> dict[str, Draw]:
         return {}
@@ -51,10 +63,7 @@ class Transform2D:
 
     def params(self, generator: torch.Generator | None) -> dict[str, Any]:
         """Drawn from `generator` in its declared order; None: the evaluation values."""
-        drawn = (
-            {} if generator is None else {n: d.torch(generator) for n, d in self.draws().items()}
-        )
-        return self.fixed() | drawn
+        return chain_params([self], generator)[0]
 
     def dali_params(self, training: bool) -> dict[str, Any]:
         drawn = {n: d.dali() for n, d in self.draws().items()} if training else {}
@@ -63,56 +72,58 @@ class Transform2D:
     def torch(self, image: torch.Tensor, **params) -> torch.Tensor:
         raise NotImplementedError
 
+    def label(self, mask: torch.Tensor, **params) -> torch.Tensor:
+        """The same geometric step on a label map (..., H, W)."""
+        return self.torch(mask, **params)
+
     def dali(self, image, **params):
         raise NotImplementedError
 
+    def dali_label(self, mask, **params):
+        return self.dali(mask, **params)
 
-@lru_cache(maxsize=256)
-def resize_taps(size_in: int, size_out: int) -> tuple[np.ndarray, np.ndarray]:
-    """For each output pixel along one axis: the input pixels it reads (edge pixels
-    repeated beyond the border) and their weights (summing to 1), as (index, weight)
-    arrays of shape (size_out, taps)."""
-    scale = size_in / size_out
-    radius = max(scale, 1.0)  # a triangle as wide as the scale when shrinking: antialiasing
-    centre = (np.arange(size_out) + 0.5) * scale - 0.5
-    taps = np.floor(centre - radius)[:, None] + 1 + np.arange(math.ceil(2 * radius) + 1)
-    weight = np.clip(1 - np.abs(taps - centre[:, None]) / radius, 0, None)
-    weight /= weight.sum(axis=1, keepdims=True)
-    return np.clip(taps, 0, size_in - 1).astype(np.int64), weight.astype(np.float32)
+    def affine(self, channels: int, **params) -> tuple[np.ndarray | float, np.ndarray | float]:
+        """An intensity step as (gain, offset), each one number or one per channel:
+        x -> gain * x + offset."""
+        raise NotImplementedError
+
+
+def _moved(image: torch.Tensor, move) -> torch.Tensor:
+    """`move` (a flip or a turn) of `image`; uint16, which torch's flips do not take,
+    moved as the int16 of the same bits."""
+    if image.dtype == torch.uint16:
+        return move(image.view(torch.int16)).view(torch.uint16)
+    return move(image)
 
 
 @dataclass(frozen=True)
 class Resize(Transform2D):
     """Resample to `size` (H, W) with a linear filter, widened to the scale when shrinking
     (antialiasing), edge pixels repeated beyond the border: DALI's antialiased linear
-    resize. Written out in torch because `F.interpolate` renormalises at the border
-    instead of repeating the edge, and so differs in the outermost pixels."""
+    resize (loaders/resample.py). Integer images stay integers, rounded, as in DALI."""
 
     size: tuple[int, int]
 
     def torch(self, image: torch.Tensor) -> torch.Tensor:
-        for axis, size_out in ((-2, self.size[0]), (-1, self.size[1])):
-            if image.shape[axis] == size_out:
-                continue
-            index, weight = (
-                torch.from_numpy(a).to(image.device)
-                for a in resize_taps(image.shape[axis], size_out)
-            )
-            picked = image.index_select(axis, index.flatten())
-            if axis == -2:  # (..., out * taps, W) -> (..., out, taps, W)
-                picked = picked.unflatten(-2, index.shape) * weight[:, :, None]
-                image = picked.sum(-2)
-            else:  # (..., H, out * taps) -> (..., H, out, taps)
-                image = (picked.unflatten(-1, index.shape) * weight).sum(-1)
-        return image
+        return resize(image, self.size)
+
+    def label(self, mask: torch.Tensor) -> torch.Tensor:
+        return resize_nearest(mask, self.size)
 
     def dali(self, image):
         from nvidia.dali import fn
 
         return fn.resize(image, resize_y=self.size[0], resize_x=self.size[1], antialias=True)
 
+    def dali_label(self, mask):
+        from nvidia.dali import fn, types
 
-def crop_anchor(fraction: float, slack: int) -> int:
+        return fn.resize(
+            mask, resize_y=self.size[0], resize_x=self.size[1], interp_type=types.INTERP_NN
+        )
+
+
+def crop_anchor(fraction: float, slack: float) -> int:
     """The first row (or column) of a crop at `fraction` of the `slack` (image size minus
     crop size): the fraction as a float32, times the slack, rounded half up, as DALI's
     crop computes it."""
@@ -146,6 +157,85 @@ class Crop(Transform2D):
 
 
 @dataclass(frozen=True)
+class RandomResizedCrop(Transform2D):
+    """Cut out a box of `area` times the image's area and aspect ratio (width / height)
+    exp(`logratio`), each side rounded and at most the image's, at (`y`, `x`) as `Crop`
+    places it; then resample only that box to `size` (FFCV's order: the crop first).
+    Training draws the area from `scale`, the log ratio uniformly between the logs of
+    `ratio`, and the place uniformly; evaluation takes the whole image (area 1, the
+    image's own ratio). The box is computed in float32, as DALI computes it."""
+
+    size: tuple[int, int]
+    scale: tuple[float, float] = (0.08, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+
+    def draws(self) -> dict[str, Draw]:
+        return {
+            "area": Uniform(*self.scale),
+            "logratio": Uniform(math.log(self.ratio[0]), math.log(self.ratio[1])),
+            "y": Uniform(0.0, 1.0),
+            "x": Uniform(0.0, 1.0),
+        }
+
+    def fixed(self) -> dict[str, Any]:
+        return {"area": 1.0, "logratio": None, "y": 0.5, "x": 0.5}
+
+    @staticmethod
+    def box(
+        height: int, width: int, area: float, logratio: float | None, y: float, x: float
+    ) -> tuple[int, int, int, int]:
+        """(top, left, box height, box width) of the crop in an image of that size."""
+        f32 = np.float32
+        h, w = f32(height), f32(width)
+        ratio = w / h if logratio is None else np.exp(f32(logratio))
+        pixels = f32(area) * h * w
+        box_w = min(max(float(np.floor(np.sqrt(pixels * ratio) + f32(0.5))), 1.0), width)
+        box_h = min(max(float(np.floor(np.sqrt(pixels / ratio) + f32(0.5))), 1.0), height)
+        return crop_anchor(y, height - box_h), crop_anchor(x, width - box_w), int(box_h), int(box_w)
+
+    def _cut(self, image: torch.Tensor, **params) -> torch.Tensor:
+        top, left, h, w = self.box(*image.shape[-2:], **params)
+        return image[..., top : top + h, left : left + w]
+
+    def torch(self, image: torch.Tensor, **params) -> torch.Tensor:
+        return resize(self._cut(image, **params), self.size)
+
+    def label(self, mask: torch.Tensor, **params) -> torch.Tensor:
+        return resize_nearest(self._cut(mask, **params), self.size)
+
+    def _dali_cut(self, image, area, logratio, y, x):
+        from nvidia.dali import fn, types
+        from nvidia.dali import math as dmath
+
+        shape = fn.cast(image.shape(), dtype=types.FLOAT)  # HWC
+        height, width = shape[0], shape[1]
+        if logratio is None:
+            ratio = width / height
+        elif isinstance(logratio, int | float):
+            ratio = float(np.exp(np.float32(logratio)))
+        else:
+            ratio = dmath.exp(logratio)
+        pixels = area * height * width
+        box_w = dmath.clamp(dmath.floor(dmath.sqrt(pixels * ratio) + 0.5), 1.0, width)
+        box_h = dmath.clamp(dmath.floor(dmath.sqrt(pixels / ratio) + 0.5), 1.0, height)
+        return fn.crop(image, crop_h=box_h, crop_w=box_w, crop_pos_y=y, crop_pos_x=x)
+
+    def dali(self, image, **params):
+        from nvidia.dali import fn
+
+        cut = self._dali_cut(image, **params)
+        return fn.resize(cut, resize_y=self.size[0], resize_x=self.size[1], antialias=True)
+
+    def dali_label(self, mask, **params):
+        from nvidia.dali import fn, types
+
+        cut = self._dali_cut(mask, **params)
+        return fn.resize(
+            cut, resize_y=self.size[0], resize_x=self.size[1], interp_type=types.INTERP_NN
+        )
+
+
+@dataclass(frozen=True)
 class Flip(Transform2D):
     """Mirror left-right where `h` is 1 and top-bottom where `v` is 1; training tosses a
     coin for each direction that is enabled, evaluation flips nothing."""
@@ -161,7 +251,7 @@ class Flip(Transform2D):
 
     def torch(self, image: torch.Tensor, h: int, v: int) -> torch.Tensor:
         dims = [-1] * bool(h) + [-2] * bool(v)
-        return image.flip(dims) if dims else image
+        return _moved(image, lambda x: x.flip(dims)) if dims else image
 
     def dali(self, image, h, v):
         from nvidia.dali import fn
@@ -189,7 +279,9 @@ class QuarterTurns(Transform2D):
 
     def torch(self, image: torch.Tensor, k: int) -> torch.Tensor:
         turns = self.turns(k)
-        return torch.rot90(image, turns, dims=(-2, -1)) if turns else image
+        if not turns:
+            return image
+        return _moved(image, lambda x: torch.rot90(x, turns, dims=(-2, -1)))
 
     def dali(self, image, k):
         from nvidia.dali import fn, types
@@ -204,6 +296,7 @@ class Jitter(Transform2D):
     draws c from [1 - contrast, 1 + contrast) and b from [-brightness, brightness); a
     strength of 0 leaves its parameter at 1 (c) or 0 (b), as in evaluation."""
 
+    geometric: ClassVar[bool] = False
     contrast: float
     brightness: float
 
@@ -221,6 +314,9 @@ class Jitter(Transform2D):
     def torch(self, image: torch.Tensor, c: float, b: float) -> torch.Tensor:
         return (image - 0.5) * c + (0.5 + b)
 
+    def affine(self, channels: int, c: float, b: float) -> tuple[float, float]:
+        return c, 0.5 - 0.5 * c + b
+
     def dali(self, image, c, b):
         from nvidia.dali import fn
 
@@ -231,6 +327,7 @@ class Jitter(Transform2D):
 class Normalize(Transform2D):
     """(x - mean) / std, per channel."""
 
+    geometric: ClassVar[bool] = False
     mean: tuple[float, ...]
     std: tuple[float, ...]
 
@@ -240,11 +337,38 @@ class Normalize(Transform2D):
         )
         return (image - mean) / std
 
+    def affine(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
+        std = np.asarray(self.std, np.float64)
+        return 1 / std, -np.asarray(self.mean, np.float64) / std
+
     def dali(self, image):
         from nvidia.dali import fn
 
         mean, std = (np.asarray(v, np.float32).reshape(1, 1, -1) for v in (self.mean, self.std))
         return fn.normalize(image, mean=mean, stddev=std)
+
+
+def chain_params(chain: list[Transform2D], generator: torch.Generator | None) -> list[dict]:
+    """Each transform's parameters: drawn from `generator` in chain order, in one call
+    to it; None: the evaluation values."""
+    if generator is None:
+        return [t.fixed() for t in chain]
+    draws = [t.draws() for t in chain]
+    values = iter(draw_all([d for each in draws for d in each.values()], generator))
+    return [t.fixed() | {name: next(values) for name in d} for t, d in zip(chain, draws)]
+
+
+def fold_intensity(
+    chain: list[Transform2D], params: list[dict], channels: int, scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chain's intensity steps after dividing stored values by `scale`, as one
+    (gain, offset) per channel (float64): what the torch backend applies to a batch."""
+    gain, offset = 1.0 / scale, 0.0
+    for transform, values in zip(chain, params):
+        if not transform.geometric:
+            g, o = transform.affine(channels, **values)
+            gain, offset = g * gain, g * offset + o
+    return np.broadcast_to(gain, channels), np.broadcast_to(offset, channels)
 
 
 def normalization(
@@ -275,6 +399,9 @@ def chain_2d(
     if config.random_crop:
         size = tuple(config.random_crop)
         chain.append(Crop(size))
+    if config.random_resized_crop:
+        size = tuple(config.random_resized_crop)
+        chain.append(RandomResizedCrop(size, tuple(config.rrc_scale), tuple(config.rrc_ratio)))
     if config.flip_h or config.flip_v:
         chain.append(Flip(config.flip_h, config.flip_v))
     if config.rot90:

@@ -1,7 +1,8 @@
 """The DALI backend for 2D image shards: this rank's planned batches (the torch backend's
 plan, loaders/dali_feed.py) fed to an external source; decoding on the GPU (`mixed`) when
-CUDA is there, else a CPU-only pipeline (`device_id=None`); the 2D chain of
-loaders/chain2d.py as DALI operators.
+CUDA is there, else a CPU-only pipeline (`device_id=None`); a dataset's training copies
+unless `original` (loaders/dali_images.py: raw ones through `fn.decoders.numpy`); the 2D
+chain of loaders/chain2d.py as DALI operators.
 
 Every sample is decoded to the loader's channel count (gray repeated, alpha dropped) at
 16 bits when any sample is 16-bit (8-bit values then scaled by 257), so that each sample
@@ -27,7 +28,9 @@ import torch
 
 from medshard.loaders.augment import Augment2D, Augment3D, augment_2d, augment_3d, sample_generator
 from medshard.loaders.chain2d import chain_2d
+from medshard.loaders.copies import PixelSource
 from medshard.loaders.dali_feed import PlanFeed
+from medshard.loaders.dali_images import image_nodes
 from medshard.loaders.frame_format import bit_depth_scale
 from medshard.loaders.partition import Uneven
 from medshard.loaders.seeds import derive_seed
@@ -60,8 +63,10 @@ class DaliLoader(Resumable):
         channels: int,
         stats: tuple[list[float], list[float]] | None,
         threads: int = 2,
+        pixels: PixelSource | None = None,
     ):
-        """`channels` and `stats` (per channel, unit scale) of the batches of 2D images."""
+        """`channels` and `stats` (per channel, unit scale) of the batches of 2D images,
+        read from `pixels` (a training copy, or the original)."""
         self.ds, self.split, self.augment, self.identity = ds, split, augment, identity
         self.channels, self.stats = channels, stats
         self.batch_size, self.seed, self.training, self.shuffle = (
@@ -75,7 +80,9 @@ class DaliLoader(Resumable):
         rows = [r for r in ds.manifest.to_pylist() if r["split"] == split and r["shard"]]
         self.num_samples = len(rows)
         self.sixteen_bit = any(r["dtype"] == "uint16" for r in rows)
-        sizes = {tuple(r["shape"][1:3]) for r in rows if r["shape"]}
+        self.pixels = pixels
+        shapes = pixels.shapes.values() if pixels else [r["shape"] for r in rows if r["shape"]]
+        sizes = {tuple(s[1:3]) for s in shapes}
         self.size = sizes.pop() if len(sizes) == 1 else None  # (H, W) shared by every image
         self.image_exts = ";".join(f for f in ds.card.fields if f.startswith("image."))
         # Volume crops and video clips are stored as .npy: DALI reads and decodes them, and
@@ -169,15 +176,14 @@ class DaliLoader(Resumable):
         return pipe
 
     def _pipeline(self, epoch: int):
-        from nvidia.dali import fn, pipeline_def, types
+        from nvidia.dali import pipeline_def
 
         if self.arrays:
             return self._array_pipeline(epoch)
 
         cuda = self.device.type == "cuda"
-        channels = self.channels
-        scale = 65535.0 if self.sixteen_bit else 255.0
-        chain = chain_2d(self.augment, self.size, channels, self.stats)
+        chain = chain_2d(self.augment, self.size, self.channels, self.stats)
+        pixels = self.pixels
 
         @pipeline_def(
             batch_size=self.batch_size,
@@ -187,19 +193,17 @@ class DaliLoader(Resumable):
             prefetch_queue_depth=2,
         )
         def pipeline():
-            encoded, meta = self._reader(epoch, [self.image_exts, "json"])
-            # DALI turns gray, RGBA and palette into `channels` and scales each sample's
-            # values to the requested type's range: 8-bit by 257 into 16 bits.
-            image = fn.decoders.image(
-                encoded,
-                device="mixed" if cuda else "cpu",
-                output_type=types.RGB if channels == 3 else types.GRAY,
-                dtype=types.UINT16 if self.sixteen_bit else types.UINT8,
+            stored, meta = self._reader(epoch, [";".join(pixels.fields), "json"])
+            image = image_nodes(
+                stored,
+                pixels,
+                chain,
+                training=self.training,
+                channels=self.channels,
+                dtype="uint16" if self.sixteen_bit else "uint8",
+                cuda=cuda,
             )
-            x = fn.cast(image, dtype=types.FLOAT) / scale
-            for transform in chain:
-                x = transform.dali(x, **transform.dali_params(self.training))
-            return fn.transpose(x, perm=[2, 0, 1]), meta
+            return image, meta
 
         pipe = pipeline(**self._checkpointing())
         pipe.build()

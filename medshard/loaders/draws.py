@@ -1,6 +1,8 @@
 """How an augmentation draws a parameter: a distribution, sampled either from a seeded
 torch generator (the torch backend: one generator per sample) or by the DALI random
-operator of the same distribution (seeded per pipeline)."""
+operator of the same distribution (seeded per pipeline). From a generator, each value is
+made from one uniform number in [0, 1) (`value`), so that `draw_all` takes every value a
+sample needs from one call to the generator."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["Choice", "Coin", "Draw", "Uniform"]
+__all__ = ["Choice", "Coin", "Draw", "Uniform", "draw_all"]
 
 
 @dataclass(frozen=True)
@@ -19,8 +21,11 @@ class Uniform:
     low: float
     high: float
 
+    def value(self, u: float) -> float:
+        return self.low + (self.high - self.low) * u
+
     def torch(self, generator: torch.Generator) -> float:
-        return self.low + (self.high - self.low) * float(torch.rand((), generator=generator))
+        return draw_all([self], generator)[0]
 
     def dali(self):
         from nvidia.dali import fn
@@ -32,8 +37,11 @@ class Uniform:
 class Coin:
     """0 or 1, each with probability 1/2."""
 
+    def value(self, u: float) -> int:
+        return int(u < 0.5)
+
     def torch(self, generator: torch.Generator) -> int:
-        return int(torch.rand((), generator=generator) < 0.5)
+        return draw_all([self], generator)[0]
 
     def dali(self):
         from nvidia.dali import fn
@@ -47,8 +55,11 @@ class Choice:
 
     values: tuple[int, ...]
 
+    def value(self, u: float) -> int:
+        return self.values[min(int(u * len(self.values)), len(self.values) - 1)]
+
     def torch(self, generator: torch.Generator) -> int:
-        return self.values[int(torch.randint(len(self.values), (), generator=generator))]
+        return draw_all([self], generator)[0]
 
     def dali(self):
         from nvidia.dali import fn
@@ -57,3 +68,11 @@ class Choice:
 
 
 Draw = Uniform | Coin | Choice
+
+
+def draw_all(draws: list[Draw], generator: torch.Generator) -> list:
+    """One value of each of `draws`, in order, from one call to `generator`."""
+    if not draws:
+        return []
+    units = torch.rand(len(draws), generator=generator, dtype=torch.float64).tolist()
+    return [draw.value(u) for draw, u in zip(draws, units)]

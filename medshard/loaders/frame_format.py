@@ -5,6 +5,8 @@ maximum), the card's statistics matched to both, and one size."""
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -16,6 +18,7 @@ __all__ = [
     "check_sizes",
     "dataset_channels",
     "stats_for",
+    "stored_channels",
     "to_channels",
     "unit_stats",
 ]
@@ -23,6 +26,7 @@ __all__ = [
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL and DALI turn RGB into gray
 
 
+@lru_cache(maxsize=64)
 def bit_depth_scale(dtype) -> float:
     """The value that maps a sample's stored values to [0, 1]: its integer type's maximum;
     float images are taken as stored."""
@@ -61,6 +65,23 @@ def to_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
         weights = torch.tensor(LUMA, dtype=x.dtype, device=x.device).view(3, 1, 1)
         return (x * weights).sum(-3, keepdim=True)
     raise ValueError(f"cannot turn {x.shape[-3]} channels into {channels}")
+
+
+def stored_channels(
+    x: torch.Tensor, channels: int | None
+) -> tuple[torch.Tensor, np.ndarray | None]:
+    """(..., c, H, W) stored values as they enter the 2D chain: alpha dropped, gray
+    repeated to `channels` (a view). Colour to gray is a weighted sum, which waits for
+    floats: then the values keep their colour and `mix` holds the (1, 3) luma weights."""
+    colour = _colour_channels(x.shape[-3])
+    x = x[..., :colour, :, :]
+    if channels is None or colour == channels:
+        return x, None
+    if colour == 1:
+        return x.expand(*x.shape[:-3], channels, *x.shape[-2:]), None
+    if channels == 1 and colour == 3:
+        return x, np.asarray([LUMA])
+    raise ValueError(f"cannot turn {colour} channels into {channels}")
 
 
 def unit_stats(ds) -> tuple[list[float], list[float]] | None:

@@ -80,11 +80,21 @@ class ShardSamples:
     def key(self, index: int) -> str:
         return self.rows[index]["key"]
 
+    def raw(self, index: int, check: bool = True) -> dict:
+        """The stored members of sample `index` ({field: bytes}); checked against the
+        manifest's checksum unless `check` is False (a loader that checked it before)."""
+        row = self.rows[index]
+        return self.files.read(
+            row["shard"],
+            row["offset"],
+            row["bytes"],
+            row["key"],
+            row["sample_sha256"] if check else None,
+        )
+
     def load(self, index: int, epoch: int) -> dict:
         row = self.rows[index]
-        raw = self.files.read(
-            row["shard"], row["offset"], row["bytes"], row["key"], row["sample_sha256"]
-        )
+        raw = self.raw(index)
         sample: dict = {"key": row["key"], **label_fields(row)}
         for field, payload in raw.items():
             if field.startswith("__"):

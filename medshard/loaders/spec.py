@@ -30,7 +30,7 @@ class LoaderOptions(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     batch_size: int = 16
-    backend: Backend = "auto"  # auto: DALI for 2D image shards where it is installed
+    backend: Backend = "auto"  # auto: DALI for 2D image shards on a GPU where it is installed
     num_workers: int = Field(2, ge=0)  # torch DataLoader workers; DALI threads
     patch_size: tuple[int, int, int] | None = None  # volumes: random patches from Zarr
     samples_per_volume: int = Field(4, ge=1)
@@ -41,6 +41,7 @@ class LoaderOptions(BaseModel):
     sequential_clips: bool | None = None  # default: sequential when not training
     drop_last: bool = False
     on_error: Literal["fail", "skip"] = "fail"
+    original: bool = False  # 2D images: the original bytes, not the dataset's training copies
 
     @field_validator("batch_size")
     @classmethod

@@ -11,7 +11,7 @@ import tifffile
 
 from medshard.errors import DatasetError
 from medshard.loaders import Augment2D, LoaderSpecError, build_loader, dali_available
-from medshard.loaders.torch_loader import TorchLoader
+from medshard.loaders.images2d import ImageLoader
 from tests.conftest import ingest, write_table
 
 
@@ -110,7 +110,7 @@ def float_tiles(tmp_path_factory):
 
 def test_float_images_go_to_the_torch_backend(float_tiles):
     loader = build_loader(float_tiles, "train", batch_size=2, augment=Augment2D(normalize="none"))
-    assert isinstance(loader, TorchLoader)
+    assert isinstance(loader, ImageLoader)
     (batch,) = loader
     assert batch["image"].shape == (2, 1, 32, 32) and float(batch["image"].max()) <= 1.0
 

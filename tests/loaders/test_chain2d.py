@@ -11,7 +11,15 @@ import torch
 import torch.nn.functional as F
 
 from medshard.loaders import Augment2D, build_loader, dali_available
-from medshard.loaders.chain2d import Crop, QuarterTurns, Resize, chain_2d, crop_anchor
+from medshard.loaders.chain2d import (
+    Crop,
+    QuarterTurns,
+    RandomResizedCrop,
+    Resize,
+    chain_2d,
+    crop_anchor,
+    fold_intensity,
+)
 
 needs_dali = pytest.mark.skipif(not dali_available(), reason="DALI is installed on Linux only")
 
@@ -42,7 +50,7 @@ def run_dali(image: np.ndarray, chain, params: list[dict]) -> np.ndarray:
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=0)
     def pipeline():
-        x = fn.external_source(source=lambda: [image], batch=True, dtype=types.FLOAT, layout="HWC")
+        x = fn.external_source(source=lambda: [image], batch=True, layout="HWC")
         for transform, values in zip(chain, params):
             x = transform.dali(x, **values)
         return x
@@ -183,3 +191,124 @@ def test_dali_training_draws_only_what_the_torch_chain_can_give(mixed_tile_datas
             assert errors[best] < 0.02, (key, errors[best])  # decoders round alike
             drawn.add(choices[best][:2] + (turns.turns(choices[best][2]),))
     assert {t for *_, t in drawn} <= {0, 2} and len(drawn) > 2
+
+
+# Random resized crops: (area, log ratio, y, x) drawn, then the rest of the chain.
+RRC_PARAMETERS = {
+    "evaluation": {"area": 1.0, "logratio": None, "y": 0.5, "x": 0.5},
+    "small-wide": {"area": 0.2, "logratio": 0.25, "y": 0.1, "x": 0.8},
+    "tall-corner": {"area": 0.5, "logratio": -0.2, "y": 1.0, "x": 0.0},
+    "clamped": {"area": 1.0, "logratio": 0.28, "y": 0.4, "x": 0.6},  # wider than the image
+}
+
+
+def rrc_chain(size=(40, 48)):
+    config = Augment2D(random_resized_crop=size, rrc_scale=(0.1, 1.0), **FULL)
+    return config, chain_2d(config, None, 3, STATS)
+
+
+@needs_dali
+@pytest.mark.parametrize("drawn", sorted(RRC_PARAMETERS))
+def test_both_backends_cut_and_resample_the_same_random_resized_crop(drawn):
+    config, chain = rrc_chain()
+    assert [type(t).__name__ for t in chain] == [
+        "RandomResizedCrop",
+        "Flip",
+        "QuarterTurns",
+        "Jitter",
+        "Normalize",
+    ]
+    params = [RRC_PARAMETERS[drawn], *with_normalize(PARAMETERS["corner"][1:])]
+    expected = run_torch(PHOTO, chain, params)
+    got = run_dali(PHOTO, chain, params)
+    assert got.shape == expected.shape == (40, 48, 3)
+    np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_a_random_resized_crop_box_has_its_area_and_ratio_inside_the_image():
+    box = RandomResizedCrop.box
+    assert box(70, 90, **RRC_PARAMETERS["evaluation"]) == (0, 0, 70, 90)
+    top, left, h, w = box(70, 90, **RRC_PARAMETERS["small-wide"])
+    assert abs(h * w - 0.2 * 70 * 90) < h + w and abs(w / h - np.exp(0.25)) < 0.1
+    assert (top, left) == (crop_anchor(0.1, 70 - h), crop_anchor(0.8, 90 - w))
+    assert box(70, 90, **RRC_PARAMETERS["clamped"])[3] == 90  # never wider than the image
+    generator = torch.Generator().manual_seed(0)
+    rrc = RandomResizedCrop((8, 8), scale=(0.08, 1.0))
+    for _ in range(200):
+        top, left, h, w = box(30, 50, **rrc.params(generator))
+        assert 0 <= top <= 30 - h and 0 <= left <= 50 - w and h >= 1 and w >= 1
+
+
+def test_image_and_mask_share_one_random_resized_crop():
+    """A mask of each pixel's source row and column, cut and resampled (nearest) with the
+    image (a ramp of the same rows and columns, linear): both point at the same place."""
+    rows, cols = torch.meshgrid(torch.arange(70.0), torch.arange(90.0), indexing="ij")
+    image = torch.stack([rows, cols])  # 2 x 70 x 90: each pixel its own coordinates
+    mask = (rows * 1000 + cols).long()
+    rrc = RandomResizedCrop((32, 40))
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(20):
+        params = rrc.params(generator)
+        top, left, h, w = rrc.box(70, 90, **params)
+        picked = rrc.label(mask, **params)
+        assert picked.shape == (32, 40)
+        source_rows, source_cols = picked // 1000, picked % 1000
+        assert source_rows.min() >= top and source_rows.max() < top + h
+        assert source_cols.min() >= left and source_cols.max() < left + w
+        resampled = rrc.torch(image, **params)
+        # the linear resample of a ramp is the ramp at each output centre: the nearest
+        # pixel lies within half a source pixel (plus the edge, where pixels repeat)
+        assert (resampled[0] - source_rows).abs()[1:-1, 1:-1].max() <= 0.5 + 1e-4
+        assert (resampled[1] - source_cols).abs()[1:-1, 1:-1].max() <= 0.5 + 1e-4
+
+
+@needs_dali
+def test_dali_cuts_the_mask_where_torch_does():
+    rrc = RandomResizedCrop((24, 30))
+    labels = (np.arange(70 * 90) % 251).astype(np.uint8).reshape(70, 90, 1)
+    for params in RRC_PARAMETERS.values():
+        expected = rrc.label(torch.from_numpy(labels[:, :, 0]), **params).numpy()
+        from nvidia.dali import fn, pipeline_def, types
+
+        @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=0)
+        def pipeline(values=params):
+            x = fn.external_source(
+                source=lambda: [labels], batch=True, dtype=types.UINT8, layout="HWC"
+            )
+            return rrc.dali_label(x, **values)
+
+        pipe = pipeline()
+        pipe.build()
+        (out,) = pipe.run()
+        np.testing.assert_array_equal(np.array(out.as_tensor())[0, :, :, 0], expected)
+
+
+@needs_dali
+@pytest.mark.parametrize("name", sorted(CONFIGS))
+def test_both_backends_move_stored_integers_alike(name):
+    """The geometric steps on 8-bit values: a resize rounds, and the backends round
+    their sums in different orders: at most one level apart, else equal."""
+    config = CONFIGS[name].model_copy(update={"normalize": "none", "contrast": 0, "brightness": 0})
+    photo = (PHOTO * 255).round().astype(np.uint8)
+    chain = chain_2d(config, photo.shape[:2], 3, None)
+    params = ([{}] if config.resize else []) + PARAMETERS["halves"][:3]
+    expected = run_torch(photo, chain, params)
+    got = run_dali(photo, chain, params)
+    assert got.dtype == expected.dtype == np.uint8
+    difference = np.abs(got.astype(int) - expected.astype(int))
+    assert difference.max() <= (1 if config.resize else 0)
+
+
+def test_folded_intensity_steps_equal_the_steps_one_by_one():
+    config = Augment2D(contrast=0.3, brightness=0.2, normalize="card")
+    chain = chain_2d(config, (70, 90), 3, STATS)
+    params = [{"c": 1.25, "b": -0.1}, {}]
+    stored = torch.from_numpy((PHOTO * 65535).round().astype(np.int64)).permute(2, 0, 1)
+    one_by_one = stored.double() / 65535
+    for transform, values in zip(chain, params):
+        one_by_one = transform.torch(one_by_one, **values)
+    gain, offset = fold_intensity(chain, params, 3, 65535.0)
+    folded = (
+        stored.double() * torch.tensor(gain)[:, None, None] + torch.tensor(offset)[:, None, None]
+    )
+    torch.testing.assert_close(folded, one_by_one, atol=1e-6, rtol=0)  # float32 statistics

@@ -1,0 +1,225 @@
+"""The torch backend's loader of 2D image shards, built the way FFCV loads: threads of the
+training process each take a sample, read its bytes once (a pread; the checksum the
+first time this loader reads it), take its pixels (a view of a raw training copy, else
+decoded), make the chain's geometric steps on the stored integers (crop, flip, turn,
+resize) and copy the result straight into its slot of a preallocated batch of the
+stored type. The intensity steps of every sample (bit depth, colour to gray, contrast,
+brightness, normalisation) are folded into one multiply-add per sample and channel,
+made once on the whole batch where it first becomes floats: on the device when there is
+one, so that integers, not floats, cross to it. Batches never cross a process boundary
+(loaders/slots.py), and the kernel reads ahead of the plan (loaders/readahead.py)."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+
+from medshard.errors import DatasetError
+from medshard.loaders.augment import Augment2D, geometry_2d, to_float_2d
+from medshard.loaders.chain2d import chain_2d, chain_params, fold_intensity
+from medshard.loaders.copies import PixelSource
+from medshard.loaders.frame_format import bit_depth_scale, stored_channels
+from medshard.loaders.members import MemberRanges
+from medshard.loaders.readahead import ReadAhead
+from medshard.loaders.slots import SlotLoader
+from medshard.loaders.sources import ShardSamples, label_fields
+
+__all__ = ["ImageFiller", "ImageLoader", "output_size"]
+
+
+def output_size(config: Augment2D, shapes) -> tuple[int, int]:
+    """The (H, W) of every image of a batch: the augmentation's, else the images' own
+    (one size: build_loader refuses sizes that differ)."""
+    for size in (config.random_resized_crop, config.random_crop, config.resize):
+        if size:
+            return int(size[0]), int(size[1])
+    first = next(iter(shapes))
+    return int(first[1]), int(first[2])
+
+
+def _colour(channels: int) -> int:
+    return 1 if channels < 3 else 3
+
+
+def _tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor view of an array, read-only ones too: safe, since the chain never writes
+    its input."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+class ImageFiller:
+    """Puts the 2D images of `source` into batch slots (a slots.Filler): pixels from
+    `pixels`, augmented by `config` (drawn per sample when `training`), as `channels`
+    channels normalised by `stats` (per channel, unit scale)."""
+
+    def __init__(
+        self,
+        source: ShardSamples,
+        pixels: PixelSource,
+        config: Augment2D,
+        *,
+        seed: int,
+        training: bool,
+        stats: tuple[list[float], list[float]] | None,
+        channels: int,
+    ):
+        self.source, self.pixels, self.config = source, pixels, config
+        self.seed, self.training, self.channels, self.stats = seed, training, channels, stats
+        shapes = [pixels.shapes[r["key"]] for r in source.rows]
+        colours = {_colour(s[0]) for s in shapes}
+        # a batch slot holds the stored channels, three where colour meets a gray output
+        self.slot_channels = 3 if channels == 3 or 3 in colours else 1
+        self.size = output_size(config, shapes)
+        dtypes = {np.dtype(r["dtype"]) for r in source.rows}
+        wide = np.result_type(*dtypes)
+        self.dtype = np.dtype(np.float32) if wide.kind == "f" else wide
+        sizes = {tuple(s[1:]) for s in shapes}
+        entering = sizes.pop() if len(sizes) == 1 else None
+        self.chain = chain_2d(config, entering, channels, stats)
+        first = source.rows[0]
+        self.labels = {name: np.asarray(value).dtype for name, value in label_fields(first).items()}
+        self.label_shapes = {name: np.shape(value) for name, value in label_fields(first).items()}
+        self.checked = np.zeros(len(source), bool)  # samples whose checksum this loader saw
+        self._seeds: tuple[int, np.ndarray] | None = None  # (epoch, a seed per sample)
+        local = source.files.mirror is None
+        self.members = (
+            MemberRanges(source.files.dataset, source.rows, pixels.fields) if local else None
+        )
+
+    def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        # per sample: a gain per channel, or where colour meets gray a (channels, stored
+        # channels) matrix of weights, and an offset per channel
+        mixing = self.slot_channels != self.channels
+        weights = (self.channels, self.slot_channels) if mixing else (self.channels,)
+        layout = {
+            "image": ((size, self.slot_channels, *self.size), self.dtype),
+            "weights": ((size, *weights), np.dtype(np.float32)),
+            "offset": ((size, self.channels), np.dtype(np.float32)),
+        }
+        for name, dtype in self.labels.items():
+            kind = np.dtype(np.int64) if dtype.kind in "iu" else np.dtype(np.float32)
+            layout[name] = ((size, *self.label_shapes[name]), kind)
+        return layout
+
+    def _pixels(self, index: int) -> np.ndarray:
+        """Sample `index`'s pixels (C, H, W): the first time, from the whole sample,
+        checked; then from its pixel member alone where the dataset is local."""
+        row, members = self.source.rows[index], self.members
+        try:
+            if members is not None and self.checked[index]:
+                data = members.read(index)
+                if isinstance(data, np.ndarray):
+                    return data
+                return self.pixels.decode(members.fields[index], data)
+            raw = self.source.raw(index, check=not self.checked[index])
+            field = self.pixels.field(raw)
+            pixels = self.pixels.decode(field, raw[field])
+            if members is not None:
+                members.confirm(index, raw[field], pixels if self.pixels.raw else None)
+            self.checked[index] = True
+            return pixels
+        except DatasetError:
+            raise
+        except Exception as exc:  # each codec raises its own error for corrupt bytes
+            raise DatasetError(
+                f"{row['shard']}: sample {row['key']!r}: its pixels do not decode ({exc})"
+            ) from exc
+
+    def generator(self, epoch: int, index: int) -> torch.Generator | None:
+        """The generator sample `index` draws from in `epoch` (None: evaluation), seeded
+        from a table of seeds drawn once per epoch from (seed, epoch): whichever thread
+        reads it, in whatever order."""
+        if not self.training:
+            return None
+        seeds = self._seeds
+        if seeds is None or seeds[0] != epoch:
+            sequence = np.random.SeedSequence([self.seed, epoch, 2])
+            table = sequence.generate_state(len(self.source), np.uint64) >> np.uint64(1)
+            seeds = self._seeds = (epoch, table)
+        return torch.Generator().manual_seed(int(seeds[1][index]))
+
+    def fill(self, arrays: dict, slot: int, index: int, epoch: int) -> None:
+        row = self.source.rows[index]
+        pixels = self._pixels(index)
+        x, mix = stored_channels(_tensor(pixels), self.channels)
+        params = chain_params(self.chain, self.generator(epoch, index))
+        x = geometry_2d(self.chain, params, x)
+        if tuple(x.shape[-2:]) != self.size:
+            raise DatasetError(
+                f"{row['shard']}: sample {row['key']!r} is {x.shape[-2]}x{x.shape[-1]} after "
+                f"the augmentation, the batch {self.size[0]}x{self.size[1]}"
+            )
+        count = x.shape[0]
+        image = arrays["image"][slot]
+        np.copyto(image[:count], x.numpy(), casting="same_kind")
+        if count < self.slot_channels:
+            image[count:] = 0  # read with weight 0: never a NaN left by an earlier batch
+        gain, offset = fold_intensity(
+            self.chain, params, self.channels, bit_depth_scale(pixels.dtype)
+        )
+        arrays["offset"][slot] = offset
+        if arrays["weights"].ndim == 2:
+            arrays["weights"][slot] = gain
+        else:
+            mix = np.eye(self.channels, count) if mix is None else mix
+            arrays["weights"][slot] = 0
+            arrays["weights"][slot, :, :count] = gain[:, None] * mix
+        for name, value in label_fields(row).items():
+            arrays[name][slot] = value
+
+    def finish(self, batch: dict, epoch: int) -> dict:
+        """The batch's one pass to floats, where it is (the device, after the copy)."""
+        image = batch.pop("image")
+        if image.dtype == torch.uint16 and image.device.type != "cpu":
+            image = image.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)
+        batch["image"] = to_float_2d(image, batch.pop("weights"), batch.pop("offset"))
+        return batch
+
+
+class ImageLoader(SlotLoader):
+    """A SlotLoader of 2D images that hints the kernel to read each pass's next batches
+    (`window` beyond the batches in flight) before their threads ask for them."""
+
+    def __init__(self, filler: ImageFiller, *, window: int = 4, **options):
+        super().__init__(filler, **options)
+        source = filler.source
+        names = sorted({r["shard"] for r in source.rows})
+        number = {name: i for i, name in enumerate(names)}
+        self._names = names
+        self._shards = np.array([number[r["shard"]] for r in source.rows], np.int64)
+        self._offsets = np.array([r["offset"] for r in source.rows], np.int64)
+        self._sizes = np.array([r["bytes"] for r in source.rows], np.int64)
+        self.window = window
+
+    def _read_ahead(self) -> ReadAhead | None:
+        files = self.source.files
+        if files.mirror is not None:  # a remote dataset's cache fetches on its own
+            return None
+        return ReadAhead(
+            files.dataset,
+            self._names,
+            self._shards,
+            self._offsets,
+            self._sizes,
+            self.pass_batches(),
+            self.prefetch + 1 + self.window,
+        )
+
+    def __iter__(self):
+        ahead = self._read_ahead()
+        try:
+            if ahead is not None:
+                ahead.advance(-1)
+            for number, batch in enumerate(super().__iter__()):
+                if ahead is not None:
+                    ahead.advance(number)
+                yield batch
+        finally:
+            if ahead is not None:
+                ahead.close()

@@ -1,0 +1,115 @@
+"""Read one member of a sample, not the whole sample: where each sample's pixel member
+lies in its shard comes from the shard's DALI index (`wds2idx`: field, data offset and
+size of every member), and a read is then one `pread` of exactly those bytes. A loader
+of training copies so skips the original's bytes and the parsing of tar headers.
+
+The index is trusted only after it agreed once: the first read of each sample reads the
+whole sample, checks it against the manifest's checksum and checks that the index's
+range holds the member's bytes (`confirm`); only later reads take the short way. A raw
+(`.npy`) member is then read without its header: its type and shape are kept."""
+
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from medshard.errors import CorruptDataError, DatasetError
+from medshard.shards.layout import index_name
+from medshard.shards.verify import read_dali_index
+
+__all__ = ["MemberRanges"]
+
+
+class MemberRanges:
+    """The byte range of member `fields` (alternatives) of each of `rows` (manifest rows,
+    in the loader's order) in the local dataset at `root`."""
+
+    def __init__(self, root: str | Path, rows: list[dict], fields: tuple[str, ...]):
+        self.root = Path(root)
+        self.names = sorted({r["shard"] for r in rows})
+        number = {name: i for i, name in enumerate(self.names)}
+        where: dict[str, tuple[str, int, int, str]] = {}
+        for name in self.names:
+            for sample in read_dali_index(self.root / index_name(name)):
+                for field, offset, size, member in sample:
+                    if field in fields:
+                        where[member.split(".", 1)[0]] = (name, offset, size, field)
+        missing = [r["key"] for r in rows if r["key"] not in where]
+        if missing:
+            raise DatasetError(
+                f"{self.root}: the shard index lists no member {' or '.join(fields)!r} "
+                f"of sample {missing[0]!r}"
+            )
+        self.shard = np.array([number[where[r["key"]][0]] for r in rows], np.int64)
+        self.offset = np.array([where[r["key"]][1] for r in rows], np.int64)
+        self.size = np.array([where[r["key"]][2] for r in rows], np.int64)
+        self.fields = [where[r["key"]][3] for r in rows]  # which of `fields` each holds
+        # raw members' (type, shape, header bytes), once confirmed
+        self.arrays: dict[int, tuple[np.dtype, tuple[int, ...], int]] = {}
+        self._fds: dict[int, int] = {}
+        self._local = threading.local()  # each thread's buffer for raw members
+
+    def confirm(self, index: int, payload: bytes, array: np.ndarray | None = None) -> None:
+        """Check that sample `index`'s range holds `payload` (its member, read whole and
+        checked); for a raw member, keep the `array`'s layout and skip its header."""
+        data = self._pread(index, int(self.offset[index]), int(self.size[index]))
+        if data != payload:
+            shard = self.names[self.shard[index]]
+            raise CorruptDataError(
+                f"{self.root / index_name(shard)}: the index does not point at the member "
+                f"it names in {shard}: the index is damaged or was changed after ingest"
+            )
+        if array is not None and array.flags.c_contiguous:
+            self.arrays[index] = (array.dtype, array.shape, len(payload) - array.nbytes)
+
+    def read(self, index: int) -> bytes | np.ndarray:
+        """The member of sample `index`: its bytes, or a raw member's array."""
+        offset, size = int(self.offset[index]), int(self.size[index])
+        layout = self.arrays.get(index)
+        if layout is None:
+            return self._pread(index, offset, size)
+        dtype, shape, header = layout
+        buffer = self._buffer(size - header)
+        read = os.preadv(self._fd(int(self.shard[index])), [buffer], offset + header)
+        if read != len(buffer):
+            raise DatasetError(f"{self.names[self.shard[index]]}: the shard is truncated")
+        return np.frombuffer(buffer, dtype).reshape(shape)
+
+    def _buffer(self, size: int) -> memoryview:
+        """This thread's buffer, valid until its next read: a raw member is copied out of
+        it (into a batch) before the thread reads again, so no read allocates."""
+        buffer = getattr(self._local, "buffer", None)
+        if buffer is None or len(buffer) < size:
+            buffer = self._local.buffer = bytearray(max(size, 1 << 20))
+        return memoryview(buffer)[:size]
+
+    def _fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = os.open(self.root / self.names[shard], os.O_RDONLY)
+            kept = self._fds.setdefault(shard, fd)  # threads may race to open it
+            if kept != fd:
+                os.close(fd)
+                fd = kept
+        return fd
+
+    def _pread(self, index: int, offset: int, size: int) -> bytes:
+        shard = int(self.shard[index])
+        data = os.pread(self._fd(shard), size, offset)
+        if len(data) != size:
+            raise DatasetError(f"{self.names[shard]}: the shard is truncated")
+        return data
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+
+    def __getstate__(self):  # file descriptors do not cross into other processes
+        return self.__dict__ | {"_fds": {}, "_local": None}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__ = state | {"_local": threading.local()}

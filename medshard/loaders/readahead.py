@@ -1,0 +1,91 @@
+"""Reads ahead of an epoch's plan: the batches a rank will read are known before the first
+one is (loaders/partition.py), so the byte ranges of the next few batches are handed to
+the kernel (`posix_fadvise(WILLNEED)`), which reads them into the page cache while the
+loader works on earlier ones. Samples that lie next to each other in a shard (a plan in
+shard order, as evaluation reads) merge into one range, so a cold page cache is read in
+whole runs of a shard instead of one small read per sample.
+
+`byte_runs` is a pure function of integers; `ReadAhead` only issues the hints."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ReadAhead", "byte_runs"]
+
+
+def byte_runs(
+    shards: np.ndarray,
+    offsets: np.ndarray,
+    sizes: np.ndarray,
+    indices: Sequence[int] | np.ndarray,
+    gap: int = 0,
+) -> list[tuple[int, int, int]]:
+    """(shard, start, stop) byte ranges that cover samples `indices` (sample i lies in
+    shard `shards[i]` at `offsets[i]`, `sizes[i]` bytes), sorted by shard and start;
+    samples of one shard less than `gap` bytes apart share a range."""
+    chosen = np.unique(np.asarray(indices, np.int64))
+    if not len(chosen):
+        return []
+    shard, start = shards[chosen], offsets[chosen]
+    order = np.lexsort((start, shard))
+    shard, start, stop = shard[order], start[order], start[order] + sizes[chosen][order]
+    # one line of bytes with the shards far apart, so that no run crosses into the next
+    lane = (int(stop.max()) + gap + 1) * shard
+    reach = np.maximum.accumulate(stop + lane)  # the end of everything before
+    new = np.ones(len(start), bool)
+    new[1:] = start[1:] + lane[1:] > reach[:-1] + gap
+    firsts = np.flatnonzero(new)
+    ends = np.maximum.reduceat(stop + lane, firsts) - lane[firsts]
+    return [(int(shard[f]), int(start[f]), int(e)) for f, e in zip(firsts, ends)]
+
+
+class ReadAhead:
+    """Hints for the batches of one pass over `batches`: `advance(b)` (batch b is being
+    delivered) hints every batch up to b + `window` not hinted yet. Shard i is the file
+    `root / names[i]`; hints are skipped where the platform has no posix_fadvise."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        names: Sequence[str],
+        shards: np.ndarray,
+        offsets: np.ndarray,
+        sizes: np.ndarray,
+        batches: list[np.ndarray],
+        window: int,
+    ):
+        self.root, self.names = Path(root), list(names)
+        self.shards, self.offsets, self.sizes = shards, offsets, sizes
+        self.batches, self.window = batches, window
+        self.hinted = 0  # batches hinted so far
+        self._fds: dict[int, int] = {}
+        self.enabled = hasattr(os, "posix_fadvise")
+
+    def advance(self, batch: int) -> None:
+        """Hint the batches up to `batch` + window (-1: the first window)."""
+        upto = min(batch + 1 + self.window, len(self.batches))
+        if upto <= self.hinted:
+            return
+        if self.enabled:
+            indices = np.concatenate(self.batches[self.hinted : upto])
+            for shard, start, stop in byte_runs(self.shards, self.offsets, self.sizes, indices):
+                with contextlib.suppress(OSError):  # a hint that fails costs nothing
+                    os.posix_fadvise(self._fd(shard), start, stop - start, os.POSIX_FADV_WILLNEED)
+        self.hinted = upto
+
+    def _fd(self, shard: int) -> int:
+        fd = self._fds.get(shard)
+        if fd is None:
+            fd = self._fds[shard] = os.open(self.root / self.names[shard], os.O_RDONLY)
+        return fd
+
+    def close(self) -> None:
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()

@@ -1,0 +1,198 @@
+"""The torch backend's 2D image loader on real tiles (gray, RGB, RGBA, palette; 8 and 16
+bit; PNG, JPEG, TIFF) with training copies: the copy path gives the decode path's batch
+of the same copy; training copies by default, the originals when asked; later epochs
+read the pixel member alone; exact cover and resume hold; damage is caught."""
+
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+
+from medshard.codecs import decode_image
+from medshard.errors import CorruptDataError, DatasetError
+from medshard.loaders import Augment2D, build_loader
+from medshard.loaders.augment import augment_2d
+from medshard.loaders.frame_format import bit_depth_scale
+from medshard.loaders.images2d import ImageLoader
+from medshard.loaders.sources import ShardSamples
+from medshard.shards.layout import index_name
+from medshard.shards.reader import open_dataset
+from tests.conftest import ingest
+from tests.real_data import mixed_tile_table
+
+AUGMENT = Augment2D(
+    random_crop=(40, 40), flip_h=True, flip_v=True, rot90=True, contrast=0.2, brightness=0.1
+)
+
+
+def copies(tmp_path_factory, name: str, **options):
+    root = tmp_path_factory.mktemp(name)
+    table = mixed_tile_table(root / "raw")
+    ingest(table, root / "ds", label_col="stage", val_fraction=0.0, shard_samples=4, **options)
+    return root / "ds"
+
+
+@pytest.fixture(scope="module")
+def raw_copies(tmp_path_factory):
+    """21 mixed tiles of 64 pixels with raw training copies of 48."""
+    return copies(tmp_path_factory, "raw-copies", train_size="48")
+
+
+@pytest.fixture(scope="module")
+def png_copies(tmp_path_factory):
+    """The same tiles with PNG training copies of 48 (lossless: the same pixels)."""
+    return copies(tmp_path_factory, "png-copies", train_size="48", train_format="png")
+
+
+def load(ds, **options) -> list[dict]:
+    spec = dict(batch_size=4, backend="torch", device="cpu", augment=AUGMENT, seed=3)
+    return list(build_loader(ds, "train", **(spec | options)))
+
+
+@pytest.mark.parametrize("channels", [None, 1, 3])
+def test_the_copy_path_gives_the_decode_path_batch_of_the_same_copy(
+    raw_copies, png_copies, channels
+):
+    augment = AUGMENT.model_copy(update={"channels": channels})
+    raw = load(raw_copies, augment=augment, num_workers=2)
+    decoded = load(png_copies, augment=augment, num_workers=1)
+    assert [b["key"] for b in raw] == [b["key"] for b in decoded]
+    for a, b in zip(raw, decoded):
+        assert a["image"].shape[1:] == (channels or 3, 40, 40)
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["label"], b["label"])
+
+
+def test_a_batch_is_the_chain_of_augment_2d_on_each_copy(raw_copies):
+    loader = build_loader(raw_copies, "train", batch_size=4, augment=AUGMENT, seed=3)
+    (first, *_) = loader
+    filler, samples = loader.filler, loader.filler.source
+    for slot, key in enumerate(first["key"]):
+        index = next(i for i, r in enumerate(samples.rows) if r["key"] == key)
+        copy = filler.pixels.pixels(samples.raw(index))
+        expected = augment_2d(
+            torch.from_numpy(np.array(copy)),
+            AUGMENT,
+            filler.generator(0, index),
+            bit_depth_scale(copy.dtype),
+            filler.stats,
+            3,
+        )
+        torch.testing.assert_close(first["image"][slot], expected, atol=1e-6, rtol=0)
+
+
+def test_copies_by_default_and_the_originals_when_asked(raw_copies):
+    plain = Augment2D(normalize="none")
+    (copy_batch, *_) = load(raw_copies, augment=plain, training=False, shuffle=False)
+    (original, *_) = load(raw_copies, augment=plain, training=False, shuffle=False, original=True)
+    assert copy_batch["image"].shape[2:] == (48, 48) and original["image"].shape[2:] == (64, 64)
+    ds = open_dataset(raw_copies)
+    for key, image in zip(original["key"], original["image"]):
+        sample = next(s for s in ds.samples("train") if s["__key__"] == key)
+        field = next(f for f in sample if f.startswith("image."))
+        pixels = decode_image(sample[field], field.split(".", 1)[1])
+        pixels = pixels[:, :, None] if pixels.ndim == 2 else pixels[:, :, :3]
+        unit = pixels / np.iinfo(pixels.dtype).max
+        if unit.shape[2] == 1:
+            unit = np.repeat(unit, 3, axis=2)
+        tolerance = 2.5 / 255 if field.endswith("jpg") else 1e-6  # JPEG decoders round
+        assert np.abs(image.numpy() - unit.transpose(2, 0, 1)).max() <= tolerance, key
+
+
+def test_later_epochs_read_the_pixel_member_alone(raw_copies, monkeypatch):
+    whole = Counter()
+    read = ShardSamples.raw
+
+    def counted(self, index, check=True):
+        whole[check] += 1
+        return read(self, index, check)
+
+    monkeypatch.setattr(ShardSamples, "raw", counted)
+    loader = build_loader(raw_copies, "train", batch_size=4, augment=AUGMENT, num_workers=2)
+    first = list(loader)
+    assert whole == {True: 21}  # every sample read whole once, checked against the manifest
+    loader.set_epoch(1)
+    assert [len(b["key"]) for b in loader] == [len(b["key"]) for b in first]
+    assert whole == {True: 21}
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_ranks_and_threads_read_each_sample_once_and_resume_exactly(raw_copies, world_size):
+    seen = Counter()
+    for rank in range(world_size):
+        options = dict(rank=rank, world_size=world_size, uneven="uneven", num_workers=2)
+        full = load(raw_copies, **options)
+        seen.update(key for batch in full for key in batch["key"])
+        loader = build_loader(raw_copies, "train", batch_size=4, augment=AUGMENT, seed=3, **options)
+        iterator = iter(loader)
+        next(iterator)
+        state = loader.state_dict()
+        resumed = build_loader(
+            raw_copies, "train", batch_size=4, augment=AUGMENT, seed=3, **options
+        )
+        resumed.load_state_dict(state)
+        rest = list(resumed)
+        assert [b["key"] for b in rest] == [b["key"] for b in full[1:]]
+        assert all(torch.equal(a["image"], b["image"]) for a, b in zip(rest, full[1:]))
+    assert len(seen) == 21 and set(seen.values()) == {1}
+
+
+def test_a_random_resized_crop_batch_is_drawn_again_from_its_seed(raw_copies):
+    augment = Augment2D(random_resized_crop=(32, 24), flip_h=True, normalize="imagenet")
+    first, again = load(raw_copies, augment=augment), load(raw_copies, augment=augment)
+    other = load(raw_copies, augment=augment, seed=4)
+    assert all(b["image"].shape[1:] == (3, 32, 24) for b in first)
+    assert all(torch.equal(a["image"], b["image"]) for a, b in zip(first, again))
+    assert not torch.equal(first[0]["image"], other[0]["image"])
+
+
+@pytest.fixture
+def damaged(raw_copies, tmp_path):
+    shutil.copytree(raw_copies, tmp_path / "ds")
+    return tmp_path / "ds"
+
+
+def test_a_damaged_copy_is_caught_on_its_first_read(damaged):
+    row = open_dataset(damaged).manifest.to_pylist()[5]
+    with open(damaged / row["shard"], "r+b") as shard:
+        shard.seek(row["offset"] + row["bytes"] - 600)
+        shard.write(b"\xff")
+    loader = build_loader(damaged, "train", batch_size=4, num_workers=1, shuffle=False)
+    with pytest.raises(CorruptDataError, match=rf"sample {row['key']!r}: checksum mismatch"):
+        list(loader)
+
+
+def test_a_damaged_index_is_caught_before_it_is_trusted(damaged):
+    row = open_dataset(damaged).manifest.to_pylist()[0]
+    index = damaged / index_name(row["shard"])
+    lines = index.read_text().splitlines()
+    fields = lines[1].split()
+    at = fields.index("train.npy")
+    fields[at + 1] = str(int(fields[at + 1]) + 512)  # points past the copy's start
+    index.write_text("\n".join([lines[0], " ".join(fields), *lines[2:]]) + "\n")
+    loader = build_loader(damaged, "train", batch_size=4, num_workers=1, shuffle=False)
+    with pytest.raises(CorruptDataError, match="the index does not point at the member"):
+        list(loader)
+
+
+def test_images_that_differ_in_size_are_refused_by_their_copies_sizes(tmp_path):
+    from tests.conftest import write_table
+    from tests.real_data import write_mixed_tiles
+
+    rows = []
+    for size in (20, 64):
+        write_mixed_tiles(tmp_path / f"raw/s{size}", size)
+        rows.append([f"s{size}/camera_gray8.png", "a"])
+    table = write_table(tmp_path / "raw/labels.csv", ["image_path", "stage"], rows)
+    ingest(table, tmp_path / "ds", label_col="stage", val_fraction=0.0, train_size="32")
+    with pytest.raises(DatasetError, match=r"\(32x32\) and .* \(20x20\)|\(20x20\) and .*\(32x32\)"):
+        build_loader(tmp_path / "ds", "train", batch_size=2, augment=Augment2D())
+    resized = Augment2D(resize=(16, 16))
+    loader = build_loader(tmp_path / "ds", "train", batch_size=2, augment=resized)
+    (batch,) = loader
+    assert isinstance(loader, ImageLoader) and batch["image"].shape == (2, 1, 16, 16)
+    (original,) = build_loader(
+        tmp_path / "ds", "train", batch_size=2, augment=resized, original=True
+    )
+    assert not torch.equal(batch["image"], original["image"])  # resized once more, or not

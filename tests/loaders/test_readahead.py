@@ -1,0 +1,80 @@
+"""Reading ahead of the plan: byte runs are a pure function of the plan and the manifest's
+offsets (shard order merges into whole runs, a shuffled order does not), and the loader
+hints the kernel about each batch before its threads read it."""
+
+import os
+
+import numpy as np
+import pytest
+
+from medshard.loaders import Augment2D, build_loader
+from medshard.loaders.partition import rank_batches
+from medshard.loaders.readahead import ReadAhead, byte_runs
+from medshard.shards.reader import open_dataset
+
+# 10 samples in 2 shards, each sample 1000 bytes, back to back
+SHARDS = np.array([0] * 6 + [1] * 4)
+OFFSETS = np.array([0, 1000, 2000, 3000, 4000, 5000, 0, 1000, 2000, 3000])
+SIZES = np.full(10, 1000)
+
+
+def test_samples_in_shard_order_merge_into_one_run_per_shard():
+    assert byte_runs(SHARDS, OFFSETS, SIZES, range(10)) == [(0, 0, 6000), (1, 0, 4000)]
+
+
+def test_samples_apart_stay_apart_unless_within_the_gap():
+    assert byte_runs(SHARDS, OFFSETS, SIZES, [4, 0, 2]) == [
+        (0, 0, 1000),
+        (0, 2000, 3000),
+        (0, 4000, 5000),
+    ]
+    assert byte_runs(SHARDS, OFFSETS, SIZES, [4, 0, 2], gap=1000) == [(0, 0, 5000)]
+    assert byte_runs(SHARDS, OFFSETS, SIZES, [5, 6]) == [(0, 5000, 6000), (1, 0, 1000)]
+    assert byte_runs(SHARDS, OFFSETS, SIZES, []) == []
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_runs_cover_exactly_the_bytes_of_the_samples_asked(seed):
+    chosen = np.random.default_rng(seed).choice(10, size=5, replace=False)
+    runs = byte_runs(SHARDS, OFFSETS, SIZES, chosen)
+    covered = {(s, o) for s, a, b in runs for o in range(a, b, 1000)}
+    assert covered == {(int(SHARDS[i]), int(OFFSETS[i])) for i in chosen}
+
+
+def test_hints_go_a_window_ahead_of_the_batch_delivered(monkeypatch, tmp_path):
+    hinted = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, start, size, advice: hinted.append(start))
+    for name in ("a.tar", "b.tar"):
+        (tmp_path / name).write_bytes(bytes(6000))
+    batches = rank_batches(10, 0, 0, 0, 1, 2, shuffle=False)  # [0, 1], [2, 3], ...
+    ahead = ReadAhead(tmp_path, ["a.tar", "b.tar"], SHARDS, OFFSETS, SIZES, batches, 2)
+    ahead.advance(-1)
+    assert hinted == [0] and ahead.hinted == 2  # batches 0 and 1: one run, from 0
+    ahead.advance(0)
+    assert hinted == [0, 4000] and ahead.hinted == 3  # batch 2: samples 4, 5
+    ahead.advance(0)
+    assert ahead.hinted == 3  # nothing twice
+    ahead.advance(10)
+    assert hinted == [0, 4000, 0] and ahead.hinted == 5  # batches 3 and 4 in shard b
+    ahead.close()
+
+
+def test_the_loader_hints_each_shard_in_runs_in_evaluation_order(monkeypatch, mixed_tile_dataset):
+    hints = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, start, size, advice: hints.append((start, size))
+    )
+    loader = build_loader(
+        mixed_tile_dataset,
+        "val",
+        batch_size=2,
+        backend="torch",
+        training=False,
+        augment=Augment2D(normalize="none"),
+    )
+    keys = [key for batch in loader for key in batch["key"]]
+    rows = [r for r in open_dataset(mixed_tile_dataset).manifest.to_pylist() if r["split"] == "val"]
+    assert len(keys) == len(rows) == 9
+    total = sum(r["bytes"] for r in rows)
+    assert sum(size for _, size in hints) == total  # every byte once
+    assert len(hints) < len(rows)  # neighbours read as one run

@@ -43,16 +43,17 @@ def mlp(features: int, hidden: int, out: int) -> nn.Sequential:
     )
 
 
-def _as_buffers(module: nn.Module) -> nn.Module:
-    """A copy of `module` whose parameters are buffers: saved with the model, never
-    trained, never handed to an optimizer or unfrozen."""
-    twin = copy.deepcopy(module)
-    for part in twin.modules():
+def _as_buffers(module: nn.Module) -> tuple[nn.Module, list[str]]:
+    """A copy of `module` whose parameters are buffers (saved with the model, never
+    trained, never handed to an optimizer or unfrozen), and their names."""
+    twin, names = copy.deepcopy(module), []
+    for prefix, part in twin.named_modules():
         for name, parameter in list(part._parameters.items()):
             if parameter is not None:
                 del part._parameters[name]
                 part.register_buffer(name, parameter.detach().clone())
-    return twin
+                names.append(f"{prefix}.{name}" if prefix else name)
+    return twin, names
 
 
 def momentum_at(step: int, total: int, base: float) -> float:
@@ -74,15 +75,15 @@ class Byol(nn.Module):
         self.backbone = backbone
         self.projector = mlp(features, hidden, dim)
         self.predictor = mlp(dim, hidden, dim)
-        self.target_backbone = _as_buffers(backbone)
-        self.target_projector = _as_buffers(self.projector)
+        self.target_backbone, weights = _as_buffers(backbone)
+        self.target_projector, head = _as_buffers(self.projector)
         self.register_buffer("target_steps", torch.zeros((), dtype=torch.int64))
         self.base_momentum, self.total_steps = momentum, total
-        # every rank updates the target the same way: DDP need not broadcast it each step
+        # every rank moves the target's weights the same way, so DDP need not broadcast
+        # them at each step (its batch-norm statistics, small, it keeps in sync)
         self._ddp_params_and_buffers_to_ignore = [
-            name
-            for name, _ in self.named_buffers()
-            if name.startswith(("target_backbone.", "target_projector.", "target_steps"))
+            *(f"target_backbone.{n}" for n in weights),
+            *(f"target_projector.{n}" for n in head),
         ]
 
     def forward(self, images: torch.Tensor):

@@ -199,3 +199,35 @@ def test_refusals(tmp_path):
     headless = _config(volumes, tmp_path / "runs", model={"name": "unet"})
     with pytest.raises(ConfigError, match=r"task 'byol' needs a network that ends in a Linear"):
         build_byol(headless, 1, 10)
+
+
+def test_two_processes_keep_the_target_in_step_and_a_resumed_run_goes_on(tmp_path):
+    import yaml
+
+    from tests.trainers.test_elastic import audits, launch
+
+    dataset = real_gray_dataset(tmp_path / "data", per_class=7)
+    config = tmp_path / "byol.yaml"
+    raw = _config(dataset, tmp_path / "runs", epochs=2).model_dump(mode="json")
+    config.write_text(yaml.safe_dump(raw))
+    first = launch(2, str(config))
+    assert first.returncode == 0, first.stderr
+    run = tmp_path / "runs/byol"
+    ranks = audits(run, 2)
+    assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]  # targets included
+    history = json.loads((run / "history.json").read_text())
+    assert all(0.0 <= record["val_knn_accuracy"] <= 1.0 for record in history)
+    train_count = sum(r["split"] == "train" for r in _rows(dataset))
+    per_rank = math.ceil(math.ceil(train_count / 2) / 4)  # batches of 4 on each rank
+    steps = int(load_file(str(run / "last/model.safetensors"))["target_steps"])
+    assert steps == 2 * per_rank
+    resumed = launch(1, str(config), "epochs=3", "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    after = int(load_file(str(run / "last/model.safetensors"))["target_steps"])
+    assert after == steps + math.ceil(train_count / 4)
+
+
+def _rows(dataset):
+    from medshard.shards.reader import open_dataset
+
+    return open_dataset(dataset).manifest.to_pylist()

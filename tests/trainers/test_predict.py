@@ -305,3 +305,36 @@ def real_mri(tmp_path):
         )
     )
     return tmp_path / "ds", tmp_path / "raw"
+
+
+def test_regression_records_give_the_value_in_the_targets_units():
+    from medshard.trainers.predict_records import output_records, summary
+
+    records = output_records(
+        "regression",
+        [],
+        torch.tensor([[61.5], [30.0]]),
+        ["a", "b"],
+        [{"target": 60.0}, {}],
+        [],
+        "age",
+    )
+    assert records == [
+        {"input": "a", "value": 61.5, "target": "age", "truth": 60.0},
+        {"input": "b", "value": 30.0, "target": "age"},
+    ]
+    jsonschema.validate(
+        {
+            "format": "medshard-predictions",
+            "version": 1,
+            "run": "r",
+            "checkpoint": "r/best",
+            "task": "regression",
+            "classes": [],
+            "target": "age",
+            "records": records,
+            "summary": summary("regression", [], records),
+        },
+        SCHEMA,
+    )
+    assert summary("regression", [], records)["mean"] == pytest.approx(45.75)

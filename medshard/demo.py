@@ -34,8 +34,8 @@ def _workloads(raw: Path, data: Path, scale: float) -> dict:
     synthetic datasets (1: the demo's own)."""
     common = dict(workers=WORKERS, overwrite=True)
 
-    def n(count: int) -> int:
-        return max(4, round(count * scale))
+    def n(count: int, least: int = 4) -> int:
+        return max(least, round(count * scale))
 
     return {
         "embryo-stage": (
@@ -51,7 +51,8 @@ def _workloads(raw: Path, data: Path, scale: float) -> dict:
             ingest_images,
         ),
         "mammo-tiles": (
-            lambda: synth_mammo_tiles(raw / "mammo-tiles", n=n(160), size=256),
+            # at least 80 tiles: about ten patients, so five folds each find one
+            lambda: synth_mammo_tiles(raw / "mammo-tiles", n=n(160, least=80), size=256),
             lambda t: ImageIngestOptions(
                 table=t,
                 out=data / "mammo-tiles",

@@ -99,8 +99,11 @@ class RunFolder:
         a learning rate of zero."""
         state = load_checkpoint(self.path / "last", **self.parts)
         scheduler = self.parts["scheduler"]
-        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
-            scheduler.T_max = max(config.epochs, 1)
+        epochs = max(config.epochs, 1)
+        if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR) and (
+            scheduler.T_max != epochs  # the same schedule resumes exactly as it was
+        ):
+            scheduler.T_max = epochs
             done = min(scheduler.last_epoch, scheduler.T_max) / scheduler.T_max
             low = scheduler.eta_min
             for group, base in zip(scheduler.optimizer.param_groups, scheduler.base_lrs):

@@ -25,7 +25,7 @@ from medshard.trainers.finetune import read_state_dict
 from medshard.trainers.models import build_model
 from medshard.trainers.predict_inputs import Input
 from medshard.trainers.predict_records import FORMAT, VERSION, output_records, summary
-from medshard.trainers.predict_volumes import segment_volume, write_label_map
+from medshard.trainers.predict_volumes import segment_record
 from medshard.trainers.setup import build_augment
 from medshard.trainers.tasks import Task, build_task
 
@@ -154,28 +154,6 @@ def _roi(run: Run) -> tuple[int, int, int]:
     return tuple(size)
 
 
-def _segment(
-    run: Run, model, name: str, sample: dict, image: torch.Tensor, batch_size: int, where, out: Path
-) -> tuple[dict, torch.Tensor]:
-    """The record of one volume, its label map written to `out` as NIfTI; and its logits."""
-    logits = segment_volume(model, image, _roi(run), batch_size, where)
-    labels = logits.argmax(0).to(torch.int64).cpu().numpy()
-    stem = Path(name.split(",")[0]).name
-    for suffix in (".nii.gz", ".nii"):
-        stem = stem.removesuffix(suffix)
-    path, shape = write_label_map(
-        labels, sample.get("space"), sample.get("spacing"), out / f"{stem}_seg.nii.gz"
-    )
-    counts = np.bincount(labels.ravel(), minlength=run.task.mask_classes)
-    record = {
-        "input": name,
-        "output": str(path),
-        "shape": shape,
-        "voxels": {str(k): int(n) for k, n in enumerate(counts)},
-    }
-    return record, logits
-
-
 @contextmanager
 def _progress(total: int, show: bool):
     """A progress bar over the inputs; yields `advance()`."""
@@ -254,8 +232,9 @@ def predict(
                 advance()
                 continue
             if task.name == "segmentation":
-                record, logits = _segment(
-                    run, model, item.name, sample, tensor, batch_size, where, output_dir
+                roi, classes_k = _roi(run), run.task.mask_classes
+                record, logits = segment_record(
+                    model, item.name, sample, tensor, roi, classes_k, batch_size, where, output_dir
                 )
                 records.append(record)
                 if "mask" in sample:

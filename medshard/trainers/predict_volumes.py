@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["segment_volume", "to_source_space", "write_label_map"]
+__all__ = ["segment_record", "segment_volume", "to_source_space", "write_label_map"]
 
 
 def segment_volume(
@@ -62,3 +62,34 @@ def write_label_map(labels_zyx: np.ndarray, affine, spacing, path: Path) -> tupl
     nib.save(image, str(partial))
     partial.replace(path)
     return path, list(data.shape)
+
+
+def segment_record(
+    model,
+    name: str,
+    sample: dict,
+    image: torch.Tensor,
+    roi: tuple[int, int, int],
+    classes: int,
+    batch_size: int,
+    device,
+    out: Path,
+) -> tuple[dict, torch.Tensor]:
+    """One volume's prediction record, its label map written to `out` as NIfTI (named
+    after the input); and its logits."""
+    logits = segment_volume(model, image, roi, batch_size, device)
+    labels = logits.argmax(0).to(torch.int64).cpu().numpy()
+    stem = Path(name.split(",")[0]).name
+    for suffix in (".nii.gz", ".nii"):
+        stem = stem.removesuffix(suffix)
+    path, shape = write_label_map(
+        labels, sample.get("space"), sample.get("spacing"), out / f"{stem}_seg.nii.gz"
+    )
+    counts = np.bincount(labels.ravel(), minlength=classes)
+    record = {
+        "input": name,
+        "output": str(path),
+        "shape": shape,
+        "voxels": {str(k): int(n) for k, n in enumerate(counts)},
+    }
+    return record, logits

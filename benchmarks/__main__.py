@@ -12,6 +12,7 @@ from pathlib import Path
 from rich.console import Console
 
 from benchmarks.cached import run_cached
+from benchmarks.copies import run_copies, sample_budget
 from benchmarks.machine import disk_mb, machine, measured, prepared
 from benchmarks.memory import peak_rss_mb
 from benchmarks.report import markdown_table, write_results
@@ -30,7 +31,7 @@ def _parallelism(workload, ds: Path) -> dict:
     """Who does the work on each side, and the engine's loader class."""
     loader = workload.engine(ds, False)
     name = type(loader).__name__
-    threads = name == "SlotLoader"
+    threads = name in ("SlotLoader", "ImageLoader")
     del loader
     return {
         "engine_loader": name,
@@ -88,6 +89,9 @@ def run_workload(
         )
     if workload.image_column:
         result["decode_ceiling"] = decode_ceiling(table, workload.image_column)
+    if workload.copies:  # 2D: the engine on training copies, and where a sample's time goes
+        result["copies"] = run_copies(workload, table, work / name, repetitions, warmup)
+        result["budget"] = sample_budget(workload, ds)
     if workload.volumes and memory:
         result["memory"] = memory_at_quarter(name, table, ds, work / name, result["inputs"])
     shutil.rmtree(work / name, ignore_errors=True)

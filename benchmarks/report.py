@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from benchmarks.report2d import copies_lines
+
 __all__ = ["markdown_table", "write_results"]
 
 
@@ -146,7 +148,7 @@ def _notes(results: dict) -> list[str]:
 
 
 def markdown_table(results: dict) -> str:
-    return "\n".join(_throughput(results) + _notes(results)) + "\n"
+    return "\n".join(_throughput(results) + _notes(results) + copies_lines(results)) + "\n"
 
 
 def _chart(results: dict, path: Path) -> None:

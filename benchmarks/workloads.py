@@ -14,7 +14,7 @@ import csv
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch.utils.data import DataLoader
@@ -93,6 +93,8 @@ class Workload:
     baseline_dataset: Callable[[Path, Path, Callable], object]  # (table, ds, transform)
     image_column: str | None = None  # 2D workloads: for the decode-bound ceiling
     volumes: bool = False  # 3D: ingest on 1 and 2 workers, memory at N and 4N
+    # 2D workloads: each kind of training copy measured (name -> ingest options)
+    copies: dict[str, dict] = field(default_factory=dict)
 
     def engine(self, ds: Path, augmented: bool):
         return build_loader(
@@ -209,18 +211,24 @@ WORKLOADS = {
             ),
             plain=Augment2D(resize=(224, 224), normalize="none", channels=3),
             synth=lambda raw, scale: synth_embryo_stage(raw, n=300 * scale),
-            ingest=lambda table, ds, workers=WORKERS: ingest_images(
+            ingest=lambda table, ds, workers=WORKERS, **copies: ingest_images(
                 ImageIngestOptions(
                     table=table,
                     image_col="image_path",
                     label_col="stage",
                     group_col="embryo_id",
                     **_options(ds, workers),
+                    **copies,
                 )
             ),
             engine_options={},
             baseline_dataset=_embryo_files,
             image_column="image_path",
+            # copies at the training size: the resize is made once, at ingest
+            copies={
+                "raw": dict(train_size=(224, 224)),
+                "jpeg": dict(train_size=(224, 224), train_format="jpeg", train_quality=90),
+            },
         ),
         Workload(
             "mammo-tiles",
@@ -237,18 +245,24 @@ WORKLOADS = {
             ),
             plain=Augment2D(random_crop=(224, 224), normalize="none"),
             synth=lambda raw, scale: synth_mammo_tiles(raw, n=300 * scale),
-            ingest=lambda table, ds, workers=WORKERS: ingest_images(
+            ingest=lambda table, ds, workers=WORKERS, **copies: ingest_images(
                 ImageIngestOptions(
                     table=table,
                     image_col="tile_path",
                     label_cols=MAMMO_CLASSES,
                     group_col="patient_id",
                     **_options(ds, workers),
+                    **copies,
                 )
             ),
             engine_options={},
             baseline_dataset=_mammo_files,
             image_column="tile_path",
+            # 16-bit tiles: a JPEG copy would cut them to 8 bits, so the encoded copy is PNG
+            copies={
+                "raw": dict(train_size=(256,)),
+                "png": dict(train_size=(256,), train_format="png"),
+            },
         ),
         Workload(
             "nuclei-3d",

@@ -1,0 +1,82 @@
+"""The 2D workloads' report: the lazy PIL loader beside the engine on original bytes and
+on each kind of training copy, each engine row as a share of its bound (the decode-bound
+ceiling for encoded bytes, the memory-copy bound for raw copies), with the ingest time
+and disk each needs, and where a sample's time goes on the original-bytes path."""
+
+from __future__ import annotations
+
+__all__ = ["copies_lines"]
+
+
+def _row(w: dict, read: str, ingest: dict, engine: dict, plain: dict, bound: float, what: str):
+    base = w["augmented"]["baseline"]["samples_per_s"]
+    speed = engine["samples_per_s"]
+    return (
+        f"| {w['name']} | {read} | {ingest['seconds']:.1f} | {ingest.get('disk_mb', 0):.0f} "
+        f"| {speed:.0f} | **{speed / base:.1f}x** | {bound:.0f} ({what}) "
+        f"| {100 * speed / bound:.0f}% | {plain['samples_per_s']:.0f} "
+        f"| {engine.get('cpu_ms_per_sample', float('nan')):.2f} |"
+    )
+
+
+def copies_lines(results: dict) -> list[str]:
+    """Markdown for the workloads that were measured on training copies."""
+    measured = [w for w in results["workloads"] if "copies" in w]
+    if not measured:
+        return []
+    copy_rate = results["machine"]["copy_gb_per_s"]
+    lines = [
+        "",
+        "2D training copies: the lazy PIL loader's samples/s beside the engine's on the "
+        "original bytes and on each kind of copy (same augmentation, batch size and workers)",
+        "",
+        "| workload | engine reads | ingest s | disk MB | augmented samples/s | x lazy PIL "
+        "| bound samples/s | share of bound | plain samples/s | CPU ms/sample |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for w in measured:
+        lines.append(
+            f"| {w['name']} | lazy PIL loader (files) | - | - "
+            f"| {w['augmented']['baseline']['samples_per_s']:.0f} | 1.0x | - | - "
+            f"| {w['plain']['baseline']['samples_per_s']:.0f} "
+            f"| {w['augmented']['baseline']['cpu_ms_per_sample']:.2f} |"
+        )
+        lines.append(
+            _row(
+                w,
+                "original bytes",
+                w["ingest"],
+                w["augmented"]["engine"],
+                w["plain"]["engine"],
+                w["decode_ceiling"],
+                "decode",
+            )
+        )
+        for kind, entry in w["copies"].items():
+            engine = entry["augmented"]
+            if "decode_ceiling" in entry:
+                bound, what = entry["decode_ceiling"], "decode"
+            else:
+                bound, what = copy_rate * 1e9 / engine["bytes_per_sample"], "memory copy"
+            lines.append(
+                _row(w, f"{kind} copies", entry["ingest"], engine, entry["plain"], bound, what)
+            )
+    lines.append("")
+    for w in measured:
+        budget = w.get("budget") or {}
+        if budget:
+            work = budget["fill_ms"] + budget["to_float_ms"]
+            lines.append(
+                f"- {w['name']}, original bytes, one core per sample: reading and decoding "
+                f"{budget['read_decode_ms']:.3f} ms of a slot's {budget['fill_ms']:.3f} ms, "
+                f"the batch's pass to floats {budget['to_float_ms']:.3f} ms: decoding is "
+                f"{100 * budget['read_decode_ms'] / work:.0f}% of the work, the most of the "
+                "decode-bound ceiling that cores spent on the rest leave."
+            )
+    lines.append(
+        f"- Bounds: decode = cores x one core's rate of the engine's decoder on those bytes; "
+        f"memory copy = this machine's copy rate ({copy_rate:.1f} GB/s, one thread) / "
+        "the bytes of a delivered sample. Ingest s and disk MB: the dataset with originals "
+        "only, and with originals and that copy."
+    )
+    return lines

@@ -1,31 +1,26 @@
-"""Two views of one read: independent draws per view, the intensity steps checked by hand,
-each view's probabilities, and the refusals; on real tiles mixing gray, RGB, RGBA and
-palette, 8 and 16 bit."""
+"""Two views of one read: independent draws per view, a function of (seed, epoch, sample),
+the same views where samples are read and where the batch lands, and the refusals; on
+real tiles mixing gray, RGB, RGBA and palette, 8 and 16 bit."""
 
-import math
 from collections import Counter
 
-import numpy as np
 import pytest
 import torch
-from pydantic import ValidationError
 
 from medshard.errors import DatasetError
 from medshard.loaders import Augment2D
 from medshard.loaders.sources import Selection, ShardSamples
 from medshard.loaders.spec import LoaderOptions, LoaderSpecError
 from medshard.loaders.views import (
+    DeviceViews,
     ViewPipeline,
     ViewTransform,
     build_view_loader,
-    draw_view,
-    gaussian_blur,
-    view_generator,
-    view_intensity,
 )
 from medshard.shards.reader import open_dataset
 
 GEOMETRY = Augment2D(random_crop=(48, 48), flip_h=True, flip_v=True, rot90=True)
+SMALL = Augment2D(resize=(20, 28), random_crop=(16, 16), flip_h=True, flip_v=True, rot90=True)
 
 
 def _loader(path, split="train", **overrides):
@@ -107,43 +102,25 @@ def test_views_without_random_steps_are_the_evaluation_images(mixed_tile_dataset
             assert torch.allclose(pair[1], by_key[key], atol=1e-5)
 
 
-def test_solarisation_turns_values_from_one_half_up_and_jitter_is_contrast_then_brightness():
-    views = torch.tensor([0.2, 0.5, 0.7, 0.9]).view(1, 1, 1, 4).repeat(2, 1, 1, 1)
-    params = torch.tensor([[1.0, 0.0, 0.0, 1.0], [2.0, 0.1, 0.0, 0.0]])
-    out = view_intensity(views, params, 1, None)
-    assert torch.allclose(out[0, 0, 0], torch.tensor([0.2, 0.5, 0.3, 0.1]))
-    jittered = [(v - 0.5) * 2.0 + 0.6 for v in (0.2, 0.5, 0.7, 0.9)]
-    assert torch.allclose(out[1, 0, 0], torch.tensor(jittered).clamp(0, 1))
-
-
-def test_blur_is_a_normalised_gaussian_per_image_and_sigma_zero_leaves_it():
-    delta = torch.zeros(2, 1, 9, 9)
-    delta[:, :, 4, 4] = 1.0
-    blurred = gaussian_blur(delta, torch.tensor([1.5, 0.0]), radius=4)
-    taps = np.exp(-0.5 * (np.arange(-4, 5) / 1.5) ** 2)
-    taps /= taps.sum()
-    assert np.allclose(blurred[0, 0].numpy(), np.outer(taps, taps), atol=1e-6)
-    assert torch.equal(blurred[1], delta[1])
-
-
-def test_each_view_has_its_own_probabilities():
-    pipeline = ViewPipeline(blur_prob=(1.0, 0.0), solarize_prob=(0.0, 1.0), jitter_prob=0.0)
-    for index in range(20):
-        first = draw_view(pipeline, 0, view_generator(0, 0, index, 0))
-        second = draw_view(pipeline, 1, view_generator(0, 0, index, 1))
-        assert first[:2] == [1.0, 0.0] and 0.1 <= first[2] <= 2.0 and first[3] == 0.0
-        assert second[2] == 0.0 and second[3] == 1.0
-    blur_half = ViewPipeline(blur_prob=(0.5, 0.5))
-    blurred = [draw_view(blur_half, 0, view_generator(0, 0, i, 0))[2] > 0 for i in range(400)]
-    assert math.isclose(sum(blurred) / 400, 0.5, abs_tol=0.1)
-
-
 def test_refusals(mixed_tile_dataset, volume_dataset):
     with pytest.raises(LoaderSpecError, match=r"leave augment\.brightness and augment\.contrast"):
         _loader(mixed_tile_dataset, augment=GEOMETRY.model_copy(update={"brightness": 0.1}))
     with pytest.raises(DatasetError, match=r"two views are made of 2D images, and this dataset"):
         _loader(volume_dataset)
-    with pytest.raises(ValidationError, match=r"blur_prob holds a probability per view"):
-        ViewPipeline(blur_prob=(1.5, 0.1))
-    with pytest.raises(ValidationError, match=r"blur_sigma must satisfy 0 < low <= high"):
-        ViewPipeline(blur_sigma=(2.0, 1.0))
+
+
+def test_views_made_where_the_batch_lands_are_those_made_where_samples_are_read(image_dataset):
+    read, landed = (
+        _loader(image_dataset, channels=1, on_device=flag, augment=SMALL) for flag in (False, True)
+    )
+    assert isinstance(landed.device_transform, DeviceViews)
+    for one, other in zip(read, landed):
+        assert one["key"] == other["key"]
+        # the same draws; a resize of stored 16-bit integers rounds to a level (1e-4 here,
+        # normalised), one of floats does not
+        assert torch.allclose(one["image"], other["image"], atol=1e-4)
+
+
+def test_views_on_the_device_need_one_stored_size_and_type(mixed_tile_dataset):
+    with pytest.raises(LoaderSpecError, match=r"holds images of \d+ stored sizes and types"):
+        _loader(mixed_tile_dataset, on_device=True)

@@ -26,6 +26,7 @@ from medshard.loaders.chain2d import (
     chain_params,
     fold_intensity,
 )
+from medshard.loaders.draws import Stream
 from medshard.loaders.frame_format import stored_channels
 from medshard.loaders.seeds import derive_seed
 
@@ -99,7 +100,9 @@ def intensity_weights(
     """(weights, offset (channels,)): the map from stored values to the chain's output;
     weights are a gain per channel, or with colour to gray (`mix`) a (channels, stored
     channels) matrix."""
-    gain, offset = fold_intensity(chain, params, channels, scale)
+    gain, offset = (
+        np.broadcast_to(v, channels) for v in fold_intensity(chain, params, channels, scale)
+    )
     weights = gain if mix is None else gain[:, None] * mix
     return weights.astype(np.float32), offset.astype(np.float32)
 
@@ -119,7 +122,7 @@ def to_float_2d(image: torch.Tensor, weights: torch.Tensor, offset: torch.Tensor
 def augment_2d(
     image: torch.Tensor,
     config: Augment2D,
-    generator: torch.Generator | None,
+    generator: torch.Generator | Stream | None,
     scale: float,
     stats: tuple[list[float], list[float]] | None,
     channels: int | None = None,

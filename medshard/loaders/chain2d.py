@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import torch
 
-from medshard.loaders.draws import Choice, Coin, Draw, Uniform, draw_all
+from medshard.loaders.draws import Choice, Coin, Draw, Stream, Uniform, draw_all
 from medshard.loaders.resample import resize, resize_nearest, resize_taps
 
 if TYPE_CHECKING:
@@ -338,8 +339,7 @@ class Normalize(Transform2D):
         return (image - mean) / std
 
     def affine(self, channels: int) -> tuple[np.ndarray, np.ndarray]:
-        std = np.asarray(self.std, np.float64)
-        return 1 / std, -np.asarray(self.mean, np.float64) / std
+        return _normalize_affine(self.mean, self.std)
 
     def dali(self, image):
         from nvidia.dali import fn
@@ -348,9 +348,11 @@ class Normalize(Transform2D):
         return fn.normalize(image, mean=mean, stddev=std)
 
 
-def chain_params(chain: list[Transform2D], generator: torch.Generator | None) -> list[dict]:
-    """Each transform's parameters: drawn from `generator` in chain order, in one call
-    to it; None: the evaluation values."""
+def chain_params(
+    chain: list[Transform2D], generator: torch.Generator | Stream | None
+) -> list[dict]:
+    """Each transform's parameters: drawn from `generator` (a torch generator, or a
+    sample's `Stream`) in chain order, in one call to it; None: the evaluation values."""
     if generator is None:
         return [t.fixed() for t in chain]
     draws = [t.draws() for t in chain]
@@ -358,17 +360,24 @@ def chain_params(chain: list[Transform2D], generator: torch.Generator | None) ->
     return [t.fixed() | {name: next(values) for name in d} for t, d in zip(chain, draws)]
 
 
+@lru_cache(maxsize=64)
+def _normalize_affine(mean: tuple, std: tuple) -> tuple[np.ndarray, np.ndarray]:
+    inverse = 1 / np.asarray(std, np.float64)
+    return inverse, -np.asarray(mean, np.float64) * inverse
+
+
 def fold_intensity(
     chain: list[Transform2D], params: list[dict], channels: int, scale: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """The chain's intensity steps after dividing stored values by `scale`, as one
-    (gain, offset) per channel (float64): what the torch backend applies to a batch."""
+    """The chain's intensity steps after dividing stored values by `scale`, as (gain,
+    offset): each one number for every channel, or one per channel (float64); what the
+    torch backend applies to a batch."""
     gain, offset = 1.0 / scale, 0.0
     for transform, values in zip(chain, params):
         if not transform.geometric:
             g, o = transform.affine(channels, **values)
             gain, offset = g * gain, g * offset + o
-    return np.broadcast_to(gain, channels), np.broadcast_to(offset, channels)
+    return gain, offset
 
 
 def normalization(

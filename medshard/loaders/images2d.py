@@ -20,6 +20,7 @@ from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, geometry_2d, to_float_2d
 from medshard.loaders.chain2d import chain_2d, chain_params, fold_intensity
 from medshard.loaders.copies import PixelSource
+from medshard.loaders.draws import Stream
 from medshard.loaders.frame_format import bit_depth_scale, stored_channels
 from medshard.loaders.members import MemberRanges
 from medshard.loaders.readahead import ReadAhead
@@ -86,7 +87,6 @@ class ImageFiller:
         self.labels = {name: np.asarray(value).dtype for name, value in label_fields(first).items()}
         self.label_shapes = {name: np.shape(value) for name, value in label_fields(first).items()}
         self.checked = np.zeros(len(source), bool)  # samples whose checksum this loader saw
-        self._seeds: tuple[int, np.ndarray] | None = None  # (epoch, a seed per sample)
         local = source.files.mirror is None
         self.members = (
             MemberRanges(source.files.dataset, source.rows, pixels.fields) if local else None
@@ -131,18 +131,10 @@ class ImageFiller:
                 f"{row['shard']}: sample {row['key']!r}: its pixels do not decode ({exc})"
             ) from exc
 
-    def generator(self, epoch: int, index: int) -> torch.Generator | None:
-        """The generator sample `index` draws from in `epoch` (None: evaluation), seeded
-        from a table of seeds drawn once per epoch from (seed, epoch): whichever thread
-        reads it, in whatever order."""
-        if not self.training:
-            return None
-        seeds = self._seeds
-        if seeds is None or seeds[0] != epoch:
-            sequence = np.random.SeedSequence([self.seed, epoch, 2])
-            table = sequence.generate_state(len(self.source), np.uint64) >> np.uint64(1)
-            seeds = self._seeds = (epoch, table)
-        return torch.Generator().manual_seed(int(seeds[1][index]))
+    def generator(self, epoch: int, index: int) -> Stream | None:
+        """What sample `index` draws from in `epoch` (None: evaluation): a stream of
+        numbers that only (seed, epoch, index) give, whichever thread reads it."""
+        return Stream.of(self.seed, epoch, index) if self.training else None
 
     def fill(self, arrays: dict, slot: int, index: int, epoch: int) -> None:
         row = self.source.rows[index]
@@ -169,7 +161,7 @@ class ImageFiller:
         else:
             mix = np.eye(self.channels, count) if mix is None else mix
             arrays["weights"][slot] = 0
-            arrays["weights"][slot, :, :count] = gain[:, None] * mix
+            arrays["weights"][slot, :, :count] = np.broadcast_to(gain, self.channels)[:, None] * mix
         for name, value in label_fields(row).items():
             arrays[name][slot] = value
 

@@ -41,3 +41,16 @@ def test_dali_draws_cover_the_same_support(name):
     pipe.build()
     (out,) = pipe.run()
     assert support(name, np.array(out.as_tensor()).ravel())
+
+
+def test_a_stream_is_a_pure_function_of_its_integers_and_uniform():
+    from medshard.loaders.draws import Stream
+
+    assert Stream.of(3, 1, 7).units(4) == Stream.of(3, 1, 7).units(4)
+    neighbours = [Stream.of(3, 1, i).units(1)[0] for i in range(2000)]
+    assert len(set(neighbours)) == 2000  # neighbouring samples draw unrelated numbers
+    units = np.array([u for i in range(5000) for u in Stream.of(0, 2, i).units(3)])
+    assert 0 <= units.min() and units.max() < 1
+    assert abs(units.mean() - 0.5) < 0.01 and abs(units.var() - 1 / 12) < 0.005
+    assert abs(np.corrcoef(units[:-1], units[1:])[0, 1]) < 0.02
+    assert Stream.of(0, 2, 1).units(2) != Stream.of(0, 1, 2).units(2)  # order counts

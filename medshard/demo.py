@@ -170,7 +170,13 @@ def _mammo_chain(dataset: Path, out: Path, console: Console) -> dict:
         dict(
             name="mammo-byol",
             task="byol",
-            augment={"resize": [48, 48], "flip_h": True, "flip_v": True, "rot90": True},
+            augment={
+                "random_resized_crop": [48, 48],
+                "rrc_scale": [0.2, 1.0],
+                "flip_h": True,
+                "flip_v": True,
+                "rot90": True,
+            },
             byol={"hidden_dim": 256, "projection_dim": 64},
             optim={"lr": 0.002, "grad_clip": None},
             epochs=2,

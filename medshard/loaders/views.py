@@ -3,9 +3,10 @@ once, then augmented twice with independent draws, each view from its own genera
 seeded by (seed, epoch, sample, view). The geometric steps (crop, flips, quarter turns)
 are the `augment:` chain of loaders/chain2d.py; the intensity steps (jitter, blur,
 solarisation, normalisation: loaders/view_intensity.py) run on the whole batch of views
-where it lands. On a CPU the geometric steps run per sample where it is read (the
-workers); on a GPU, for a split of one stored size and type, the stored images travel to
-the device and both views are cut there, with the same draws."""
+where it lands. The pixels are the dataset's training copies unless the options ask for
+the originals, as for every 2D loader. On a CPU the geometric steps run per sample where
+it is read (the workers); on a GPU, for a split of one stored shape, the stored images
+travel to the device and both views are cut there, with the same draws."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ import torch
 from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, augment_2d
 from medshard.loaders.chain2d import normalization
+from medshard.loaders.copies import PixelSource, pixel_source
 from medshard.loaders.frame_format import bit_depth_scale, check_sizes, stats_for, unit_stats
-from medshard.loaders.sources import Selection, ShardSamples
+from medshard.loaders.sources import Selection, ShardSamples, label_fields
 from medshard.loaders.spec import LoaderOptions, LoaderSpecError
 from medshard.loaders.torch_loader import LoaderIdentity, TorchLoader
 from medshard.loaders.view_intensity import (
@@ -32,6 +34,7 @@ from medshard.loaders.view_intensity import (
 from medshard.shards.reader import Dataset
 
 __all__ = [
+    "CopySamples",
     "DeviceViews",
     "KeepIndex",
     "ViewIntensity",
@@ -95,10 +98,12 @@ class ViewTransform:
 @dataclass(frozen=True)
 class KeepIndex:
     """Per sample, where it is read, when the views are made on the device: the decoded
-    image as it is, with its index (the views' draws depend on it)."""
+    image as it is, with its index (the views' draws depend on it) and its bit depth's
+    scale (images of one size may differ in type)."""
 
     def __call__(self, sample: dict, index: int, epoch: int) -> dict:
         sample["index"] = index
+        sample["scale"] = np.float32(bit_depth_scale(sample["image"].dtype))
         return sample
 
 
@@ -124,20 +129,43 @@ class DeviceViews:
 
     transform: ViewTransform
     intensity: ViewIntensity
-    scale: float
 
     def __call__(self, batch: dict, epoch: int) -> dict:
         t, pairs, params = self.transform, [], []
-        for image, index in zip(batch["image"], batch.pop("index").tolist()):
+        scales = batch.pop("scale").tolist()
+        for image, index, scale in zip(batch["image"], batch.pop("index").tolist(), scales):
             draw = (t.seed, epoch, int(index))
-            views, drawn = two_views(
-                image.float(), t.geometry, t.pipeline, draw, self.scale, t.channels
-            )
+            views, drawn = two_views(image.float(), t.geometry, t.pipeline, draw, scale, t.channels)
             pairs.append(views)
             params.append(drawn)
         batch["image"] = torch.stack(pairs)
         batch["view_params"] = torch.tensor(params, device=batch["image"].device)
         return self.intensity(batch, epoch)
+
+
+class CopySamples:
+    """The samples of a split with the pixels a 2D loader reads: the dataset's training
+    copies (decoded and resized once at ingest) unless `pixels` says the originals."""
+
+    def __init__(self, samples: ShardSamples, pixels: PixelSource):
+        self.samples, self.pixels, self.rows = samples, pixels, samples.rows
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def key(self, index: int) -> str:
+        return self.samples.key(index)
+
+    def load(self, index: int, epoch: int) -> dict:
+        row = self.rows[index]
+        raw = self.samples.raw(index)
+        try:
+            image = np.array(self.pixels.pixels(raw))  # a writable copy of a raw copy's view
+        except Exception as exc:  # a missing member, or a codec's own error for bad bytes
+            raise DatasetError(
+                f"{row['shard']}: sample {row['key']!r} gives no image ({exc})"
+            ) from exc
+        return {"key": row["key"], **label_fields(row), "image": image}
 
 
 def _geometry(augment: Augment2D) -> Augment2D:
@@ -180,25 +208,27 @@ def build_view_loader(
     geometry = _geometry(augment)
     if fold is None:
         ds.require_split(split)
-    source = ShardSamples(ds, Selection(split, fold))
-    if not len(source):
+    shards = ShardSamples(ds, Selection(split, fold))
+    if not len(shards):
         raise DatasetError(f"{ds.path}: split {split!r} has no samples in shards")
-    check_sizes(ds, source.rows, split, augment)
+    pixels = pixel_source(ds, shards.rows, options.original)
+    source = CopySamples(shards, pixels)
+    sized = [{"key": r["key"], "shape": pixels.shapes[r["key"]]} for r in shards.rows]
+    check_sizes(ds, sized, split, augment)
     norm = normalization(augment, stats_for(unit_stats(ds), channels), channels)
-    stored = {(tuple(r["shape"]), r["dtype"]) for r in source.rows}
+    stored = {tuple(pixels.shapes[r["key"]]) for r in shards.rows}
     if on_device is None:
         on_device = torch.device(device).type == "cuda" and len(stored) == 1
     elif on_device and len(stored) > 1:
         raise LoaderSpecError(
-            f"{ds.path}: split {split!r} holds images of {len(stored)} stored sizes and types, "
-            "which do not stack into a batch before their views are cut; make the views "
-            "where the samples are read (on_device=False)"
+            f"{ds.path}: split {split!r} holds images of {len(stored)} stored shapes, which "
+            "do not stack into a batch before their views are cut; make the views where "
+            "the samples are read (on_device=False)"
         )
     transform = ViewTransform(geometry, pipeline, seed, channels)
     intensity = ViewIntensity(pipeline.blur_radius, norm)
     if on_device:
-        scale = bit_depth_scale(np.dtype(next(iter(stored))[1]))
-        worker, batch = KeepIndex(), DeviceViews(transform, intensity, scale)
+        worker, batch = KeepIndex(), DeviceViews(transform, intensity)
     else:
         worker, batch = transform, intensity
     return TorchLoader(

@@ -42,13 +42,13 @@ def test_each_sample_is_read_once_per_epoch_and_gives_two_different_views(
     mixed_tile_dataset, monkeypatch
 ):
     reads = Counter()
-    load = ShardSamples.load
+    raw = ShardSamples.raw
 
-    def counting(self, index, epoch):
+    def counting(self, index, check=True):
         reads[self.rows[index]["key"]] += 1
-        return load(self, index, epoch)
+        return raw(self, index, check)
 
-    monkeypatch.setattr(ShardSamples, "load", counting)
+    monkeypatch.setattr(ShardSamples, "raw", counting)
     loader = _loader(mixed_tile_dataset)
     keys = []
     for batch in loader:
@@ -121,6 +121,32 @@ def test_views_made_where_the_batch_lands_are_those_made_where_samples_are_read(
         assert torch.allclose(one["image"], other["image"], atol=1e-4)
 
 
-def test_views_on_the_device_need_one_stored_size_and_type(mixed_tile_dataset):
-    with pytest.raises(LoaderSpecError, match=r"holds images of \d+ stored sizes and types"):
+def test_views_on_the_device_need_one_stored_shape(mixed_tile_dataset):
+    with pytest.raises(
+        LoaderSpecError, match=r"holds images of \d+ stored shapes, which do not stack"
+    ):
         _loader(mixed_tile_dataset, on_device=True)
+
+
+@pytest.mark.parametrize("original", [False, True])
+def test_views_are_cut_from_the_training_copies_unless_the_originals_are_asked(tmp_path, original):
+    from tests.conftest import ingest
+    from tests.real_data import mixed_tile_table
+
+    table = mixed_tile_table(tmp_path / "raw", copies=1, size=48)
+    ingest(table, tmp_path / "ds", val_fraction=0.0, train_size=(24, 24))
+    options = LoaderOptions(batch_size=4, num_workers=0, original=original)
+    loader = build_view_loader(
+        open_dataset(tmp_path / "ds"),
+        "train",
+        options,
+        augment=Augment2D(flip_h=True),
+        pipeline=ViewPipeline(),
+        channels=1,
+        seed=0,
+        rank=0,
+        world_size=1,
+        device="cpu",
+    )
+    sizes = {tuple(b["image"].shape[-2:]) for b in loader}
+    assert sizes == ({(48, 48)} if original else {(24, 24)})

@@ -18,7 +18,6 @@ ROOT = Path(__file__).parents[2]
 TINY = [
     "loader.num_workers=0",
     "loader.batch_size=8",
-    "augment.random_crop=[32,32]",
     "optim.mixed_precision='no'",
     "checkpoint.every_minutes=null",
 ]
@@ -42,7 +41,8 @@ def test_byol_then_finetune_then_predict_with_the_shipped_configs(tmp_path, caps
     where = [f"dataset={tmp_path / 'ds'}", f"output_dir={tmp_path / 'outputs'}", "epochs=2"]
     pretrained = run(
         str(ROOT / "configs/mammo-byol.yaml"),
-        [*where, *TINY, "byol.hidden_dim=64", "byol.projection_dim=32", "loader.drop_last=false"],
+        [*where, *TINY, "augment.random_resized_crop=[32,32]", "byol.hidden_dim=64"]
+        + ["byol.projection_dim=32", "loader.drop_last=false"],
         quiet=True,
     )
     assert 0.0 <= pretrained["val_knn_accuracy"] <= 1.0
@@ -50,7 +50,8 @@ def test_byol_then_finetune_then_predict_with_the_shipped_configs(tmp_path, caps
     capsys.readouterr()
     tuned = run(
         str(ROOT / "configs/mammo-tiles.yaml"),
-        [*where, *TINY, f"finetune.checkpoint={backbone}", "finetune.freeze_backbone_epochs=1"],
+        [*where, *TINY, "augment.random_crop=[32,32]", f"finetune.checkpoint={backbone}"]
+        + ["finetune.freeze_backbone_epochs=1"],
     )
     shown = capsys.readouterr().out
     assert "the online backbone of a BYOL checkpoint: loaded" in shown

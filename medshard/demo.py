@@ -156,7 +156,7 @@ def _mammo_chain(dataset: Path, out: Path, console: Console) -> dict:
     at the demo's size. Returns the fine-tuned run's metrics and the predictions."""
     from medshard.trainers.config import TrainConfig
     from medshard.trainers.loop import train
-    from medshard.trainers.predict import open_run, predict
+    from medshard.trainers.predict import open_run, predict, run_copy
     from medshard.trainers.predict_inputs import dataset_inputs
     from medshard.trainers.predict_records import write_document
 
@@ -207,7 +207,7 @@ def _mammo_chain(dataset: Path, out: Path, console: Console) -> dict:
     metrics = train(tiles)
     console.rule("mammo-tiles: medshard predict on the test split")
     run = open_run(out / "mammo-tiles")
-    document = predict(run, dataset_inputs(dataset, "test", whole_volumes=False), show=True)
+    document = predict(run, dataset_inputs(dataset, "test", False, run_copy(run)), show=True)
     write_document(document, out / "mammo-tiles" / "predictions-test.json")
     done = document["summary"]
     console.print(

@@ -19,7 +19,7 @@ def predict(
         typer.Argument(
             metavar="RUN_DIR_OR_CHECKPOINT",
             help="A run folder (OUTPUT/NAME: its best checkpoint) or a checkpoint in one "
-            "(OUTPUT/NAME/last)."
+            "(OUTPUT/NAME/last).",
         ),
     ],
     output_json: Annotated[Path, Opt(help="Where the predictions go (JSON).")],
@@ -45,7 +45,7 @@ def predict(
     """Predict with a trained run: per-class probabilities, labels over the threshold, a
     regression value, or NIfTI label maps in each source's space; one JSON record per
     input. Preprocessing is the run's validation preprocessing."""
-    from medshard.trainers.predict import open_run
+    from medshard.trainers.predict import open_run, run_copy
     from medshard.trainers.predict import predict as run_predict
     from medshard.trainers.predict_inputs import dataset_inputs, file_inputs, folder_inputs
     from medshard.trainers.predict_records import parse_thresholds, write_document
@@ -67,7 +67,7 @@ def predict(
             inputs = folder_inputs(images_dir)
         else:
             whole = trained.task.name == "segmentation"
-            inputs = dataset_inputs(dataset, split, whole_volumes=whole)
+            inputs = dataset_inputs(dataset, split, whole, run_copy(trained))
         document = run_predict(
             trained,
             inputs,

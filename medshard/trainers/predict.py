@@ -23,13 +23,13 @@ from medshard.shards.reader import Dataset, open_dataset
 from medshard.trainers.config import TrainConfig, load_config
 from medshard.trainers.finetune import read_state_dict
 from medshard.trainers.models import build_model
-from medshard.trainers.predict_inputs import Input
+from medshard.trainers.predict_inputs import Input, as_training_copy, training_copy
 from medshard.trainers.predict_records import FORMAT, VERSION, output_records, summary
 from medshard.trainers.predict_volumes import segment_record
 from medshard.trainers.setup import build_augment
 from medshard.trainers.tasks import Task, build_task
 
-__all__ = ["PREDICTED", "PredictError", "Run", "open_run", "predict"]
+__all__ = ["PREDICTED", "PredictError", "Run", "open_run", "predict", "run_copy"]
 
 PREDICTED = ("classification", "multilabel", "regression", "segmentation")
 WEIGHTS = "model.safetensors"
@@ -89,6 +89,11 @@ def open_run(path: Path) -> Run:
     return Run(folder, checkpoint, config, ds, build_task(config, ds))
 
 
+def run_copy(run: Run):
+    """How the run's training copies were made (a TrainCopy), when it read them."""
+    return training_copy(run.dataset, run.config.loader.original)
+
+
 def _model(run: Run, device: torch.device) -> torch.nn.Module:
     """The run's network with the checkpoint's weights, every tensor matched."""
     ds, config = run.dataset, run.config
@@ -112,11 +117,14 @@ def _preprocess(run: Run):
     if isinstance(augment, Augment2D):
         channels = batch_channels(ds, augment)
         stats = stats_for(unit_stats(ds), channels)
+        copy = training_copy(ds, config.loader.original)
 
         def image(sample: dict) -> torch.Tensor:
             array = np.asarray(sample["image"])
             if array.ndim != 3:
                 raise ValueError(f"holds an array of shape {array.shape}, not a 2D image")
+            if copy is not None and sample.get("original"):  # the run read training copies
+                array = as_training_copy(array, copy)
             scale = bit_depth_scale(array.dtype)
             return augment_2d(_tensor(array), augment, None, scale, stats, channels)
 

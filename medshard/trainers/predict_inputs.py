@@ -16,10 +16,12 @@ from medshard.errors import MedshardError
 __all__ = [
     "Input",
     "PredictInputError",
+    "as_training_copy",
     "dataset_inputs",
     "file_inputs",
     "folder_inputs",
     "read_volume_files",
+    "training_copy",
 ]
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -36,6 +38,36 @@ class Input:
 
     name: str
     load: Callable[[], dict]
+
+
+def training_copy(ds, original: bool):
+    """How the training copies of image dataset `ds` were made (a TrainCopy), when a run
+    with `loader.original` set to `original` read them; else None."""
+    from medshard.ingest.train_copy import TrainCopy
+
+    options = ds.card.options
+    if original or ds.card.kind != "images" or not options.get("train_size"):
+        return None
+    return TrainCopy(
+        size=tuple(options["train_size"]),
+        format=options.get("train_format", "raw"),
+        quality=options.get("train_quality", 90),
+    )
+
+
+def as_training_copy(image: np.ndarray, spec) -> np.ndarray:
+    """A decoded (C, H, W) image as the loader would read its training copy: made as
+    ingest makes it (resized once; re-encoded as JPEG or PNG when the copies are), then
+    decoded."""
+    from medshard.ingest.train_copy import encode_copy, make_copy
+    from medshard.loaders.copies import PixelSource
+
+    copy = make_copy(np.moveaxis(image, 0, -1), spec)
+    if spec.format == "raw":
+        return copy
+    return np.array(
+        PixelSource((spec.field,), True, {}).decode(spec.field, encode_copy(copy, spec))
+    )
 
 
 def _is_nifti(path: Path) -> bool:
@@ -79,7 +111,7 @@ def _load_file(spec: str) -> Callable[[], dict]:
         from medshard.ingest.image_probe import probe_image
 
         pixels = probe_image(paths[0]).pixels  # (H, W, C), as ingest decodes it
-        return {"image": np.ascontiguousarray(np.moveaxis(pixels, -1, 0))}
+        return {"image": np.ascontiguousarray(np.moveaxis(pixels, -1, 0)), "original": True}
 
     return load
 
@@ -106,10 +138,15 @@ def folder_inputs(folder: Path) -> list[Input]:
     return file_inputs([str(p) for p in found])
 
 
-def dataset_inputs(path: Path, split: str, whole_volumes: bool) -> list[Input]:
+def dataset_inputs(path: Path, split: str, whole_volumes: bool, copy=None) -> list[Input]:
     """The samples of `split` as the validation reads them (2D images, stored crops), or
-    with `whole_volumes` each volume whole from Zarr, with its mask and source space."""
+    with `whole_volumes` each volume whole from Zarr, with its mask and source space.
+    `copy` (a TrainCopy) is how the run's training copies were made: samples come from
+    the dataset's own copies where they were made the same way, else from its originals
+    (marked `original`, for the caller to copy)."""
+    from medshard.loaders.copies import pixel_source
     from medshard.loaders.sources import Selection, ShardSamples
+    from medshard.loaders.views import CopySamples
     from medshard.shards.reader import open_dataset
 
     ds = open_dataset(path)
@@ -120,10 +157,18 @@ def dataset_inputs(path: Path, split: str, whole_volumes: bool) -> list[Input]:
             raise PredictInputError(f"{ds.path}: split {split!r} holds no volumes in Zarr")
         rows.sort(key=lambda r: r["key"])
         return [Input(r["key"], lambda row=r: _whole_volume(ds.path, row)) for r in rows]
-    samples = ShardSamples(ds, Selection(split))
-    if not len(samples):
+    shards = ShardSamples(ds, Selection(split))
+    if not len(shards):
         raise PredictInputError(f"{ds.path}: split {split!r} has no samples in shards")
-    return [Input(samples.key(i), lambda i=i: samples.load(i, 0)) for i in range(len(samples))]
+    if ds.card.kind != "images":
+        return [Input(shards.key(i), lambda i=i: shards.load(i, 0)) for i in range(len(shards))]
+    same = copy is not None and training_copy(ds, False) == copy
+    samples = CopySamples(shards, pixel_source(ds, shards.rows, original=not same))
+
+    def load(index: int) -> dict:
+        return samples.load(index, 0) | {"original": not same}
+
+    return [Input(samples.key(i), lambda i=i: load(i)) for i in range(len(samples))]
 
 
 def _whole_volume(root: Path, row: dict) -> dict:

@@ -79,7 +79,7 @@ def _direct(run: Path, dataset: Path, split: str) -> dict[str, torch.Tensor]:
     """Each sample's output by hand: the run's network and weights on the evaluation
     loader's batches of one."""
     config = open_run(run).config
-    model = build_model(config, 2, 1, len(open_dataset(config.dataset).card.label_names))
+    model = build_model(config, 2, 1, open_run(run).task.out_channels)
     model.load_state_dict(load_file(str(run / "best/model.safetensors")))
     model.eval()
     from medshard.loaders import Augment2D
@@ -120,7 +120,7 @@ def test_multilabel_json_gives_each_label_a_probability_equal_to_a_direct_forwar
 def _dataset(path, split):
     from medshard.trainers.predict_inputs import dataset_inputs
 
-    return dataset_inputs(path, split, whole_volumes=False)
+    return dataset_inputs(path, split, False)
 
 
 def test_an_image_gives_the_same_probabilities_alone_and_inside_a_batch(gray):
@@ -338,3 +338,22 @@ def test_regression_records_give_the_value_in_the_targets_units():
         SCHEMA,
     )
     assert summary("regression", [], records)["mean"] == pytest.approx(45.75)
+
+
+@pytest.mark.parametrize("copies", ["raw", "png"])
+def test_a_run_that_read_training_copies_predicts_files_through_the_same_copy(tmp_path, copies):
+    from tests.conftest import ingest
+
+    real_gray_dataset(tmp_path / "data", size=40)
+    table = tmp_path / "data/raw/labels.csv"
+    ingest(table, tmp_path / "ds", label_col="picture", train_size=(24, 24), train_format=copies)
+    run = _train(tmp_path / "ds", tmp_path / "runs", "classification")
+    files = sorted(str(p) for p in (tmp_path / "data/raw/tiles").glob("*.png"))
+    document = predict(open_run(run), file_inputs(files), show=False)
+    from_dataset = predict(open_run(run), _dataset(tmp_path / "ds", "val"), show=False)
+    direct = _direct(run, tmp_path / "ds", "val")  # the validation reads the copies
+    by_key = {f"tiles_{Path(r['input']).stem}": r for r in document["records"]}
+    for record in from_dataset["records"]:
+        expected = direct[record["input"]].softmax(-1).tolist()
+        for found in (record, by_key[record["input"]]):
+            assert list(found["probabilities"].values()) == pytest.approx(expected, abs=1e-5)

@@ -150,3 +150,19 @@ def test_views_are_cut_from_the_training_copies_unless_the_originals_are_asked(t
     )
     sizes = {tuple(b["image"].shape[-2:]) for b in loader}
     assert sizes == ({(48, 48)} if original else {(24, 24)})
+
+
+def test_a_sample_without_the_member_to_read_is_refused_naming_it(image_dataset):
+    from medshard.errors import DatasetError as Refused
+    from medshard.loaders.copies import PixelSource
+    from medshard.loaders.views import CopySamples
+
+    shards = ShardSamples(open_dataset(image_dataset), Selection("train"))
+    samples = CopySamples(shards, PixelSource(("train.npy",), True, {}))
+    with pytest.raises(Refused, match=r"sample 'images_img_\d+' gives no image \(.*train\.npy"):
+        samples.load(0, 0)
+
+
+def test_a_split_without_samples_is_refused(image_dataset):
+    with pytest.raises(DatasetError, match=r"no split 'holdout'; the splits are train"):
+        _loader(image_dataset, "holdout", augment=SMALL)

@@ -357,3 +357,63 @@ def test_a_run_that_read_training_copies_predicts_files_through_the_same_copy(tm
         expected = direct[record["input"]].softmax(-1).tolist()
         for found in (record, by_key[record["input"]]):
             assert list(found["probabilities"].values()) == pytest.approx(expected, abs=1e-5)
+
+
+def test_more_refusals_each_in_one_sentence(gray, real_mri, tmp_path):
+    import shutil
+
+    import yaml
+
+    run, tiles = gray
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(run / "config.yaml", empty / "config.yaml")
+    with pytest.raises(PredictError, match=r"the run has no weights yet \(no best/ or last/"):
+        open_run(empty)
+    wrong = tmp_path / "wrong"
+    (wrong / "best").mkdir(parents=True)
+    shutil.copy(run / "config.yaml", wrong / "config.yaml")
+    save_file({"0.weight": torch.zeros(2, 2)}, str(wrong / "best/model.safetensors"))
+    with pytest.raises(
+        PredictError, match=r"best: the weights do not fit the run.s config \(size mismatch"
+    ):
+        predict(open_run(wrong), file_inputs([]), show=False)
+    if not torch.cuda.is_available():
+        with pytest.raises(PredictError, match=r"--device cuda: no CUDA device is available"):
+            predict(open_run(run), file_inputs([]), device="cuda", show=False)
+    with pytest.raises(Exception, match=r"not a folder"):
+        folder_inputs(tmp_path / "nothing")
+
+    dataset, raw = real_mri
+    seg = tmp_path / "seg"
+    (seg / "best").mkdir(parents=True)
+    raw_config = dict(
+        name="seg",
+        dataset=str(dataset),
+        task="segmentation",
+        model={"name": "tests.trainers.test_predict:sign_net"},
+        loader={"val_split": "train"},
+    )
+    (seg / "config.yaml").write_text(yaml.safe_dump(raw_config))
+    save_file({"scale": torch.ones(())}, str(seg / "best/model.safetensors"))
+    with pytest.raises(PredictError, match=r"a segmentation run writes its label maps as NIfTI"):
+        predict(open_run(seg), file_inputs([]), show=False)
+    with pytest.raises(PredictError, match=r"a segmentation run without loader\.patch_size"):
+        predict(open_run(seg), file_inputs([]), output_dir=tmp_path / "maps", show=False)
+
+    png = str(sorted(tiles.glob("*.png"))[0])
+    volume = str(raw / "anatomical.nii")
+    records = predict(
+        open_run(run),
+        file_inputs([str(tmp_path / "gone.png"), f"{png},{png}", volume]),
+        show=False,
+    )["records"]
+    assert records[0]["error"].endswith("gone.png: not a file")
+    assert "several files make one input only as NIfTI modalities" in records[1]["error"]
+    assert "not a 2D image" in records[2]["error"]
+    raw_config["loader"] = {"val_split": "train", "patch_size": [8, 8, 8]}
+    (seg / "config.yaml").write_text(yaml.safe_dump(raw_config))
+    records = predict(open_run(seg), file_inputs([png]), output_dir=tmp_path / "maps", show=False)[
+        "records"
+    ]
+    assert "the model takes volumes of 1 channels (image) as (c, z, y, x)" in records[0]["error"]

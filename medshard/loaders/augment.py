@@ -112,11 +112,26 @@ def to_float_2d(image: torch.Tensor, weights: torch.Tensor, offset: torch.Tensor
     a gain per channel (N, C) where C == Cs, else a matrix (N, C, Cs), and `offset`
     (N, C): the one pass where a batch becomes floats."""
     image = image.contiguous()  # reordering is cheaper in the stored type than in floats
+    if image.device.type == "cpu":
+        return torch.from_numpy(_to_float_numpy(image.numpy(), weights.numpy(), offset.numpy()))
     if weights.ndim == 2:
         out = torch.empty(image.shape, dtype=torch.float32, device=image.device)
         return out.copy_(image).mul_(weights[:, :, None, None]).add_(offset[:, :, None, None])
     mixed = torch.einsum("noc,nchw->nohw", weights, image.float())
     return mixed.add_(offset[:, :, None, None])
+
+
+def _to_float_numpy(image: np.ndarray, weights: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """`to_float_2d` on a CPU, in numpy: one thread, where torch's OpenMP team would spin
+    on cores that the loader's own threads are using."""
+    if weights.ndim == 2:
+        out = np.empty(image.shape, np.float32)
+        np.copyto(out, image, casting="unsafe")
+        out *= weights[:, :, None, None]
+    else:
+        out = np.einsum("noc,nchw->nohw", weights, image, dtype=np.float32)
+    out += offset[:, :, None, None]
+    return out
 
 
 def augment_2d(

@@ -232,6 +232,7 @@ def _image_loader(
         training=spec.training,
         stats=stats,
         channels=channels,
+        on_device=common["device"].type == "cuda",
     )
     return ImageLoader(filler, threads=max(spec.num_workers, 1), on_error=spec.on_error, **common)
 

@@ -11,7 +11,8 @@ affine map per channel: the torch backend folds them, and the bit depth's scale,
 one multiply-add per sample and channel, run once on the whole batch, where the values
 first become floats (`fold_intensity`).
 
-Tensors are (..., C, H, W) in torch (a clip's frames share one draw) and HWC in DALI."""
+Tensors are (..., C, H, W) in torch (a clip's frames share one draw; the geometric
+steps also move numpy arrays, as views where they can) and HWC in DALI."""
 
 from __future__ import annotations
 
@@ -47,6 +48,9 @@ __all__ = [
 ]
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+# The geometric steps also take numpy arrays (the torch backend's image loader moves
+# views, copied once into the batch); the intensity steps take tensors.
+Array = torch.Tensor | np.ndarray
 
 
 class Transform2D:
@@ -89,12 +93,24 @@ class Transform2D:
         raise NotImplementedError
 
 
-def _moved(image: torch.Tensor, move) -> torch.Tensor:
-    """`move` (a flip or a turn) of `image`; uint16, which torch's flips do not take,
-    moved as the int16 of the same bits."""
+def _flip(image: Array, dims: list[int]) -> Array:
+    """`image` mirrored along `dims`: a numpy view, or a torch copy (uint16, which
+    torch's flips do not take, moved as the int16 of the same bits)."""
+    if isinstance(image, np.ndarray):
+        return np.flip(image, dims)
     if image.dtype == torch.uint16:
-        return move(image.view(torch.int16)).view(torch.uint16)
-    return move(image)
+        return image.view(torch.int16).flip(dims).view(torch.uint16)
+    return image.flip(dims)
+
+
+def _turn(image: Array, turns: int) -> Array:
+    """`image` turned by `turns` quarter turns counter-clockwise: a numpy view, or a
+    torch copy (uint16 as int16, as in `_flip`)."""
+    if isinstance(image, np.ndarray):
+        return np.rot90(image, turns, axes=(-2, -1))
+    if image.dtype == torch.uint16:
+        return torch.rot90(image.view(torch.int16), turns, dims=(-2, -1)).view(torch.uint16)
+    return torch.rot90(image, turns, dims=(-2, -1))
 
 
 @dataclass(frozen=True)
@@ -252,7 +268,7 @@ class Flip(Transform2D):
 
     def torch(self, image: torch.Tensor, h: int, v: int) -> torch.Tensor:
         dims = [-1] * bool(h) + [-2] * bool(v)
-        return _moved(image, lambda x: x.flip(dims)) if dims else image
+        return _flip(image, dims) if dims else image
 
     def dali(self, image, h, v):
         from nvidia.dali import fn
@@ -282,7 +298,7 @@ class QuarterTurns(Transform2D):
         turns = self.turns(k)
         if not turns:
             return image
-        return _moved(image, lambda x: torch.rot90(x, turns, dims=(-2, -1)))
+        return _turn(image, turns)
 
     def dali(self, image, k):
         from nvidia.dali import fn, types

@@ -67,18 +67,18 @@ def to_channels(x: torch.Tensor, channels: int | None) -> torch.Tensor:
     raise ValueError(f"cannot turn {x.shape[-3]} channels into {channels}")
 
 
-def stored_channels(
-    x: torch.Tensor, channels: int | None
-) -> tuple[torch.Tensor, np.ndarray | None]:
-    """(..., c, H, W) stored values as they enter the 2D chain: alpha dropped, gray
-    repeated to `channels` (a view). Colour to gray is a weighted sum, which waits for
-    floats: then the values keep their colour and `mix` holds the (1, 3) luma weights."""
+def stored_channels(x, channels: int | None) -> tuple[torch.Tensor | np.ndarray, np.ndarray | None]:
+    """(..., c, H, W) stored values (a tensor or a numpy array) as they enter the 2D
+    chain: alpha dropped, gray repeated to `channels` (a view). Colour to gray is a
+    weighted sum, which waits for floats: then the values keep their colour and `mix`
+    holds the (1, 3) luma weights."""
     colour = _colour_channels(x.shape[-3])
     x = x[..., :colour, :, :]
     if channels is None or colour == channels:
         return x, None
     if colour == 1:
-        return x.expand(*x.shape[:-3], channels, *x.shape[-2:]), None
+        shape = (*x.shape[:-3], channels, *x.shape[-2:])
+        return (np.broadcast_to(x, shape) if isinstance(x, np.ndarray) else x.expand(shape)), None
     if channels == 1 and colour == 3:
         return x, np.asarray([LUMA])
     raise ValueError(f"cannot turn {colour} channels into {channels}")

@@ -5,13 +5,12 @@ decoded), make the chain's geometric steps on the stored integers (crop, flip, t
 resize) and copy the result straight into its slot of a preallocated batch of the
 stored type. The intensity steps of every sample (bit depth, colour to gray, contrast,
 brightness, normalisation) are folded into one multiply-add per sample and channel,
-made once on the whole batch where it first becomes floats: on the device when there is
-one, so that integers, not floats, cross to it. Batches never cross a process boundary
+made where the values first become floats: on a GPU once on the whole batch, on the
+device, so that integers, not floats, cross to it; on a CPU in the sample's thread, in
+the same pass as its copy into a float batch. Batches never cross a process boundary
 (loaders/slots.py), and the kernel reads ahead of the plan (loaders/readahead.py)."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -44,16 +43,6 @@ def _colour(channels: int) -> int:
     return 1 if channels < 3 else 3
 
 
-def _tensor(array: np.ndarray) -> torch.Tensor:
-    """A tensor view of an array, read-only ones too: safe, since the chain never writes
-    its input."""
-    if array.flags.writeable:
-        return torch.from_numpy(array)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        return torch.from_numpy(array)
-
-
 class ImageFiller:
     """Puts the 2D images of `source` into batch slots (a slots.Filler): pixels from
     `pixels`, augmented by `config` (drawn per sample when `training`), as `channels`
@@ -69,8 +58,10 @@ class ImageFiller:
         training: bool,
         stats: tuple[list[float], list[float]] | None,
         channels: int,
+        on_device: bool = False,
     ):
         self.source, self.pixels, self.config = source, pixels, config
+        self.on_device = on_device
         self.seed, self.training, self.channels, self.stats = seed, training, channels, stats
         shapes = [pixels.shapes[r["key"]] for r in source.rows]
         colours = {_colour(s[0]) for s in shapes}
@@ -93,15 +84,18 @@ class ImageFiller:
         )
 
     def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
-        # per sample: a gain per channel, or where colour meets gray a (channels, stored
-        # channels) matrix of weights, and an offset per channel
-        mixing = self.slot_channels != self.channels
-        weights = (self.channels, self.slot_channels) if mixing else (self.channels,)
-        layout = {
-            "image": ((size, self.slot_channels, *self.size), self.dtype),
-            "weights": ((size, *weights), np.dtype(np.float32)),
-            "offset": ((size, self.channels), np.dtype(np.float32)),
-        }
+        if self.on_device:
+            # stored values, and per sample a gain per channel (or where colour meets gray
+            # a (channels, stored channels) matrix of weights) and an offset per channel
+            mixing = self.slot_channels != self.channels
+            weights = (self.channels, self.slot_channels) if mixing else (self.channels,)
+            layout = {
+                "image": ((size, self.slot_channels, *self.size), self.dtype),
+                "weights": ((size, *weights), np.dtype(np.float32)),
+                "offset": ((size, self.channels), np.dtype(np.float32)),
+            }
+        else:
+            layout = {"image": ((size, self.channels, *self.size), np.dtype(np.float32))}
         for name, dtype in self.labels.items():
             kind = np.dtype(np.int64) if dtype.kind in "iu" else np.dtype(np.float32)
             layout[name] = ((size, *self.label_shapes[name]), kind)
@@ -139,7 +133,7 @@ class ImageFiller:
     def fill(self, arrays: dict, slot: int, index: int, epoch: int) -> None:
         row = self.source.rows[index]
         pixels = self._pixels(index)
-        x, mix = stored_channels(_tensor(pixels), self.channels)
+        x, mix = stored_channels(pixels, self.channels)  # numpy views until the copy
         params = chain_params(self.chain, self.generator(epoch, index))
         x = geometry_2d(self.chain, params, x)
         if tuple(x.shape[-2:]) != self.size:
@@ -147,14 +141,23 @@ class ImageFiller:
                 f"{row['shard']}: sample {row['key']!r} is {x.shape[-2]}x{x.shape[-1]} after "
                 f"the augmentation, the batch {self.size[0]}x{self.size[1]}"
             )
-        count = x.shape[0]
-        image = arrays["image"][slot]
-        np.copyto(image[:count], x.numpy(), casting="same_kind")
-        if count < self.slot_channels:
-            image[count:] = 0  # read with weight 0: never a NaN left by an earlier batch
         gain, offset = fold_intensity(
             self.chain, params, self.channels, bit_depth_scale(pixels.dtype)
         )
+        if self.on_device:
+            self._stored(arrays, slot, x, mix, gain, offset)
+        else:
+            _to_float(arrays["image"][slot], x, mix, gain, offset)
+        for name, value in label_fields(row).items():
+            arrays[name][slot] = value
+
+    def _stored(self, arrays: dict, slot: int, x, mix, gain, offset) -> None:
+        """Slot `slot` as stored values, with the map to floats that `finish` makes."""
+        count = x.shape[0]
+        image = arrays["image"][slot]
+        np.copyto(image[:count], x, casting="same_kind")
+        if count < self.slot_channels:
+            image[count:] = 0  # read with weight 0: never a NaN left by an earlier batch
         arrays["offset"][slot] = offset
         if arrays["weights"].ndim == 2:
             arrays["weights"][slot] = gain
@@ -162,16 +165,30 @@ class ImageFiller:
             mix = np.eye(self.channels, count) if mix is None else mix
             arrays["weights"][slot] = 0
             arrays["weights"][slot, :, :count] = np.broadcast_to(gain, self.channels)[:, None] * mix
-        for name, value in label_fields(row).items():
-            arrays[name][slot] = value
 
     def finish(self, batch: dict, epoch: int) -> dict:
-        """The batch's one pass to floats, where it is (the device, after the copy)."""
+        """On the device, the batch's one pass to floats (after integers crossed to it);
+        on a CPU each sample became floats in its thread."""
+        if not self.on_device:
+            return batch
         image = batch.pop("image")
         if image.dtype == torch.uint16 and image.device.type != "cpu":
             image = image.view(torch.int16).to(torch.int32).bitwise_and_(0xFFFF)
         batch["image"] = to_float_2d(image, batch.pop("weights"), batch.pop("offset"))
         return batch
+
+
+def _to_float(out: np.ndarray, x, mix: np.ndarray | None, gain, offset) -> None:
+    """Stored values `x` (a view) into the float slot `out`: the copy and the cast in one
+    pass, then the gain and offset in place; in numpy, whose loops use this thread
+    alone (torch's OpenMP team would spin on cores the loader's other threads use)."""
+    if mix is None:
+        np.copyto(out, x, casting="unsafe")
+        out *= np.reshape(gain, (-1, 1, 1)).astype(np.float32)
+    else:  # colour to gray
+        weights = (np.broadcast_to(gain, out.shape[0])[:, None] * mix).astype(np.float32)
+        np.einsum("oc,chw->ohw", weights, np.asarray(x, np.float32), out=out)
+    out += np.reshape(offset, (-1, 1, 1)).astype(np.float32)
 
 
 class ImageLoader(SlotLoader):

@@ -10,6 +10,7 @@ filter reaches past it are computed again here, by the filter's taps."""
 from __future__ import annotations
 
 import math
+import warnings
 from functools import lru_cache
 
 import numpy as np
@@ -123,12 +124,17 @@ def _exact_borders(out: torch.Tensor, source: torch.Tensor, size: tuple[int, int
         put((Ellipsis, slice(None), cols), along_h @ (cut @ cols_filter.T))
 
 
-def resize(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize(image: torch.Tensor | np.ndarray, size: tuple[int, int]) -> torch.Tensor | np.ndarray:
     """(..., C, H, W) resampled to `size` (H, W); integer types rounded to the nearest
-    value and kept, floats computed in float32."""
+    value and kept, floats computed in float32; a numpy array in, a numpy array out."""
     size = (int(size[0]), int(size[1]))
     if tuple(image.shape[-2:]) == size:
         return image
+    if isinstance(image, np.ndarray):
+        with warnings.catch_warnings():  # read only: a decoder's; resizing never writes it
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            source = torch.from_numpy(image)
+        return resize(source, size).numpy()
     lead = image.shape[:-3]
     flat = image.reshape(-1, *image.shape[-3:])
     if image.dtype == torch.uint8:

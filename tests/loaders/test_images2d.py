@@ -196,3 +196,18 @@ def test_images_that_differ_in_size_are_refused_by_their_copies_sizes(tmp_path):
         tmp_path / "ds", "train", batch_size=2, augment=resized, original=True
     )
     assert not torch.equal(batch["image"], original["image"])  # resized once more, or not
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_the_device_path_batch_equals_the_cpu_path_batch(raw_copies, channels):
+    """On a GPU the stored integers cross to the device and become floats there, once
+    per batch; on a CPU each sample becomes floats in its thread: the same numbers."""
+    augment = AUGMENT.model_copy(update={"channels": channels})
+    spec = dict(batch_size=4, augment=augment, seed=3, num_workers=2, device="cpu")
+    per_sample = list(build_loader(raw_copies, "train", **spec))
+    loader = build_loader(raw_copies, "train", **spec)
+    loader.filler.on_device = True  # the GPU's layout and pass, run here on the CPU
+    per_batch = list(loader)
+    for a, b in zip(per_sample, per_batch):
+        assert a["key"] == b["key"]
+        torch.testing.assert_close(a["image"], b["image"], atol=1e-6, rtol=0)

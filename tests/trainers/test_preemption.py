@@ -59,11 +59,11 @@ def reference(gray, tmp_path_factory):
     for accumulate in (1, 2):
         root = tmp_path_factory.mktemp(f"straight{accumulate}")
         config = write_config(root / "c.yaml", gray, root)
-        run(str(config), overrides(f"optim.accumulate={accumulate}"), quiet=True)
+        in_process_of_its_own(config, f"optim.accumulate={accumulate}")
         out[accumulate] = weights(root)
     root = tmp_path_factory.mktemp("validating")
     config = write_config(root / "c.yaml", gray, root)
-    run(str(config), overrides("checkpoint.validation=true"), quiet=True)
+    in_process_of_its_own(config, "checkpoint.validation=true")
     out["validations"] = json.loads((root / "gray/validations.json").read_text())
     out["validated"] = weights(root)
     return out
@@ -77,6 +77,13 @@ def killed(config, *more: str) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
 
 
+def in_process_of_its_own(config, *more: str) -> None:
+    """A run that must end exactly as the killed one's resume: in a fresh process like it,
+    since what earlier tests left in this one (threads, kernels) can change a CPU's sums."""
+    result = killed(config, *more)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
 @pytest.mark.parametrize("at", KILLS)
 def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights(gray, tmp_path, reference, at):
     config = write_config(tmp_path / "c.yaml", gray, tmp_path)
@@ -85,7 +92,7 @@ def test_a_run_killed_at_a_random_step_resumes_to_the_same_weights(gray, tmp_pat
     card = json.loads((tmp_path / "gray/last/checkpoint.json").read_text())
     done = card["epoch"] * BATCHES + card["step"]  # the last complete checkpoint
     assert done < at and (card["step"] % 2 == 0)
-    run(str(config), overrides(), resume=True, quiet=True)
+    in_process_of_its_own(config, "--resume")
     assert weights(tmp_path) == reference[1]
 
 
@@ -139,7 +146,7 @@ def test_a_killed_validation_is_run_again_whole(gray, tmp_path, reference):
     assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
     before = json.loads((tmp_path / "gray/validations.json").read_text())
     assert before == reference["validations"][:1]  # nothing half counted
-    run(str(config), overrides("checkpoint.validation=true"), resume=True, quiet=True)
+    in_process_of_its_own(config, "checkpoint.validation=true", "--resume")
     validations = json.loads((tmp_path / "gray/validations.json").read_text())
     assert validations == reference["validations"]
     assert [(v["epoch"], v["step"]) for v in validations] == [

@@ -71,26 +71,47 @@ def _per_sample(step, count: int, repeats: int = 3) -> float:
 
 
 def sample_budget(workload, ds: Path, limit: int = 200) -> dict:
-    """One core's milliseconds per sample on the engine's path through `ds` (augmented):
-    reading and decoding the pixels, the whole slot fill (decode, geometric steps, the
-    copy), and the batch's pass to floats; run in this thread, one torch thread."""
+    """One core's milliseconds per sample on the engine's path through `ds` (augmented),
+    step by step: reading and decoding the pixels, the geometric steps (drawn, made as
+    views where they can be; a resize computes), and the copy into the batch as floats
+    with the sample's gain and offset; run in this thread, one torch thread."""
     loader = workload.engine(ds, True)
     filler = getattr(loader, "filler", None)
-    if filler is None:  # another loader (DALI on a GPU): nothing to take apart
+    if filler is None or filler.on_device:  # DALI, or a GPU: nothing to take apart here
         return {}
+    from medshard.loaders.augment import geometry_2d
+    from medshard.loaders.chain2d import chain_params, fold_intensity
+    from medshard.loaders.frame_format import bit_depth_scale, stored_channels
+    from medshard.loaders.images2d import _to_float
+
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         count = min(limit, len(filler.source))
-        batch = workload.batch_size
-        arrays = {n: np.zeros(s, d) for n, (s, d) in filler.layout(batch).items()}
-        filler.checked[:] = False
-        for i in range(count):  # the checked first read, then the member alone
-            filler.fill(arrays, i % batch, i, 0)
-        pixels = _per_sample(filler._pixels, count)
-        fill = _per_sample(lambda i: filler.fill(arrays, i % batch, i, 0), count)
-        tensors = {n: torch.from_numpy(a) for n, a in arrays.items()}
-        finish = _per_sample(lambda _: filler.finish(dict(tensors), 0), 5) / batch
+        out = np.empty((filler.channels, *filler.size), np.float32)
+        for i in range(count):  # the checked first read; later reads take the member alone
+            filler._pixels(i)
+        pixels = [filler._pixels(i) for i in range(count)]
+        read = _per_sample(filler._pixels, count)
+
+        def moved(i: int):
+            x, mix = stored_channels(pixels[i], filler.channels)
+            params = chain_params(filler.chain, filler.generator(0, i))
+            return geometry_2d(filler.chain, params, x), mix, params
+
+        geometry = _per_sample(moved, count)
+        done = [moved(i) for i in range(count)]
+
+        def to_float(i: int) -> None:
+            x, mix, params = done[i]
+            scale = bit_depth_scale(pixels[i].dtype)
+            _to_float(out, x, mix, *fold_intensity(filler.chain, params, filler.channels, scale))
+
+        floats = _per_sample(to_float, count)
     finally:
         torch.set_num_threads(threads)
-    return {"read_decode_ms": 1e3 * pixels, "fill_ms": 1e3 * fill, "to_float_ms": 1e3 * finish}
+    return {
+        "read_decode_ms": 1e3 * read,
+        "geometry_ms": 1e3 * geometry,
+        "to_float_ms": 1e3 * floats,
+    }

@@ -65,13 +65,14 @@ def copies_lines(results: dict) -> list[str]:
     for w in measured:
         budget = w.get("budget") or {}
         if budget:
-            work = budget["fill_ms"] + budget["to_float_ms"]
+            work = sum(budget.values())
             lines.append(
                 f"- {w['name']}, original bytes, one core per sample: reading and decoding "
-                f"{budget['read_decode_ms']:.3f} ms of a slot's {budget['fill_ms']:.3f} ms, "
-                f"the batch's pass to floats {budget['to_float_ms']:.3f} ms: decoding is "
+                f"{budget['read_decode_ms']:.3f} ms, the geometric steps "
+                f"{budget['geometry_ms']:.3f} ms, the copy into the batch as floats "
+                f"{budget['to_float_ms']:.3f} ms: decoding is "
                 f"{100 * budget['read_decode_ms'] / work:.0f}% of the work, the most of the "
-                "decode-bound ceiling that cores spent on the rest leave."
+                "decode-bound ceiling a loader reaches with these steps on the same cores."
             )
     lines.append(
         f"- Bounds: decode = cores x one core's rate of the engine's decoder on those bytes; "

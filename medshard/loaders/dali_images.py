@@ -43,9 +43,10 @@ def image_nodes(
 
     colours = {1 if s[0] < 3 else 3 for s in pixels.shapes.values()}
     if pixels.raw:
-        image = fn.transpose(fn.decoders.numpy(stored), perm=[1, 2, 0], output_layout="HWC")
-        if cuda:
-            image = image.gpu()
+        decoded = fn.decoders.numpy(stored)  # a CPU operator: the arrays then cross
+        image = fn.transpose(
+            decoded.gpu() if cuda else decoded, perm=[1, 2, 0], output_layout="HWC"
+        )
         if channels == 3 and 1 in colours:  # gray repeated, colour kept: broadcasting
             image = image * np.ones((1, 1, 3), dtype)
         scale = bit_depth_scale(dtype)

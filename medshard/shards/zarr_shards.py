@@ -80,6 +80,20 @@ def write_shard(path: str | Path, array: np.ndarray, chunks: tuple[int, ...], co
     return offset + index_bytes.size + 4
 
 
+_FAULT_AROUND = 64 * 1024  # Linux maps this much of a file around each page fault
+
+
+def _mapped_bytes(inside: list[slice], chunks: tuple[int, ...], itemsize: int) -> int:
+    """What reading `inside` of a memory-mapped chunk maps: each of its planes spans its
+    rows at the chunk's row stride, and the kernel maps whole 64 KB runs around faults."""
+    sizes = [s.stop - s.start for s in inside]
+    if len(sizes) < 2:
+        return sizes[0] * itemsize + _FAULT_AROUND if sizes else 0
+    row = chunks[-1] * itemsize
+    plane = (sizes[-2] - 1) * row + sizes[-1] * itemsize + _FAULT_AROUND
+    return int(np.prod(sizes[:-2])) * plane
+
+
 class _Unsupported(Exception):
     """A layout this module does not read in place (tensorstore reads it instead)."""
 
@@ -140,7 +154,7 @@ class RegionReader:
     """One-copy region reads of the sharded arrays under a dataset folder; one per
     process, shared by its threads."""
 
-    def __init__(self, root: str | Path, map_budget: int = 64 * 2**20):
+    def __init__(self, root: str | Path, map_budget: int = 128 * 2**20):
         self.root = Path(root)
         self.map_budget = map_budget
         self._arrays: OrderedDict[str, _Array | None] = OrderedDict()
@@ -188,9 +202,7 @@ class RegionReader:
                 continue
             out[tuple(target)] = chunk[tuple(inside)]
             if not array.compressed:
-                self._mapped += array.dtype.itemsize * int(
-                    np.prod([s.stop - s.start for s in inside])
-                )
+                self._mapped += _mapped_bytes(inside, array.chunks, array.dtype.itemsize)
         if self._mapped > self.map_budget:
             self.release()
 

@@ -150,7 +150,7 @@ def ingest_nifti(options: NiftiIngestOptions, command: str = "") -> IngestResult
         command=command,
         channel_names=o.modalities,
         window=WindowSpec("crop", tuple(o.crops)) if o.crops else None,
-        patch_size=o.patch_size,
+        layout=o.layout(),
         spacing=o.spacing,
     )
     return run_ingest(jobs, rejected, recipe, o)

@@ -29,6 +29,7 @@ from medshard.shards.card import DatasetCard, write_card
 from medshard.shards.foreground import write_foreground
 from medshard.shards.manifest import write_manifest, write_rejected
 from medshard.shards.tar_writer import MAX_KEY_LENGTH
+from medshard.shards.zarr_layout import ZarrLayout
 from medshard.shards.zarr_store import consolidate, create_store
 
 __all__ = ["EncodedImage", "Job", "LoadedVolume", "Recipe", "run_ingest"]
@@ -76,7 +77,7 @@ class Recipe:
     command: str = ""
     channel_names: tuple[str, ...] = ()
     window: WindowSpec | None = None  # fixed crops or clips to shards as well
-    patch_size: tuple[int, ...] | None = None  # Zarr chunks are sized for it
+    layout: ZarrLayout | None = None  # of stored arrays: chunks sized for a patch, codec
     spacing: tuple[float, ...] | None = None  # overrides the files' own
     jobs_per_task: int = 1
     earlier_refusals: tuple[dict, ...] = ()  # kept in rejected.parquet (a rebuilt dataset)
@@ -122,7 +123,7 @@ def _read_samples(
         create_store(staging)
     step = recipe.jobs_per_task
     items = [
-        (jobs[s : s + step], str(staging), recipe.patch_size, recipe.spacing)
+        (jobs[s : s + step], str(staging), recipe.layout, recipe.spacing)
         for s in range(0, len(jobs), step)
     ]
     description = {"images": "decode", "video": "videos"}.get(recipe.kind, "volumes")

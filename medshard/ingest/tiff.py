@@ -139,7 +139,7 @@ def ingest_tiff(options: TiffIngestOptions, command: str = "") -> IngestResult:
         command=command,
         channel_names=("raw",),
         window=WindowSpec("crop", tuple(o.crops)) if o.crops else None,
-        patch_size=o.patch_size,
+        layout=o.layout(),
         spacing=o.spacing,
     )
     return run_ingest(jobs, rejected, recipe, o)

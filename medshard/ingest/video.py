@@ -214,7 +214,7 @@ def ingest_video(options: VideoIngestOptions, command: str = "") -> IngestResult
         command=command,
         channel_names=("gray",) if o.channels == 1 else ("red", "green", "blue"),
         window=_clips(o),
-        patch_size=o.layout(),  # the Zarr layout: chunks' patch, codec, intensity type
+        layout=o.layout(),
         spacing=o.spacing,
     )
     return run_ingest(jobs, rejected, recipe, o)

@@ -201,6 +201,11 @@ def build_loader(
             stats.model_dump() if stats else None,
             on_device=device.type == "cuda",
         )
+    if isinstance(source, (PatchSamples, ClipSamples)):  # threads read into batch slots
+        from medshard.loaders.slots import zarr_loader
+
+        threads = max(spec.num_workers, 1)
+        return zarr_loader(source, transform, threads=threads, on_error=spec.on_error, **common)
     on_device = isinstance(transform, VolumeTransform) and transform.on_device
     return TorchLoader(
         source,

@@ -18,6 +18,7 @@ import numpy as np
 
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import index_name
+from medshard.shards.open_files import OpenFiles
 from medshard.shards.verify import read_dali_index
 
 __all__ = ["MemberRanges"]
@@ -49,7 +50,7 @@ class MemberRanges:
         self.fields = [where[r["key"]][3] for r in rows]  # which of `fields` each holds
         # raw members' (type, shape, header bytes), once confirmed
         self.arrays: dict[int, tuple[np.dtype, tuple[int, ...], int]] = {}
-        self._fds: dict[int, int] = {}
+        self._files = OpenFiles()
         self._local = threading.local()  # each thread's buffer for raw members
 
     def confirm(self, index: int, payload: bytes, array: np.ndarray | None = None) -> None:
@@ -87,14 +88,7 @@ class MemberRanges:
         return memoryview(buffer)[:size]
 
     def _fd(self, shard: int) -> int:
-        fd = self._fds.get(shard)
-        if fd is None:
-            fd = os.open(self.root / self.names[shard], os.O_RDONLY)
-            kept = self._fds.setdefault(shard, fd)  # threads may race to open it
-            if kept != fd:
-                os.close(fd)
-                fd = kept
-        return fd
+        return self._files.fd(shard, self.root / self.names[shard])
 
     def _pread(self, index: int, offset: int, size: int) -> bytes:
         shard = int(self.shard[index])
@@ -104,12 +98,10 @@ class MemberRanges:
         return data
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._files.close()
 
     def __getstate__(self):  # file descriptors do not cross into other processes
-        return self.__dict__ | {"_fds": {}, "_local": None}
+        return self.__dict__ | {"_local": None}
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__ = state | {"_local": threading.local()}

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from medshard.shards.open_files import OpenFiles
+
 __all__ = ["ReadAhead", "byte_runs"]
 
 
@@ -64,7 +66,7 @@ class ReadAhead:
         self.shards, self.offsets, self.sizes = shards, offsets, sizes
         self.batches, self.window = batches, window
         self.hinted = 0  # batches hinted so far
-        self._fds: dict[int, int] = {}
+        self._files = OpenFiles()
         self.enabled = hasattr(os, "posix_fadvise")
 
     def advance(self, batch: int) -> None:
@@ -80,12 +82,7 @@ class ReadAhead:
         self.hinted = upto
 
     def _fd(self, shard: int) -> int:
-        fd = self._fds.get(shard)
-        if fd is None:
-            fd = self._fds[shard] = os.open(self.root / self.names[shard], os.O_RDONLY)
-        return fd
+        return self._files.fd(shard, self.root / self.names[shard])
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._files.close()

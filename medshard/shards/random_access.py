@@ -11,6 +11,7 @@ from pathlib import Path
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.layout import split_member_name
 from medshard.shards.mirror import Mirror
+from medshard.shards.open_files import OpenFiles
 from medshard.shards.reader import RawSample
 
 __all__ = ["ShardFiles", "parse_sample"]
@@ -47,7 +48,7 @@ class ShardFiles:
 
     def __init__(self, dataset: str | Path):
         self.dataset = Path(dataset)
-        self._fds: dict[str, int] = {}
+        self._files = OpenFiles()
         self._mirror: Mirror | None | bool = False  # False: not looked up yet
 
     @property
@@ -80,19 +81,14 @@ class ShardFiles:
         return parse_sample(data, shard, key)
 
     def _fd(self, shard: str) -> int:
-        fd = self._fds.get(shard)
-        if fd is None:
-            try:
-                fd = self._fds[shard] = os.open(self.dataset / shard, os.O_RDONLY)
-            except OSError as exc:
-                raise DatasetError(f"{shard}: cannot open the shard ({exc.strerror})") from exc
-        return fd
+        try:
+            return self._files.fd(shard, self.dataset / shard)
+        except OSError as exc:
+            raise DatasetError(f"{shard}: cannot open the shard ({exc.strerror})") from exc
 
     def close(self) -> None:
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
+        self._files.close()
 
     def __getstate__(self):  # file descriptors and clients do not cross into worker processes
         handed = self.mirror.store.handed() if self.mirror is not None else None
-        return {"dataset": self.dataset, "_fds": {}, "_mirror": False, "_handed": handed}
+        return {"dataset": self.dataset, "_files": OpenFiles(), "_mirror": False, "_handed": handed}

@@ -24,6 +24,7 @@ def test_cpu_per_sample_and_bytes_per_sample_of_a_loader():
         "mask": torch.zeros(2, 4, 4, 4, dtype=torch.uint8),
         "label": torch.zeros(2, dtype=torch.int64),  # not an array of the sample
     }
+
     class Loader:  # 20 ms of CPU per batch of 2
         def __iter__(self):
             for _ in range(2):

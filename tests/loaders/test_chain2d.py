@@ -46,7 +46,7 @@ PARAMETERS = {
 def run_dali(image: np.ndarray, chain, params: list[dict]) -> np.ndarray:
     """The chain's DALI operators on one HWC image, with parameters fixed."""
     image = np.ascontiguousarray(image)
-    from nvidia.dali import fn, pipeline_def, types
+    from nvidia.dali import fn, pipeline_def
 
     @pipeline_def(batch_size=1, num_threads=1, device_id=None, seed=0)
     def pipeline():

@@ -50,7 +50,7 @@ def test_a_stream_is_a_pure_function_of_its_integers_and_uniform():
     neighbours = [Stream.of(3, 1, i).units(1)[0] for i in range(2000)]
     assert len(set(neighbours)) == 2000  # neighbouring samples draw unrelated numbers
     units = np.array([u for i in range(5000) for u in Stream.of(0, 2, i).units(3)])
-    assert 0 <= units.min() and units.max() < 1
+    assert units.min() >= 0 and units.max() < 1
     assert abs(units.mean() - 0.5) < 0.01 and abs(units.var() - 1 / 12) < 0.005
     assert abs(np.corrcoef(units[:-1], units[1:])[0, 1]) < 0.02
     assert Stream.of(0, 2, 1).units(2) != Stream.of(0, 1, 2).units(2)  # order counts

@@ -11,6 +11,7 @@ import typer
 from medshard.commands.common import (
     Classes,
     Crops,
+    EndpointUrl,
     Folds,
     GroupCol,
     OnError,
@@ -75,6 +76,7 @@ def ingest_images_command(
     workers: Workers = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
+    endpoint_url: EndpointUrl = None,
 ) -> None:
     """Ingest 2D images (PNG, JPEG, TIFF) listed in a CSV into WebDataset shards."""
     flags = dict(locals())
@@ -108,6 +110,7 @@ def ingest_tiff_command(
     workers: Workers = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
+    endpoint_url: EndpointUrl = None,
 ) -> None:
     """Ingest TIFF stacks (one TIFF per z-slice, or multi-page) into Zarr v3."""
     flags = dict(locals())
@@ -149,6 +152,7 @@ def ingest_nifti_command(
     workers: Workers = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
+    endpoint_url: EndpointUrl = None,
 ) -> None:
     """Ingest multi-modal NIfTI (.nii, .nii.gz, .npy) subjects into Zarr v3, RAS+ oriented."""
     flags = dict(locals())
@@ -190,6 +194,7 @@ def ingest_video_command(
     workers: Workers = None,
     scheduler: Scheduler = None,
     overwrite: Overwrite = False,
+    endpoint_url: EndpointUrl = None,
 ) -> None:
     """Ingest time-lapse videos (mp4, avi, mov) or frame folders into Zarr and clip shards."""
     flags = dict(locals())

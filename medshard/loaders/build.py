@@ -54,12 +54,13 @@ def _check_augment(ds: Dataset, augment) -> None:
         return
     if isinstance(augment, Augment3D) and kind != "volumes":
         raise DatasetError(
-            f"{ds.path}: a 3D augmentation (Augment3D) does not fit {kind} "
+            f"{ds.location}: a 3D augmentation (Augment3D) does not fit {kind} "
             "(2D images or video frames take Augment2D)"
         )
     if isinstance(augment, Augment2D) and kind == "volumes":
         raise DatasetError(
-            f"{ds.path}: a 2D augmentation (Augment2D) does not fit volumes (they take Augment3D)"
+            f"{ds.location}: a 2D augmentation (Augment2D) does not fit volumes "
+            "(they take Augment3D)"
         )
 
 
@@ -71,7 +72,7 @@ def _check_plan(
     counts = [rank_count(num_samples, r, world_size, uneven) for r in range(world_size)]
     if uneven == "uneven" and min(counts) == 0:
         raise DatasetError(
-            f"{ds.path}: split {role} holds {num_samples} samples, fewer than the "
+            f"{ds.location}: split {role} holds {num_samples} samples, fewer than the "
             f"{world_size} ranks, so uneven='uneven' would leave rank {num_samples} without "
             f"a batch; run at most {num_samples} processes"
         )
@@ -79,12 +80,12 @@ def _check_plan(
         return
     if max(counts) == 0:
         raise DatasetError(
-            f"{ds.path}: split {role} holds {num_samples} samples, fewer than the "
+            f"{ds.location}: split {role} holds {num_samples} samples, fewer than the "
             f"{world_size} ranks, so uneven='drop' would leave every rank without a batch; "
             "run fewer processes or use uneven='pad'"
         )
     raise DatasetError(
-        f"{ds.path}: split {role} gives each of the {world_size} ranks {max(counts)} "
+        f"{ds.location}: split {role} gives each of the {world_size} ranks {max(counts)} "
         f"samples, fewer than one batch of {batch_size}, so drop_last would leave every "
         "rank without a batch"
     )
@@ -113,16 +114,18 @@ def build_loader(
     try:
         spec = LoaderSpec.of(spec, **fields)
     except LoaderSpecError as exc:
-        raise LoaderSpecError(f"{ds.path}: {exc}") from None
+        raise LoaderSpecError(f"{ds.location}: {exc}") from None
     if spec.fold is None:
         ds.require_split(split)
     elif spec.fold >= ds.card.folds:
-        raise DatasetError(f"{ds.path}: no fold {spec.fold}; the dataset has {ds.card.folds} folds")
+        raise DatasetError(
+            f"{ds.location}: no fold {spec.fold}; the dataset has {ds.card.folds} folds"
+        )
     available = _outputs(ds)
     missing = [f for f in spec.fields or () if f not in available]
     if missing:
         raise DatasetError(
-            f"{ds.path}: the dataset has no field {missing[0]!r} "
+            f"{ds.location}: the dataset has no field {missing[0]!r} "
             f"(it gives {', '.join(sorted(available))})"
         )
     _check_augment(ds, spec.augment)
@@ -154,7 +157,7 @@ def build_loader(
         rank=rank,
         world_size=world_size,
         device=device,
-        identity=LoaderIdentity(str(ds.path), ds.card.fingerprint, split, spec.fold),
+        identity=LoaderIdentity(ds.location, ds.card.fingerprint, split, spec.fold),
     )
 
     # DALI where it pays: a GPU that decodes and augments; on a CPU the torch backend's
@@ -269,7 +272,7 @@ def _source(ds: Dataset, select: Selection, spec: LoaderSpec):
     if not len(source):
         hint = {"volumes": "pass patch_size", "video": "pass clip_len"}.get(kind, "")
         raise DatasetError(
-            f"{ds.path}: split {select.split!r} has no samples in shards"
+            f"{ds.location}: split {select.split!r} has no samples in shards"
             + (f"; {hint} to sample from the Zarr store" if hint else "")
         )
     return source
@@ -279,11 +282,11 @@ def _check_dali(ds: Dataset, role: str, source, fold, dtypes: set, decodable: bo
     """Refuse what the DALI backend cannot read: Zarr samples, folds, float images."""
     if not isinstance(source, ShardSamples) or fold is not None:
         raise DatasetError(
-            f"{ds.path}: the DALI backend reads the shards of a split (images, crops, "
+            f"{ds.location}: the DALI backend reads the shards of a split (images, crops, "
             "clips); use backend='torch' for Zarr patches, Zarr clips and folds"
         )
     if not decodable:
         raise DatasetError(
-            f"{ds.path}: split {role} holds {sorted(dtypes - {'uint8', 'uint16'})[0]} "
+            f"{ds.location}: split {role} holds {sorted(dtypes - {'uint8', 'uint16'})[0]} "
             "images, which the DALI backend does not decode; use backend='torch'"
         )

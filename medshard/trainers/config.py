@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from medshard.errors import MedshardError
 from medshard.loaders.spec import LoaderOptions
@@ -103,8 +103,14 @@ class EarlyStopping(_Strict):
 
 class TrainConfig(_Strict):
     name: str
-    dataset: Path
+    dataset: Path  # a directory, or an s3:// URL read through a local cache
     task: Task
+    # a dataset at an s3:// URL: its cache folder (default $MEDSHARD_CACHE), the cache's
+    # size limit ('50GB'; default $MEDSHARD_CACHE_LIMIT, else none) and an S3-compatible
+    # store's endpoint (default $MEDSHARD_S3_ENDPOINT, else AWS's)
+    cache_dir: Path | None = None
+    cache_limit: int | str | None = None
+    endpoint_url: str | None = None
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     augment: dict[str, Any] = Field(default_factory=dict)  # Augment2D or Augment3D fields
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -120,6 +126,30 @@ class TrainConfig(_Strict):
     early_stopping: EarlyStopping | None = None
     output_dir: Path = Path("outputs")
     fold: int | None = None  # cross-validation: validate on this fold, train on the others
+
+    @field_validator("cache_dir", "cache_limit", "endpoint_url")
+    @classmethod
+    def _remote_only(cls, value, info: ValidationInfo):
+        from medshard.shards.mirror import parse_limit
+        from medshard.shards.storage import is_url
+
+        dataset = info.data.get("dataset")
+        if value is not None and dataset is not None and not is_url(dataset):
+            raise ValueError(f"applies to a dataset at an s3:// URL; {dataset} is a directory")
+        if info.field_name == "cache_limit":
+            try:
+                parse_limit(value)
+            except MedshardError as exc:
+                raise ValueError(str(exc)) from None
+        return value
+
+    def storage(self) -> dict:
+        """open_dataset's keywords for the dataset's cache and store."""
+        return {
+            "cache_dir": self.cache_dir,
+            "cache_limit": self.cache_limit,
+            "endpoint_url": self.endpoint_url,
+        }
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:

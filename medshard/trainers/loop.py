@@ -47,7 +47,7 @@ def train(config: TrainConfig, *, resume: bool = False, quiet: bool = False) -> 
             accelerator.print(message)
 
     set_seed(config.seed)
-    ds = open_dataset(config.dataset)
+    ds = open_dataset(config.dataset, **config.storage())
     task = build_task(config, ds)
     train_loader, val_loader = build_loaders(config, ds, accelerator)
     model, head = build_network(config, ds, task, log)

@@ -80,7 +80,7 @@ def open_run(path: Path) -> Run:
             f"{folder}: a {config.task} run; predict serves {', '.join(PREDICTED)} runs"
         )
     try:
-        ds = open_dataset(config.dataset)
+        ds = open_dataset(config.dataset, **config.storage())
     except MedshardError as exc:
         raise PredictError(
             f"{config.dataset}: the run's training dataset cannot be opened ({exc}); predict "

@@ -139,3 +139,34 @@ def test_the_configs_pad_mode_reaches_the_patches(real_mri, tmp_path):
     assert float(patches["minimum"][0, 0, 0, 0]) == float(patches["minimum"].min())
     assert torch.equal(patches["reflect"][:, 6:10, 6:10, 6:10], inside)
     assert not torch.equal(patches["reflect"], patches["constant"])
+
+
+def test_a_dataset_at_a_url_takes_its_cache_and_store_from_the_config(tmp_path):
+    text = (
+        "name: x\ndataset: s3://imaging/embryo\ntask: classification\n"
+        f"cache_dir: {tmp_path / 'cache'}\ncache_limit: 50GB\nendpoint_url: http://127.0.0.1:9000\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.storage() == {
+        "cache_dir": tmp_path / "cache",
+        "cache_limit": "50GB",
+        "endpoint_url": "http://127.0.0.1:9000",
+    }
+    overridden = load_config(write(tmp_path, text), ["cache_limit=2GiB"])
+    assert overridden.cache_limit == "2GiB"
+
+
+@pytest.mark.parametrize("name", ["cache_dir", "cache_limit", "endpoint_url"])
+def test_cache_and_store_options_of_a_local_dataset_are_refused(tmp_path, name):
+    path = write(tmp_path, f"name: x\ndataset: d\ntask: classification\n{name}: 1GB\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"{path}: {name}: Value error, applies to a dataset at an s3:// URL; d is a directory"
+    )
+
+
+def test_a_cache_limit_that_is_not_a_size_is_refused(tmp_path):
+    path = write(tmp_path, "name: x\ndataset: s3://b/d\ntask: classification\ncache_limit: lots\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: cache_limit: .*'lots' is not a size"):
+        load_config(path)

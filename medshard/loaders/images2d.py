@@ -206,10 +206,10 @@ class ImageLoader(SlotLoader):
         self._sizes = np.array([r["bytes"] for r in source.rows], np.int64)
         self.window = window
 
-    def _read_ahead(self) -> ReadAhead | None:
+    def _ahead(self):
         files = self.source.files
-        if files.mirror is not None:  # a remote dataset's cache fetches on its own
-            return None
+        if files.mirror is not None:  # a dataset at a URL: fetched into its cache
+            return super()._ahead()
         return ReadAhead(
             files.dataset,
             self._names,
@@ -219,16 +219,3 @@ class ImageLoader(SlotLoader):
             self.pass_batches(),
             self.prefetch + 1 + self.window,
         )
-
-    def __iter__(self):
-        ahead = self._read_ahead()
-        try:
-            if ahead is not None:
-                ahead.advance(-1)
-            for number, batch in enumerate(super().__iter__()):
-                if ahead is not None:
-                    ahead.advance(number)
-                yield batch
-        finally:
-            if ahead is not None:
-                ahead.close()

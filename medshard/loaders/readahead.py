@@ -5,20 +5,31 @@ loader works on earlier ones. Samples that lie next to each other in a shard (a 
 shard order, as evaluation reads) merge into one range, so a cold page cache is read in
 whole runs of a shard instead of one small read per sample.
 
+A dataset at an s3:// URL is fetched ahead instead (`FetchAhead`): one background thread
+hands the next batches' samples to the dataset's cache (`Dataset.prefetch`: the whole
+shards of a split that fits in the cache, the Zarr groups of volumes and videos), as far
+as half the cache holds, so that a sample's thread finds its bytes on disk. A limit is
+never waited on: what does not fit is fetched by the sample's own read when its turn
+comes (by byte range where the cache has no room).
+
 `byte_runs` is a pure function of integers; `ReadAhead` only issues the hints."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from medshard.shards.open_files import OpenFiles
 
-__all__ = ["ReadAhead", "byte_runs"]
+__all__ = ["FetchAhead", "ReadAhead", "byte_runs"]
+
+log = logging.getLogger(__name__)
 
 
 def byte_runs(
@@ -86,3 +97,35 @@ class ReadAhead:
 
     def close(self) -> None:
         self._files.close()
+
+
+class FetchAhead:
+    """`advance(b)` (batch b is being delivered) hands the samples of every batch up to
+    b + `window` not handed yet to `dataset.prefetch` in one background thread; `key(i)`
+    is sample i's manifest key. A fetch that fails costs nothing but a log line: the
+    sample's own read fetches it again, and raises if the store is really gone."""
+
+    def __init__(self, dataset, key: Callable[[int], str], batches: list[np.ndarray], window: int):
+        self.dataset, self.key, self.batches, self.window = dataset, key, batches, window
+        self.hinted = 0  # batches handed over so far
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="medshard-fetch-ahead")
+
+    def advance(self, batch: int) -> None:
+        """Fetch the batches up to `batch` + window (-1: the first window)."""
+        upto = min(batch + 1 + self.window, len(self.batches))
+        if upto <= self.hinted:
+            return
+        keys = [self.key(int(i)) for b in self.batches[self.hinted : upto] for i in b]
+        self._pool.submit(self._fetch, list(dict.fromkeys(keys)))
+        self.hinted = upto
+
+    def _fetch(self, keys: list[str]) -> None:
+        try:
+            self.dataset.prefetch(keys, ahead=True)
+        except Exception as exc:  # a fetch ahead is a hint: the sample's read retries
+            log.debug("fetch ahead of %s failed: %s", self.dataset.location, exc)
+
+    def close(self, wait: bool = False) -> None:
+        """Stop: fetches not started are dropped, one under way ends on its own (or is
+        waited for, with `wait`)."""
+        self._pool.shutdown(wait=wait, cancel_futures=not wait)

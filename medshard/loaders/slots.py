@@ -10,6 +10,7 @@ size) as the torch backend's, and so are resume and `on_error`."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import torch
 
 from medshard.errors import DatasetError
 from medshard.loaders.partition import Uneven
+from medshard.loaders.readahead import FetchAhead
 from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, PlanSpec, Resumable
 
 __all__ = ["Filler", "SlotLoader", "zarr_loader"]
@@ -71,6 +73,8 @@ def _torch_dtype(dtype: np.dtype) -> torch.dtype:
 class SlotLoader(Resumable):
     """Batches of one split for this rank, read by `threads` threads with `prefetch`
     batches in flight: `len()`, `set_epoch()`, `state_dict()`, `load_state_dict()`."""
+
+    window = 4  # batches read ahead beyond those in flight
 
     def __init__(
         self,
@@ -137,7 +141,30 @@ class SlotLoader(Resumable):
         }
         return self.filler.finish(batch, epoch)
 
+    def _ahead(self):
+        """What reads ahead of this pass's plan, with `advance(batch)` and `close()`: for
+        a dataset at a URL, fetches into its cache (readahead.FetchAhead); else nothing."""
+        dataset = getattr(self.source, "dataset", None)
+        if dataset is None or dataset.mirror is None:
+            return None
+        window = self.prefetch + 1 + self.window
+        return FetchAhead(dataset, self.source.key, self.pass_batches(), window)
+
     def __iter__(self) -> Iterator[dict]:
+        ahead = self._ahead()
+        try:
+            if ahead is not None:
+                ahead.advance(-1)
+            with contextlib.closing(self._batches()) as batches:
+                for number, batch in enumerate(batches):
+                    if ahead is not None:
+                        ahead.advance(number)
+                    yield batch
+        finally:
+            if ahead is not None:
+                ahead.close()
+
+    def _batches(self) -> Iterator[dict]:
         state = self.state
         state.yielded = 0
         epoch = state.epoch

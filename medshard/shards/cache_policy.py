@@ -46,13 +46,14 @@ def whole_shards(split_bytes: int, pinned: int, limit: int | None) -> bool:
     return limit is None or pinned + split_bytes <= limit
 
 
-def prefetch_count(sizes: Sequence[int], budget: int) -> int:
+def prefetch_count(sizes: Sequence[int], budget: int, at_least_one: bool = True) -> int:
     """How many of the next entries (their sizes, in plan order) to fetch ahead: as many
-    as fit in `budget`, and at least one, so that a plan always moves."""
+    as fit in `budget`, and at least one where `at_least_one` (a read that needs it now,
+    so that a plan always moves; a fetch ahead of the plan fetches only what fits)."""
     total, count = 0, 0
     for size in sizes:
         total += size
-        if total > budget and count:
+        if total > budget and (count or not at_least_one):
             break
         count += 1
     return count

@@ -180,10 +180,11 @@ class Mirror:
 
         return self._wait(lambda: self.cache.fetch_dir(zarr_path, nbytes, fill), zarr_path)
 
-    def prefetch(self, rows: Iterable[dict], threads: int = 4) -> int:
+    def prefetch(self, rows: Iterable[dict], threads: int = 4, ahead: bool = False) -> int:
         """Fetch what the manifest rows will read, in order, as far as half the cache
-        holds: their Zarr groups, and their shards where a split is read whole. Returns
-        how many entries were fetched or found."""
+        holds: their Zarr groups, and their shards where a split is read whole (`ahead`:
+        ahead of the plan, so nothing when the first entry does not fit in that half).
+        Returns how many entries were fetched or found."""
         wanted: dict[str, tuple[int, Callable[[str, int], Path]]] = {}
         for row in rows:
             if row.get("zarr_path"):
@@ -193,7 +194,7 @@ class Mirror:
                 wanted.setdefault(info.path, (info.bytes, self._whole_shard))
         sizes = [size for size, _ in wanted.values()]
         budget = (self.limit - self.pinned) // 2 if self.limit else sum(sizes)
-        count = prefetch_count(sizes, budget)
+        count = prefetch_count(sizes, budget, at_least_one=not ahead)
         chosen = list(wanted.items())[:count]
 
         def fetch(item: tuple[str, tuple[int, Callable[[str, int], Path]]]) -> Path:

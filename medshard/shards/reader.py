@@ -169,14 +169,15 @@ class Dataset:
             with os.fdopen(fd, "rb") as handle:  # read even if evicted meanwhile
                 yield from iter_tar_samples(self.path / shard.path, handle)
 
-    def prefetch(self, keys: Iterable[str], threads: int = 4) -> int:
+    def prefetch(self, keys: Iterable[str], threads: int = 4, ahead: bool = False) -> int:
         """Fetch what these samples will read into the cache, in order, as far as half of
         it holds (a remote dataset; nothing to do on disk): each Zarr sample's group, and
-        the shards of a split that is read whole. Returns how many entries are there."""
+        the shards of a split that is read whole; `ahead` of the plan, only what fits.
+        Returns how many entries are there."""
         if self.mirror is None:
             return 0
         rows = self._rows
-        return self.mirror.prefetch((rows[k] for k in keys if k in rows), threads)
+        return self.mirror.prefetch((rows[k] for k in keys if k in rows), threads, ahead)
 
     @cached_property
     def _rows(self) -> dict[str, dict]:

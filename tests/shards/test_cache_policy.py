@@ -72,3 +72,9 @@ def test_prefetch_stays_within_its_budget_and_always_moves():
     assert prefetch_count([10, 10], budget=100) == 2
     assert prefetch_count([500, 1], budget=100) == 1  # one entry larger than the budget
     assert prefetch_count([], budget=100) == 0
+
+
+def test_a_fetch_ahead_of_the_plan_fetches_only_what_fits():
+    assert prefetch_count([10, 10, 10], budget=25, at_least_one=False) == 2
+    assert prefetch_count([500, 1], budget=100, at_least_one=False) == 0  # never forced
+    assert prefetch_count([], budget=100, at_least_one=False) == 0

@@ -1,0 +1,119 @@
+"""Streaming from object storage beyond reading it: the ingest commands' --endpoint-url,
+a loader of a dataset at a URL named by its URL, a training run from a URL through a
+bounded cache, and the fetch of the next batches into the cache ahead of the plan; all
+against the loopback S3 server (tests/s3_server.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medshard.errors import DatasetError
+from medshard.loaders.build import build_loader
+from medshard.loaders.readahead import FetchAhead
+from medshard.shards.reader import open_dataset
+from medshard.trainers.config import load_config
+from medshard.trainers.loop import train
+from tests.s3_server import BUCKET, s3  # noqa: F401
+from tests.test_s3 import URL, images, medshard, objects, small_cache  # noqa: F401
+from tests.trainers.real_runs import TINY
+
+SPEC = dict(batch_size=2, backend="torch", num_workers=0, device="cpu")
+
+
+def test_the_ingest_commands_upload_to_the_endpoint_they_are_given(images, tmp_path):  # noqa: F811
+    url = f"s3://{BUCKET}/from-cli"
+    args = ["--image-col", "image_path", "--label-col", "stage", "--workers", "1"]
+    done = medshard(
+        "ingest", "images", str(images.table), "--out", url, *args,
+        "--endpoint-url", images.server.endpoint,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "medshard.json" in objects("from-cli/")
+    assert len(open_dataset(url)) == 14
+
+
+def test_a_loader_of_a_url_is_named_by_its_url(images, tmp_path):  # noqa: F811
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")
+    loader = build_loader(ds, "train", **SPEC)
+    assert loader.identity.path == URL
+    state = {**loader.state_dict(), "dataset": "0" * 64}
+    with pytest.raises(DatasetError) as caught:
+        loader.load_state_dict(state)
+    assert str(caught.value).startswith(f"{URL}: cannot resume from a loader state of another")
+    with pytest.raises(DatasetError, match=rf"^{URL}: no fold 3; the dataset has 0 folds"):
+        build_loader(ds, "train", fold=3, **SPEC)
+
+
+def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(images, tmp_path):  # noqa: F811
+    limit = small_cache(images.local)
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        f"name: streamed\ndataset: {URL}\ntask: classification\noutput_dir: {tmp_path}\n"
+        f"cache_dir: {tmp_path / 'cache-c'}\ncache_limit: {limit}\n"
+        "loader: {batch_size: 3, num_workers: 0, backend: torch}\n"
+        f"model: {{name: '{TINY}'}}\noptim: {{lr: 0.01, schedule: none}}\nepochs: 1\n"
+    )
+    train(load_config(config), quiet=True)
+    assert (tmp_path / "streamed").is_dir()
+    ds = open_dataset(URL, cache_dir=tmp_path / "cache-c", cache_limit=limit)
+    assert ds.mirror.root.is_relative_to(tmp_path / "cache-c")
+    assert ds.mirror.cache.usage() <= limit
+
+
+def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path):  # noqa: F811
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: a split is read whole
+    loader = build_loader(ds, "val", **SPEC)
+    batches = loader.pass_batches()
+    ahead = FetchAhead(ds, loader.source.key, batches, window=1)
+    ahead.advance(-1)  # the first batch alone
+    ahead.close(wait=True)
+    rows = loader.source.rows
+    first = {rows[int(i)]["shard"] for i in batches[0]}
+    cached = {f"wds/{p.name}" for p in (ds.path / "wds").glob("*.tar")}
+    assert cached == first
+    streamed = [k for b in loader for k in b["key"]]  # the loader fetches ahead on its own
+    assert sorted(streamed) == sorted(r["key"] for r in rows)
+    every = {r["shard"] for r in rows}
+    assert {f"wds/{p.name}" for p in (ds.path / "wds").glob("*.tar")} == every
+
+
+def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(
+    s3,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.volume_data import nifti_subjects
+
+    monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
+    url = f"s3://{BUCKET}/mri-ahead"
+    options = dict(
+        table=nifti_subjects(tmp_path / "raw", n=4),
+        modalities=("t1", "t2"),
+        mask_col="seg",
+        key_col="subject",
+        val_fraction=0.0,
+        workers=1,
+        processes=False,
+        quiet=True,
+    )
+    for out in (Path(url), tmp_path / "local"):
+        ingest_nifti(NiftiIngestOptions(out=out, **options))
+    local = open_dataset(tmp_path / "local")
+    group = max(r["bytes"] for r in local.manifest.to_pylist())
+    tables = sum(p.stat().st_size for p in (tmp_path / "local").glob("*.parquet"))
+    limit = tables + 4096 + group  # the least limit: one volume at a time
+    ds = open_dataset(url, cache_dir=tmp_path / "c", cache_limit=limit)
+    keys = [r["key"] for r in local.manifest.to_pylist()]
+    assert ds.prefetch(keys[:2], ahead=True) == 0  # ahead of the plan: never forced in
+    spec = dict(SPEC, patch_size=(8, 8, 8), training=False)
+    streamed = [b["image"] for b in build_loader(ds, "train", **spec)]
+    stored = [b["image"] for b in build_loader(local, "train", **spec)]
+    assert len(streamed) == len(stored) > 0
+    assert all(torch.equal(a, b) for a, b in zip(streamed, stored))
+    assert ds.mirror.cache.usage() <= limit
+    assert np.isfinite(torch.cat(streamed).numpy()).all()

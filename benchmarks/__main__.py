@@ -1,7 +1,7 @@
 """`python -m benchmarks` (and `make bench`): every workload's lazy baseline and the engine,
 measured back to back in one run (fomo-mri also against MONAI's cached datasets, the
-volume workloads also at a quarter of their size for memory); results to
-benchmarks/results/."""
+volume workloads also at a quarter of their size for memory, mammo-tiles and fomo-mri also
+streamed from an S3 API server on loopback); results to benchmarks/results/."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from benchmarks.copies import run_copies, sample_budget
 from benchmarks.machine import disk_mb, machine, measured, prepared
 from benchmarks.memory import peak_rss_mb
 from benchmarks.report import markdown_table, write_results
+from benchmarks.streaming import STREAMED, run_streaming
 from benchmarks.workloads import PREFETCH, WORKERS, WORKLOADS, decode_ceiling, rows_of
 
 console = Console()
@@ -43,7 +44,13 @@ def _parallelism(workload, ds: Path) -> dict:
 
 
 def run_workload(
-    name: str, work: Path, scale: int, repetitions: int, warmup: int, memory: bool
+    name: str,
+    work: Path,
+    scale: int,
+    repetitions: int,
+    warmup: int,
+    memory: bool,
+    streaming: bool = True,
 ) -> dict:
     workload = WORKLOADS[name]
     raw, ds = work / name / "raw", work / name / "ds"
@@ -92,6 +99,8 @@ def run_workload(
     if workload.copies:  # 2D: the engine on training copies, and where a sample's time goes
         result["copies"] = run_copies(workload, table, work / name, repetitions, warmup)
         result["budget"] = sample_budget(workload, ds)
+    if streaming and name in STREAMED:  # local, then from object storage on loopback
+        result["streaming"] = run_streaming(workload, ds, work / name, repetitions, warmup)
     if workload.volumes and memory:
         result["memory"] = memory_at_quarter(name, table, ds, work / name, result["inputs"])
     shutil.rmtree(work / name, ignore_errors=True)
@@ -166,6 +175,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory runs")
+    parser.add_argument(
+        "--no-streaming", action="store_true", help="skip the runs from object storage"
+    )
     args = parser.parse_args()
     names = args.workloads.split(",")
     results = {
@@ -178,7 +190,13 @@ def main() -> None:
         "page_cache": "warm (the warm-up run reads every file first)",
         "workloads": [
             run_workload(
-                n, args.work, args.scale, args.repetitions, args.warmup, not args.no_memory
+                n,
+                args.work,
+                args.scale,
+                args.repetitions,
+                args.warmup,
+                not args.no_memory,
+                not args.no_streaming,
             )
             for n in names
         ],

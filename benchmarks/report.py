@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks.report2d import copies_lines
+from benchmarks.streaming import streaming_lines
 
 __all__ = ["markdown_table", "write_results"]
 
@@ -148,7 +149,8 @@ def _notes(results: dict) -> list[str]:
 
 
 def markdown_table(results: dict) -> str:
-    return "\n".join(_throughput(results) + _notes(results) + copies_lines(results)) + "\n"
+    lines = _throughput(results) + _notes(results) + copies_lines(results)
+    return "\n".join(lines + streaming_lines(results)) + "\n"
 
 
 def _chart(results: dict, path: Path) -> None:

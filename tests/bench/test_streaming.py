@@ -1,0 +1,63 @@
+"""benchmarks/streaming.py at the smallest scale: the engine from disk and from the
+loopback S3 server (cold, warm, tight limit) on a 2D and a 3D workload, each remote row's
+cache never above its limit, and the rows in the report's Markdown."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+
+import pytest
+
+from benchmarks.streaming import loopback_s3, run_streaming, streaming_lines
+from benchmarks.workloads import WORKLOADS
+from medshard.synth.images import synth_mammo_tiles
+from medshard.synth.volumes import synth_fomo_mri
+
+TINY = {
+    "mammo-tiles": lambda raw: synth_mammo_tiles(raw, n=12),
+    "fomo-mri": lambda raw: synth_fomo_mri(raw, n=3, shape=(32, 36, 28)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TINY))
+def test_streaming_rows_at_tiny_scale(tmp_path, name):
+    workload = replace(WORKLOADS[name], batch_size=4)
+    ds = tmp_path / "ds"
+    workload.ingest(TINY[name](tmp_path / "raw"), ds, 1)
+    before = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
+    result = run_streaming(workload, ds, tmp_path / "work", repetitions=1, warmup=0)
+    assert {k: os.environ.get(k) for k in before} == before  # credentials put back
+    for key in ("local", "cold", "warm", "tight"):
+        assert result[key]["samples_per_s"] > 0
+    for key in ("cold", "warm", "tight"):
+        assert 0 < result[key]["cache_peak_mb"] <= result[key]["cache_limit_mb"]
+    assert result["tight"]["cache_limit_mb"] < result["cold"]["cache_limit_mb"]
+    assert not any((tmp_path / "work").glob("cache-*"))  # the caches are removed
+    lines = streaming_lines({"workloads": [{"name": name, "streaming": result}]})
+    assert f"| {name} | remote, warm cache |" in "\n".join(lines)
+    assert "disk use stayed within every limit" in lines[-1]
+
+
+def test_the_report_has_no_streaming_table_without_streaming_runs():
+    assert streaming_lines({"workloads": [{"name": "embryo-stage"}]}) == []
+
+
+def test_the_loopback_server_is_gone_after_its_block():
+    import boto3
+    import botocore.exceptions
+
+    with loopback_s3() as endpoint:
+        assert "medshard-bench" in [
+            b["Name"] for b in boto3.client("s3", endpoint_url=endpoint).list_buckets()["Buckets"]
+        ]
+    client = boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+        config=botocore.config.Config(retries={"max_attempts": 1}, connect_timeout=1),
+    )
+    with pytest.raises(botocore.exceptions.EndpointConnectionError):
+        client.list_buckets()

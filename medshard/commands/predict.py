@@ -48,7 +48,7 @@ def predict(
     from medshard.trainers.predict import open_run, run_copy
     from medshard.trainers.predict import predict as run_predict
     from medshard.trainers.predict_inputs import dataset_inputs, file_inputs, folder_inputs
-    from medshard.trainers.predict_records import parse_thresholds, write_document
+    from medshard.trainers.predict_records import check_output, parse_thresholds, write_document
 
     given = [
         name
@@ -59,6 +59,7 @@ def predict(
         errors.print("[bold red]error:[/] give exactly one of --image, --images-dir and --dataset")
         raise typer.Exit(2)
     try:
+        check_output(output_json)  # refused before the work, not after it
         trained = open_run(run)
         thresholds = parse_thresholds(threshold, trained.classes)
         if image:

@@ -102,8 +102,8 @@ def _load_file(spec: str) -> Callable[[], dict]:
 
     def load() -> dict:
         missing = [p for p in paths if not p.is_file()]
-        if missing:
-            raise ValueError(f"{missing[0]}: not a file")
+        if missing:  # the record names its input: a lone file need not be named again
+            raise ValueError(f"{missing[0]}: not a file" if len(paths) > 1 else "not a file")
         if all(_is_nifti(p) for p in paths):
             return read_volume_files(paths)
         if len(paths) > 1:

@@ -16,7 +16,9 @@ from medshard.errors import MedshardError
 __all__ = [
     "FORMAT",
     "VERSION",
+    "OutputError",
     "ThresholdError",
+    "check_output",
     "output_records",
     "parse_thresholds",
     "summary",
@@ -129,9 +131,33 @@ def summary(task: str, classes: list[str], records: list[dict]) -> dict:
     return out
 
 
-def write_document(document: dict, path: Path) -> None:
-    """Write the predictions as JSON, replacing `path` only once complete."""
+class OutputError(MedshardError, ValueError):
+    """An --output-json that would replace a file that is not a predictions document."""
+
+
+def check_output(path: Path) -> None:
+    """Refuse an --output-json that is a folder or a file other than a predictions
+    document of medshard's (an image given by mistake, a table): it is never replaced."""
     path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: --output-json is a folder; give a file name")
+    if path.exists():
+        try:
+            ours = json.loads(path.read_text()).get("format") == FORMAT
+        except (OSError, UnicodeDecodeError, ValueError, AttributeError):
+            ours = False
+        if not ours:
+            raise OutputError(
+                f"{path}: exists and is not a predictions document of medshard's; it is never "
+                "replaced: give another --output-json"
+            )
+
+
+def write_document(document: dict, path: Path) -> None:
+    """Write the predictions as JSON, replacing `path` only once complete, and only when
+    it is an earlier predictions document."""
+    path = Path(path)
+    check_output(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial")
     partial.write_text(json.dumps(document, indent=1, allow_nan=False) + "\n")

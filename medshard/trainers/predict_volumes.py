@@ -1,7 +1,8 @@
 """Segmentation at inference: MONAI's sliding-window inference over a whole volume, and
 the label map written as NIfTI in the space of its source file: the inverse of ingest's
 reorientation to RAS+, with the source's affine, so that it overlays the input in any
-viewer."""
+viewer. A label map replaces only a label map that predict wrote (its NIfTI description
+says so), never a file of the user's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,66 @@ from pathlib import Path
 import numpy as np
 import torch
 
-__all__ = ["segment_record", "segment_volume", "to_source_space", "write_label_map"]
+from medshard.errors import MedshardError
+
+__all__ = [
+    "LabelMapError",
+    "label_map_paths",
+    "segment_record",
+    "segment_volume",
+    "to_source_space",
+    "write_label_map",
+]
+
+MARK = b"medshard predict label map"  # the NIfTI header's descrip of every map written
+
+
+class LabelMapError(MedshardError, ValueError):
+    """An --output-dir where the label maps cannot go without replacing another file."""
+
+
+def _stem(name: str) -> str:
+    stem = Path(name.split(",")[0]).name
+    for suffix in (".nii.gz", ".nii"):
+        stem = stem.removesuffix(suffix)
+    return stem
+
+
+def _ours(path: Path) -> bool:
+    """Whether `path` is a label map that predict wrote."""
+    import nibabel as nib
+
+    try:
+        header = nib.load(str(path)).header
+    except Exception:  # noqa: BLE001 - any file nibabel cannot read is not ours
+        return False
+    descrip = header.get("descrip")
+    return descrip is not None and np.asarray(descrip).item() == MARK
+
+
+def label_map_paths(out: Path, names: list[str]) -> list[Path]:
+    """Where each input's label map goes (`out/STEM_seg.nii.gz`), refused before any is
+    written when two inputs would share one, or one would replace a file that is not a
+    label map of predict's (a mask beside its image, for one)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise LabelMapError(f"{out}: --output-dir is a file, not a folder")
+    paths, taken = [], {}
+    for name in names:
+        path = out / f"{_stem(name)}_seg.nii.gz"
+        if path in taken:
+            raise LabelMapError(
+                f"{name}: its label map {path} would replace that of {taken[path]}; predict "
+                "inputs of one name in separate runs or --output-dir folders"
+            )
+        if path.exists() and (path.is_dir() or not _ours(path)):
+            raise LabelMapError(
+                f"{path}: exists and is not a label map written by medshard predict; it is "
+                "never replaced: give another --output-dir"
+            )
+        taken[path] = name
+        paths.append(path)
+    return paths
 
 
 def segment_volume(
@@ -57,6 +117,7 @@ def write_label_map(labels_zyx: np.ndarray, affine, spacing, path: Path) -> tupl
         matrix = np.diag([*(list(spacing or (1.0, 1.0, 1.0))[::-1]), 1.0])
     image = nib.Nifti1Image(data.astype(dtype), matrix)
     image.header.set_xyzt_units("mm")
+    image.header["descrip"] = MARK
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(f".{path.name}.partial.nii.gz")
     nib.save(image, str(partial))
@@ -75,16 +136,11 @@ def segment_record(
     device,
     out: Path,
 ) -> tuple[dict, torch.Tensor]:
-    """One volume's prediction record, its label map written to `out` as NIfTI (named
-    after the input); and its logits."""
+    """One volume's prediction record, its label map written as NIfTI at `out` (one of
+    label_map_paths); and its logits."""
     logits = segment_volume(model, image, roi, batch_size, device)
     labels = logits.argmax(0).to(torch.int64).cpu().numpy()
-    stem = Path(name.split(",")[0]).name
-    for suffix in (".nii.gz", ".nii"):
-        stem = stem.removesuffix(suffix)
-    path, shape = write_label_map(
-        labels, sample.get("space"), sample.get("spacing"), out / f"{stem}_seg.nii.gz"
-    )
+    path, shape = write_label_map(labels, sample.get("space"), sample.get("spacing"), out)
     counts = np.bincount(labels.ravel(), minlength=classes)
     record = {
         "input": name,

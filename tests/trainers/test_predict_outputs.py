@@ -1,0 +1,119 @@
+"""What `medshard predict` writes never replaces a file of the user's: a label map goes
+only where no other file is (or an earlier label map of predict's), --output-json only
+over an earlier predictions document; and weights that do not fit the run are refused
+in one short sentence. On real files: nibabel's volumes with their masks beside them,
+scikit-image's tiles."""
+
+import hashlib
+import json
+import shutil
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+from typer.testing import CliRunner
+
+from medshard.cli import app
+from medshard.trainers.byol import build_byol
+from medshard.trainers.predict import PredictError, open_run, predict
+from medshard.trainers.predict_inputs import file_inputs, folder_inputs
+from medshard.trainers.predict_volumes import MARK, LabelMapError
+from tests.trainers.test_predict import gray, real_mri  # noqa: F401 - fixtures
+
+VOLUMES = ("anatomical.nii", "reoriented.nii", "standard.nii.gz")
+
+
+def _digests(folder) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
+
+
+def _segmentation_run(dataset, folder):
+    """A segmentation run on the real volumes whose model marks voxels over the mean."""
+    (folder / "best").mkdir(parents=True)
+    config = dict(
+        name="seg",
+        dataset=str(dataset),
+        task="segmentation",
+        model={"name": "tests.trainers.test_predict:sign_net"},
+        loader={"val_split": "train", "patch_size": [8, 8, 8]},
+    )
+    (folder / "config.yaml").write_text(yaml.safe_dump(config))
+    save_file({"scale": torch.ones(())}, str(folder / "best/model.safetensors"))
+    return open_run(folder)
+
+
+def test_label_maps_never_replace_the_masks_beside_their_images(real_mri, tmp_path):  # noqa: F811
+    dataset, raw = real_mri  # raw holds anatomical.nii beside the mask anatomical_seg.nii.gz
+    run = _segmentation_run(dataset, tmp_path / "seg")
+    before = _digests(raw)
+    with pytest.raises(LabelMapError, match=r"anatomical_seg\.nii\.gz: exists and is not a label"):
+        predict(run, folder_inputs(raw), output_dir=raw, show=False)
+    with pytest.raises(LabelMapError, match=r"anatomical_seg\.nii\.gz: exists and is not a label"):
+        predict(run, file_inputs([str(raw / "anatomical.nii")]), output_dir=raw, show=False)
+    assert _digests(raw) == before
+
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy(raw / "anatomical.nii", other / "anatomical.nii")
+    twins = file_inputs([str(raw / "anatomical.nii"), str(other / "anatomical.nii")])
+    with pytest.raises(LabelMapError, match=r"other/anatomical\.nii: its label map .* would repl"):
+        predict(run, twins, output_dir=tmp_path / "maps", show=False)
+    assert not (tmp_path / "maps").exists()
+
+    with pytest.raises(LabelMapError, match=r"--output-dir is a file, not a folder"):
+        predict(run, twins[:1], output_dir=raw / "anatomical.nii", show=False)
+
+    sources = file_inputs([str(raw / name) for name in VOLUMES])
+    first = predict(run, sources, output_dir=tmp_path / "maps", show=False)
+    again = predict(run, sources, output_dir=tmp_path / "maps", show=False)  # its own maps
+    assert [r["output"] for r in first["records"]] == [r["output"] for r in again["records"]]
+    import nibabel as nib
+
+    for record in again["records"]:
+        assert nib.load(record["output"]).header["descrip"].item() == MARK
+    assert _digests(raw) == before
+
+
+def test_the_output_json_never_replaces_another_file(gray, tmp_path):  # noqa: F811
+    run, tiles = gray
+    image = sorted(tiles.glob("*.png"))[0]
+    keep = tmp_path / "keep.png"
+    shutil.copy(image, keep)
+    args = ["predict", str(run), "--image", str(image), "--quiet", "--output-json"]
+    runner = CliRunner()
+    result = runner.invoke(app, [*args, str(keep)])
+    assert result.exit_code == 1
+    assert "keep.png: exists and is not a predictions document of medshard's" in result.output
+    assert "Traceback" not in result.output
+    assert keep.read_bytes() == image.read_bytes()
+    result = runner.invoke(app, [*args, str(tmp_path)])
+    assert result.exit_code == 1 and "--output-json is a folder" in result.output
+    out = tmp_path / "p.json"
+    assert runner.invoke(app, [*args, str(out)]).exit_code == 0
+    assert runner.invoke(app, [*args, str(out)]).exit_code == 0  # an earlier document
+    assert json.loads(out.read_text())["summary"]["predicted"] == 1
+
+
+def test_weights_that_do_not_fit_are_named_in_a_few_words(gray, tmp_path):  # noqa: F811
+    run, tiles = gray
+    config = open_run(run).config
+    byol = tmp_path / "byol-weights"
+    (byol / "best").mkdir(parents=True)
+    shutil.copy(run / "config.yaml", byol / "config.yaml")
+    state = build_byol(config, 1, 10).state_dict()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(byol / "best/model.safetensors"))
+    with pytest.raises(PredictError, match=r"they are a BYOL run's; fine-tune from them") as info:
+        predict(open_run(byol), file_inputs([str(sorted(tiles.glob("*.png"))[0])]), show=False)
+    assert len(str(info.value)) < 300
+
+    wrong = tmp_path / "wrong"
+    (wrong / "best").mkdir(parents=True)
+    shutil.copy(run / "config.yaml", wrong / "config.yaml")
+    state = {"0.weight": torch.zeros(2, 2), "head.weight": torch.zeros(1)}
+    save_file(state, str(wrong / "best/model.safetensors"))
+    expected = (
+        r"3 missing \(0\.bias, .*\); 1 unexpected \(head\.weight\); 1 of another shape \(0\.w"
+    )
+    with pytest.raises(PredictError, match=expected):
+        predict(open_run(wrong), file_inputs([]), show=False)

@@ -18,7 +18,7 @@ from medshard.loaders.topology import current_topology
 from medshard.loaders.views import build_view_loader
 from medshard.shards.reader import Dataset
 from medshard.trainers.byol import Byol, build_byol
-from medshard.trainers.config import TrainConfig
+from medshard.trainers.config import ConfigError, TrainConfig
 from medshard.trainers.knn import embed, gather_rows, knn_scores, label_targets
 from medshard.trainers.tasks import Task
 
@@ -85,6 +85,13 @@ def optimizer_steps(config: TrainConfig, ds: Dataset, world_size: int) -> int:
     samples = len(ShardSamples(ds, Selection(split, config.fold)))
     count = rank_count(samples, 0, world_size, "pad")
     batches = num_batches(count, config.loader.batch_size, config.loader.drop_last)
+    if not batches:
+        raise ConfigError(
+            f"{ds.path}: split {split!r} gives each of {world_size} rank(s) {count} samples, "
+            f"fewer than loader.batch_size {config.loader.batch_size} with loader.drop_last: "
+            "true, so not one training step; lower loader.batch_size or set "
+            "loader.drop_last=false"
+        )
     return config.epochs * math.ceil(batches / config.optim.accumulate)
 
 

@@ -231,3 +231,16 @@ def _rows(dataset):
     from medshard.shards.reader import open_dataset
 
     return open_dataset(dataset).manifest.to_pylist()
+
+
+def test_a_training_split_smaller_than_one_dropped_batch_is_refused_before_the_run(tmp_path):
+    dataset = real_gray_dataset(tmp_path / "data")  # 12 training tiles of skimage pictures
+    loader = {"batch_size": 16, "num_workers": 0, "backend": "torch", "drop_last": True}
+    config = _config(dataset, tmp_path / "runs", loader=loader)
+    with pytest.raises(
+        ConfigError, match=r"split 'train' gives each of 1 rank\(s\) 12 samples, fe"
+    ):
+        train(config, quiet=True)
+    assert not (tmp_path / "runs/byol").exists()
+    kept = _config(dataset, tmp_path / "runs", loader=loader | {"drop_last": False}, epochs=1)
+    assert math.isfinite(train(kept, quiet=True)["train_loss"])

@@ -36,14 +36,20 @@ class CacheDir:
         self.limit = limit
         self.evictable = evictable
 
-    def open(self, name: str, size: int, fill: Callable[[Path], object]) -> int | None:
+    def open(
+        self, name: str, size: int, fill: Callable[[Path], object], evict: bool = True
+    ) -> int | None:
         """A read-only descriptor of file `name`, first written by `fill(path)` when it is
-        not cached; None when the bytes being fetched right now leave no room for it."""
-        return self._get(name, size, fill, self._open)
+        not cached; None when the bytes being fetched right now leave no room for it (or,
+        without `evict`, when it fits only by evicting: a fetch ahead of the plan never
+        takes the room of an entry that a reader may be using)."""
+        return self._get(name, size, fill, self._open, evict)
 
-    def fetch_dir(self, name: str, size: int, fill: Callable[[Path], object]) -> Path | None:
+    def fetch_dir(
+        self, name: str, size: int, fill: Callable[[Path], object], evict: bool = True
+    ) -> Path | None:
         """Folder `name`, first made by `fill(path)` when it is not cached; None as `open`."""
-        return self._get(name, size, fill, self._folder)
+        return self._get(name, size, fill, self._folder, evict)
 
     def put(self, name: str, data: bytes) -> None:
         """Write a small file that stays (the card) in place of the one there."""
@@ -73,7 +79,7 @@ class CacheDir:
                 if child.name not in (_LOCKS, _RESERVED):
                     shutil.rmtree(child) if child.is_dir() else child.unlink()
 
-    def _get(self, name: str, size: int, fill, hit: Callable[[Path], object]):
+    def _get(self, name: str, size: int, fill, hit: Callable[[Path], object], evict: bool):
         path = self.root / name
         found = hit(path)
         if found is not None:
@@ -85,7 +91,7 @@ class CacheDir:
             with self._lock():
                 entries, used = self._scan(skip=name)
                 victims = lru_victims([(s, t) for _, s, t in entries], used, size, self.limit)
-                if victims is None:
+                if victims is None or (victims and not evict):
                     return None
                 for index in victims:
                     _remove(self.root / entries[index][0])

@@ -162,9 +162,10 @@ class Mirror:
         os.close(self.open_file(name, size, sha256))
         return self.root / name
 
-    def group(self, zarr_path: str, nbytes: int) -> Path:
+    def group(self, zarr_path: str, nbytes: int, ahead: bool = False) -> Path | None:
         """The folder of one Zarr sample in the cache, fetched whole when it is not there;
-        its metadata checked against the card."""
+        its metadata checked against the card. `ahead` of the plan: only into free room,
+        never evicting nor waiting (None when there is none)."""
         checksums = self.card.checksums or {}
 
         def fill(tmp: Path) -> None:
@@ -178,14 +179,17 @@ class Mirror:
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 self.store.download(name, dest, checksums.get(name))
 
+        if ahead:
+            return self.cache.fetch_dir(zarr_path, nbytes, fill, evict=False)
         return self._wait(lambda: self.cache.fetch_dir(zarr_path, nbytes, fill), zarr_path)
 
     def prefetch(self, rows: Iterable[dict], threads: int = 4, ahead: bool = False) -> int:
         """Fetch what the manifest rows will read, in order, as far as half the cache
-        holds: their Zarr groups, and their shards where a split is read whole (`ahead`:
-        ahead of the plan, so nothing when the first entry does not fit in that half).
-        Returns how many entries were fetched or found."""
-        wanted: dict[str, tuple[int, Callable[[str, int], Path]]] = {}
+        holds: their Zarr groups, and their shards where a split is read whole. `ahead` of
+        the plan: nothing when the first entry does not fit in that half, and only into
+        free room (never evicting what a reader may be using). Returns how many entries
+        were fetched or found."""
+        wanted: dict[str, tuple[int, Callable[[str, int, bool], Path | None]]] = {}
         for row in rows:
             if row.get("zarr_path"):
                 wanted.setdefault(row["zarr_path"], (row["bytes"], self.group))
@@ -197,16 +201,22 @@ class Mirror:
         count = prefetch_count(sizes, budget, at_least_one=not ahead)
         chosen = list(wanted.items())[:count]
 
-        def fetch(item: tuple[str, tuple[int, Callable[[str, int], Path]]]) -> Path:
+        def fetch(item: tuple[str, tuple[int, Callable[[str, int, bool], Path | None]]]):
             name, (size, get) = item
-            return get(name, size)
+            return get(name, size, ahead)
 
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            list(pool.map(fetch, chosen))
-        return len(chosen)
+            return sum(found is not None for found in pool.map(fetch, chosen))
 
-    def _whole_shard(self, name: str, size: int) -> Path:
-        return self.local_file(name, size, self.shard(name).sha256)
+    def _whole_shard(self, name: str, size: int, ahead: bool = False) -> Path | None:
+        sha256 = self.shard(name).sha256
+        if not ahead:
+            return self.local_file(name, size, sha256)
+        fd = self.cache.open(name, size, self._filler(name, sha256), evict=False)
+        if fd is None:
+            return None
+        os.close(fd)
+        return self.root / name
 
     def _filler(self, name: str, sha256: str | None):
         return lambda tmp: self.store.download(name, tmp, sha256)

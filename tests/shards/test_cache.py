@@ -156,3 +156,16 @@ def test_a_failed_fetch_leaves_nothing(tmp_path):
         cache.open("wds/a.tar", 10, broken)
     assert cache.usage() == 0
     assert list((tmp_path / "wds").iterdir()) == []
+
+
+def test_a_fetch_that_may_not_evict_takes_only_free_room(tmp_path):
+    cache = CacheDir(tmp_path, limit=250, evictable=PATTERNS)
+    os.close(cache.open("wds/a.tar", 100, writer(100)))
+    calls = []
+    os.close(cache.open("wds/b.tar", 100, writer(100, calls), evict=False))  # free room
+    assert cache.fetch_dir("zarr/c", 100, writer(100, calls), evict=False) is None
+    assert cache.open("wds/c.tar", 100, writer(100, calls), evict=False) is None
+    assert len(calls) == 1 and (tmp_path / "wds/a.tar").is_file()  # nothing evicted
+    assert cache.usage() == 200
+    os.close(cache.open("wds/c.tar", 100, writer(100)))  # a read evicts as before
+    assert cache.usage() <= 250

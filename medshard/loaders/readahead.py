@@ -8,9 +8,10 @@ whole runs of a shard instead of one small read per sample.
 A dataset at an s3:// URL is fetched ahead instead (`FetchAhead`): one background thread
 hands the next batches' samples to the dataset's cache (`Dataset.prefetch`: the whole
 shards of a split that fits in the cache, the Zarr groups of volumes and videos), as far
-as half the cache holds, so that a sample's thread finds its bytes on disk. A limit is
-never waited on: what does not fit is fetched by the sample's own read when its turn
-comes (by byte range where the cache has no room).
+as half the cache holds and only into free room (a fetch ahead never evicts), so that a
+sample's thread finds its bytes on disk. A limit is never waited on: what does not fit is
+fetched by the sample's own read when its turn comes (by byte range where the cache has
+no room).
 
 `byte_runs` is a pure function of integers; `ReadAhead` only issues the hints."""
 

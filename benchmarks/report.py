@@ -36,11 +36,12 @@ def _throughput(results: dict) -> list[str]:
 
 
 def _cached(w: dict) -> list[str]:
-    """The engine beside MONAI's cached datasets: preparation, speed, memory."""
+    """The engine beside the cached peers (MONAI's cached datasets, LitData): preparation,
+    speed, memory; the ratios are to the fastest of them in each mode."""
     cached, ingest = w["cached"], w["ingest"]
     lines = [
         "",
-        f"{w['name']}: the engine beside MONAI's cached datasets (all with "
+        f"{w['name']}: the engine beside the cached peers (all with "
         f"{cached['cache']['workers']} workers or threads)",
         "",
         "| system | prepare s | disk MB | prepare peak MB | augmented samples/s "

@@ -58,7 +58,8 @@ def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(images
         f"model: {{name: '{TINY}'}}\noptim: {{lr: 0.01, schedule: none}}\nepochs: 1\n"
     )
     train(load_config(config), quiet=True)
-    assert (tmp_path / "streamed").is_dir()
+    saved = load_config(tmp_path / "streamed" / "config.yaml")
+    assert saved.dataset == URL and saved.cache_limit == limit  # the run's record names the URL
     ds = open_dataset(URL, cache_dir=tmp_path / "cache-c", cache_limit=limit)
     assert ds.mirror.root.is_relative_to(tmp_path / "cache-c")
     assert ds.mirror.cache.usage() <= limit

@@ -103,7 +103,7 @@ class EarlyStopping(_Strict):
 
 class TrainConfig(_Strict):
     name: str
-    dataset: Path  # a directory, or an s3:// URL read through a local cache
+    dataset: str  # a directory, or an s3:// URL (kept as written) read through a cache
     task: Task
     # a dataset at an s3:// URL: its cache folder (default $MEDSHARD_CACHE), the cache's
     # size limit ('50GB'; default $MEDSHARD_CACHE_LIMIT, else none) and an S3-compatible

@@ -201,6 +201,10 @@ def streaming_lines(results: dict) -> list[str]:
         lines.append(
             f"- {w['name']}: dataset {s['dataset_mb']:.0f} MB; the least limit it accepts "
             f"{s['least_limit_mb']:.0f} MB; "
-            + ("disk use stayed within every limit." if not over else f"over the limit: {over}.")
+            + (
+                "disk use stayed within every limit."
+                if not over
+                else f"disk use passed the limit in: {', '.join(over)}."
+            )
         )
     return lines

@@ -61,3 +61,25 @@ def test_the_loopback_server_is_gone_after_its_block():
     )
     with pytest.raises(botocore.exceptions.EndpointConnectionError):
         client.list_buckets()
+
+
+def test_the_report_gives_each_remote_row_as_a_share_of_local_and_flags_a_limit_passed():
+    from benchmarks.report import markdown_table
+    from tests.bench.test_report import figures, results
+
+    def remote(rate: float, peak: float) -> dict:
+        return figures(rate) | {"cache_peak_mb": peak, "cache_limit_mb": 100.0}
+
+    run = results()
+    run["workloads"][0]["streaming"] = {
+        "dataset_mb": 80.0,
+        "least_limit_mb": 30.0,
+        "local": figures(400.0),
+        "cold": remote(340.0, 90.0),
+        "warm": remote(390.0, 90.0),
+        "tight": remote(100.0, 120.0),
+    }
+    text = markdown_table(run)
+    assert "| fomo-mri | remote, cold cache | 340.0 | 85% | 0.10 | 90 | 100 |" in text
+    assert "| fomo-mri | remote, warm cache | 390.0 | 98% |" in text
+    assert "disk use passed the limit in: tight." in text

@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch first, pinned: the same pin gives a CPU build here and a CUDA build elsewhere.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	$(PY) -m pip install -q --no-deps 'litdata==0.2.76'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -22,7 +22,10 @@ def predict(
             "(OUTPUT/NAME/last).",
         ),
     ],
-    output_json: Annotated[Path, Opt(help="Where the predictions go (JSON).")],
+    output_json: Annotated[
+        Path,
+        Opt(help="Where the predictions go (JSON); replaces only an earlier predictions file."),
+    ],
     image: Annotated[
         list[str] | None,
         Opt(help="An image (PNG, JPEG, TIFF) or NIfTI volume; repeat it; a,b,c: modalities."),
@@ -38,7 +41,8 @@ def predict(
     batch_size: Annotated[int, Opt(min=1, help="Images per batch; patches per window.")] = 64,
     device: Annotated[Literal["cpu", "cuda"] | None, Opt(help="Default: cuda if any.")] = None,
     output_dir: Annotated[
-        Path | None, Opt(help="Segmentation: where the NIfTI label maps go.")
+        Path | None,
+        Opt(help="Segmentation: where the NIfTI label maps go (never over another file)."),
     ] = None,
     quiet: Annotated[bool, Opt(help="No progress bar.")] = False,
 ) -> None:

@@ -95,7 +95,12 @@ def _report(document: dict, path: Path) -> None:
 
     for record in document["records"]:
         if "error" in record:
-            errors.print(f"{record['input']}: {record['error']}", markup=False, highlight=False)
+            errors.print(
+                f"{record['input']}: {record['error']}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )  # one line per input, whatever the terminal's width
     done = document["summary"]
     table = Table(title=f"predictions: {path}", title_justify="left")
     table.add_column("label")

@@ -152,6 +152,10 @@ def preprocessing(run: Run):
 
         def image(sample: dict) -> torch.Tensor:
             array = np.asarray(sample["image"])
+            if array.ndim == 4:
+                raise ValueError(
+                    f"a volume of shape {array.shape[1:]} (z, y, x); this run predicts 2D images"
+                )
             if array.ndim != 3:
                 raise ValueError(f"holds an array of shape {array.shape}, not a 2D image")
             if copy is not None and sample.get("original"):  # the run read training copies

@@ -410,7 +410,10 @@ def test_more_refusals_each_in_one_sentence(gray, real_mri, tmp_path):
     )["records"]
     assert records[0] == {"input": str(tmp_path / "gone.png"), "error": "not a file"}
     assert "several files make one input only as NIfTI modalities" in records[1]["error"]
-    assert "not a 2D image" in records[2]["error"]
+    assert (
+        records[2]["error"]
+        == "a volume of shape (25, 41, 33) (z, y, x); this run predicts 2D images"
+    )
     raw_config["loader"] = {"val_split": "train", "patch_size": [8, 8, 8]}
     (seg / "config.yaml").write_text(yaml.safe_dump(raw_config))
     records = predict(open_run(seg), file_inputs([png]), output_dir=tmp_path / "maps", show=False)[

@@ -6,7 +6,11 @@ scikit-image's tiles."""
 
 import hashlib
 import json
+import os
 import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -117,3 +121,36 @@ def test_weights_that_do_not_fit_are_named_in_a_few_words(gray, tmp_path):  # no
     )
     with pytest.raises(PredictError, match=expected):
         predict(open_run(wrong), file_inputs([]), show=False)
+
+
+def test_a_folder_of_mixed_real_files_gives_one_line_per_bad_file(gray, tmp_path):  # noqa: F811
+    from tests.real_data import copy_nibabel_file, write_mixed_tiles
+
+    run, _ = gray
+    folder = tmp_path / "new"
+    names = write_mixed_tiles(folder, size=40)  # gray, RGB, RGBA, palette; 8 and 16 bit
+    (folder / "broken.png").write_bytes((folder / names[1]).read_bytes()[:100])
+    (folder / "empty.png").write_bytes(b"")
+    copy_nibabel_file("anatomical.nii", folder / "anatomical.nii")
+    out = tmp_path / "p.json"
+    medshard = str(Path(sys.executable).with_name("medshard"))
+    result = subprocess.run(
+        [medshard, "predict", str(run), "--images-dir", str(folder), "--output-json", str(out)]
+        + ["--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "60", "PYTHONPATH": str(Path(__file__).parents[2])},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    document = json.loads(out.read_text())
+    errors = {r["input"]: r["error"] for r in document["records"] if "error" in r}
+    assert sorted(errors) == sorted(
+        str(folder / n) for n in ("anatomical.nii", "broken.png", "empty.png")
+    )
+    assert document["summary"]["predicted"] == len(names)
+    lines = result.stderr.splitlines()
+    for name, error in errors.items():
+        assert f"{name}: {error}" in lines  # one whole line each, at any terminal width
+    assert "this run predicts 2D images" in errors[str(folder / "anatomical.nii")]

@@ -97,8 +97,7 @@ def read_volume_files(paths: list[Path]) -> dict:
     }
 
 
-def _load_file(spec: str) -> Callable[[], dict]:
-    paths = [Path(p) for p in spec.split(",")]
+def _load_file(spec: str, paths: list[Path]) -> Callable[[], dict]:
 
     def load() -> dict:
         missing = [p for p in paths if not p.is_file()]
@@ -118,7 +117,7 @@ def _load_file(spec: str) -> Callable[[], dict]:
 
 def file_inputs(specs: list[str]) -> list[Input]:
     """`--image PATH` given once or more; `a.nii.gz,b.nii.gz` is one subject's modalities."""
-    return [Input(spec, _load_file(spec)) for spec in specs]
+    return [Input(spec, _load_file(spec, [Path(p) for p in spec.split(",")])) for spec in specs]
 
 
 def folder_inputs(folder: Path) -> list[Input]:
@@ -135,7 +134,7 @@ def folder_inputs(folder: Path) -> list[Input]:
     if not found:
         accepted = ", ".join(sorted({*IMAGE_EXTENSIONS, *NIFTI_SUFFIXES}))
         raise PredictInputError(f"{folder}: holds no image files ({accepted})")
-    return file_inputs([str(p) for p in found])
+    return [Input(str(p), _load_file(str(p), [p])) for p in found]  # commas in names too
 
 
 def dataset_inputs(path: Path, split: str, whole_volumes: bool, copy=None) -> list[Input]:

@@ -131,6 +131,7 @@ def test_a_folder_of_mixed_real_files_gives_one_line_per_bad_file(gray, tmp_path
     names = write_mixed_tiles(folder, size=40)  # gray, RGB, RGBA, palette; 8 and 16 bit
     (folder / "broken.png").write_bytes((folder / names[1]).read_bytes()[:100])
     (folder / "empty.png").write_bytes(b"")
+    shutil.copy(folder / names[2], folder / "cell,copy.png")  # a comma in a file's name
     copy_nibabel_file("anatomical.nii", folder / "anatomical.nii")
     out = tmp_path / "p.json"
     medshard = str(Path(sys.executable).with_name("medshard"))
@@ -149,7 +150,8 @@ def test_a_folder_of_mixed_real_files_gives_one_line_per_bad_file(gray, tmp_path
     assert sorted(errors) == sorted(
         str(folder / n) for n in ("anatomical.nii", "broken.png", "empty.png")
     )
-    assert document["summary"]["predicted"] == len(names)
+    assert document["summary"]["predicted"] == len(names) + 1
+    assert str(folder / "cell,copy.png") in [r["input"] for r in document["records"]]
     lines = result.stderr.splitlines()
     for name, error in errors.items():
         assert f"{name}: {error}" in lines  # one whole line each, at any terminal width

@@ -69,10 +69,14 @@ def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path)
     ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: a split is read whole
     loader = build_loader(ds, "val", **SPEC)
     batches = loader.pass_batches()
-    ahead = FetchAhead(ds, loader.source.key, batches, window=1)
+    rows = loader.source.rows
+
+    def fetch(indices):
+        ds.prefetch([rows[int(i)]["key"] for i in indices], ahead=True)
+
+    ahead = FetchAhead(fetch, batches, window=1, where=URL)
     ahead.advance(-1)  # the first batch alone
     ahead.close(wait=True)
-    rows = loader.source.rows
     first = {rows[int(i)]["shard"] for i in batches[0]}
     cached = {f"wds/{p.name}" for p in (ds.path / "wds").glob("*.tar")}
     assert cached == first
@@ -118,3 +122,21 @@ def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(
     assert all(torch.equal(a, b) for a, b in zip(streamed, stored))
     assert ds.mirror.cache.usage() <= limit
     assert np.isfinite(torch.cat(streamed).numpy()).all()
+
+
+def test_byte_ranges_are_fetched_ahead_into_memory_and_read_from_there(images, tmp_path):  # noqa: F811
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(images.local))
+    assert not ds.mirror.whole("train")  # a split read by byte range
+    loader = build_loader(ds, "train", **SPEC)
+    source, first = loader.source, loader.pass_batches()[0]
+    mirror = source.files.mirror  # the mirror its reads go through
+    assert mirror.prefetch([source.rows[int(i)] for i in first], ahead=True) == len(first)
+    images.server.kill()  # what was fetched ahead is read without the server
+    try:
+        for index in first:
+            assert source.raw(int(index))["__key__"] == source.key(int(index))  # checked
+    finally:
+        images.server.restart()
+    assert not any(mirror._ranges._held.values())  # each range taken once
+    streamed = [k for b in loader for k in b["key"]]
+    assert sorted(streamed) == sorted(r["key"] for r in source.rows)

@@ -22,7 +22,7 @@ from medshard.loaders.copies import PixelSource
 from medshard.loaders.draws import Stream
 from medshard.loaders.frame_format import bit_depth_scale, stored_channels
 from medshard.loaders.members import MemberRanges
-from medshard.loaders.readahead import ReadAhead
+from medshard.loaders.readahead import FetchAhead, ReadAhead
 from medshard.loaders.slots import SlotLoader
 from medshard.loaders.sources import ShardSamples, label_fields
 
@@ -208,8 +208,14 @@ class ImageLoader(SlotLoader):
 
     def _ahead(self):
         files = self.source.files
-        if files.mirror is not None:  # a dataset at a URL: fetched into its cache
-            return super()._ahead()
+        window = self.prefetch + 1 + self.window
+        if files.mirror is not None:  # a dataset at a URL: whole shards or byte ranges
+            mirror, rows = files.mirror, self.source.rows  # the mirror the reads go through
+
+            def fetch(indices: np.ndarray) -> None:
+                mirror.prefetch([rows[int(i)] for i in indices], ahead=True)
+
+            return FetchAhead(fetch, self.pass_batches(), window, mirror.url)
         return ReadAhead(
             files.dataset,
             self._names,
@@ -217,5 +223,5 @@ class ImageLoader(SlotLoader):
             self._offsets,
             self._sizes,
             self.pass_batches(),
-            self.prefetch + 1 + self.window,
+            window,
         )

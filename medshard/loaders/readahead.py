@@ -6,10 +6,11 @@ shard order, as evaluation reads) merge into one range, so a cold page cache is 
 whole runs of a shard instead of one small read per sample.
 
 A dataset at an s3:// URL is fetched ahead instead (`FetchAhead`): one background thread
-hands the next batches' samples to the dataset's cache (`Dataset.prefetch`: the whole
-shards of a split that fits in the cache, the Zarr groups of volumes and videos), as far
-as half the cache holds and only into free room (a fetch ahead never evicts), so that a
-sample's thread finds its bytes on disk. A limit is never waited on: what does not fit is
+hands the next batches' samples to the dataset's cache (`Mirror.prefetch`: the whole
+shards of a split that fits in the cache and the Zarr groups of volumes and videos, as
+far as half the cache holds and only into free room, since a fetch ahead never evicts;
+the byte ranges of a split read by range, into memory), so that a sample's thread finds
+its bytes there. A limit is never waited on: what does not fit is
 fetched by the sample's own read when its turn comes (by byte range where the cache has
 no room).
 
@@ -102,12 +103,18 @@ class ReadAhead:
 
 class FetchAhead:
     """`advance(b)` (batch b is being delivered) hands the samples of every batch up to
-    b + `window` not handed yet to `dataset.prefetch` in one background thread; `key(i)`
-    is sample i's manifest key. A fetch that fails costs nothing but a log line: the
-    sample's own read fetches it again, and raises if the store is really gone."""
+    b + `window` not handed yet to `fetch(indices)` in one background thread (a dataset's
+    or a mirror's `prefetch(..., ahead=True)`). A fetch that fails costs nothing but a log
+    line: the sample's own read fetches it again, and raises if the store is really gone."""
 
-    def __init__(self, dataset, key: Callable[[int], str], batches: list[np.ndarray], window: int):
-        self.dataset, self.key, self.batches, self.window = dataset, key, batches, window
+    def __init__(
+        self,
+        fetch: Callable[[np.ndarray], object],
+        batches: list[np.ndarray],
+        window: int,
+        where: str,
+    ):
+        self.fetch, self.batches, self.window, self.where = fetch, batches, window, where
         self.hinted = 0  # batches handed over so far
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="medshard-fetch-ahead")
 
@@ -116,15 +123,14 @@ class FetchAhead:
         upto = min(batch + 1 + self.window, len(self.batches))
         if upto <= self.hinted:
             return
-        keys = [self.key(int(i)) for b in self.batches[self.hinted : upto] for i in b]
-        self._pool.submit(self._fetch, list(dict.fromkeys(keys)))
+        self._pool.submit(self._fetch, np.concatenate(self.batches[self.hinted : upto]))
         self.hinted = upto
 
-    def _fetch(self, keys: list[str]) -> None:
+    def _fetch(self, indices: np.ndarray) -> None:
         try:
-            self.dataset.prefetch(keys, ahead=True)
+            self.fetch(indices)
         except Exception as exc:  # a fetch ahead is a hint: the sample's read retries
-            log.debug("fetch ahead of %s failed: %s", self.dataset.location, exc)
+            log.debug("fetch ahead of %s failed: %s", self.where, exc)
 
     def close(self, wait: bool = False) -> None:
         """Stop: fetches not started are dropped, one under way ends on its own (or is

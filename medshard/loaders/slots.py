@@ -147,8 +147,13 @@ class SlotLoader(Resumable):
         dataset = getattr(self.source, "dataset", None)
         if dataset is None or dataset.mirror is None:
             return None
+        key = self.source.key
+
+        def fetch(indices: np.ndarray) -> None:
+            dataset.prefetch(dict.fromkeys(key(int(i)) for i in indices), ahead=True)
+
         window = self.prefetch + 1 + self.window
-        return FetchAhead(dataset, self.source.key, self.pass_batches(), window)
+        return FetchAhead(fetch, self.pass_batches(), window, dataset.location)
 
     def __iter__(self) -> Iterator[dict]:
         ahead = self._ahead()

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from functools import cached_property
@@ -31,13 +33,22 @@ from medshard.shards.foreground import FOREGROUND_NAME
 from medshard.shards.layout import CARD_NAME, MANIFEST_NAME, REJECTED_NAME, WDS_DIR, ZARR_DIR
 from medshard.shards.storage import S3Store
 
-__all__ = ["CACHE_VARIABLE", "LIMIT_VARIABLE", "ORIGIN_NAME", "Mirror", "cache_root", "parse_limit"]
+__all__ = [
+    "CACHE_VARIABLE",
+    "LIMIT_VARIABLE",
+    "ORIGIN_NAME",
+    "Mirror",
+    "RangesAhead",
+    "cache_root",
+    "parse_limit",
+]
 
 CACHE_VARIABLE = "MEDSHARD_CACHE"
 LIMIT_VARIABLE = "MEDSHARD_CACHE_LIMIT"
 ORIGIN_NAME = ".origin.json"
 TABLES = (MANIFEST_NAME, REJECTED_NAME, FOREGROUND_NAME)
 _EVICTABLE = (f"{WDS_DIR}/*.tar", f"{WDS_DIR}/*.idx", f"{ZARR_DIR}/*/")
+AHEAD_BYTES = 256 * 2**20  # byte ranges held in memory ahead of their reads, at most
 
 
 def cache_root(cache_dir: str | Path | None = None) -> Path:
@@ -76,6 +87,7 @@ class Mirror:
         self.limit = limit
         self.cache = CacheDir(self.root, limit, _EVICTABLE)
         self._whole: dict[str, bool] = {}
+        self._ranges = RangesAhead(AHEAD_BYTES)
 
     @classmethod
     def open(
@@ -137,6 +149,9 @@ class Mirror:
                     return os.pread(fd, nbytes, offset)
                 finally:
                     os.close(fd)
+        held = self._ranges.take((shard, offset, nbytes))
+        if held is not None:
+            return held
         return self.store.get_range(shard, offset, nbytes)
 
     def shard(self, name: str) -> ShardInfo:
@@ -187,15 +202,19 @@ class Mirror:
         """Fetch what the manifest rows will read, in order, as far as half the cache
         holds: their Zarr groups, and their shards where a split is read whole. `ahead` of
         the plan: nothing when the first entry does not fit in that half, and only into
-        free room (never evicting what a reader may be using). Returns how many entries
-        were fetched or found."""
+        free room (never evicting what a reader may be using); and the byte ranges of
+        samples of a split read by range, into memory (RangesAhead), where `read` takes
+        them. Returns how many entries and ranges were fetched or found."""
         wanted: dict[str, tuple[int, Callable[[str, int, bool], Path | None]]] = {}
+        ranges: list[tuple[str, int, int]] = []
         for row in rows:
             if row.get("zarr_path"):
                 wanted.setdefault(row["zarr_path"], (row["bytes"], self.group))
             elif row.get("shard") and self.whole(self.shard(row["shard"]).split):
                 info = self.shard(row["shard"])
                 wanted.setdefault(info.path, (info.bytes, self._whole_shard))
+            elif row.get("shard") and ahead:
+                ranges.append((row["shard"], row["offset"], row["bytes"]))
         sizes = [size for size, _ in wanted.values()]
         budget = (self.limit - self.pinned) // 2 if self.limit else sum(sizes)
         count = prefetch_count(sizes, budget, at_least_one=not ahead)
@@ -205,8 +224,12 @@ class Mirror:
             name, (size, get) = item
             return get(name, size, ahead)
 
+        def fetch_range(span: tuple[str, int, int]) -> bool:
+            return span in self._ranges or self._ranges.put(span, self.store.get_range(*span))
+
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-            return sum(found is not None for found in pool.map(fetch, chosen))
+            found = sum(found is not None for found in pool.map(fetch, chosen))
+            return found + sum(pool.map(fetch_range, ranges))
 
     def _whole_shard(self, name: str, size: int, ahead: bool = False) -> Path | None:
         sha256 = self.shard(name).sha256
@@ -293,3 +316,43 @@ class Mirror:
                 f"({decimal(largest)}) beside the dataset's tables ({decimal(self.pinned)}); "
                 f"give a cache_limit of at least {decimal(need)}"
             )
+
+
+class RangesAhead:
+    """Byte ranges of shards fetched ahead of their reads, held in memory until `take`n
+    once; at most `limit` bytes, the oldest dropped first (a range whose read came first
+    and fetched it itself is never taken). Nothing of it crosses into another process."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._held: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def __contains__(self, span: tuple[str, int, int]) -> bool:
+        return span in self._held
+
+    def put(self, span: tuple[str, int, int], data: bytes) -> bool:
+        """Hold `data` for `span`; False when it alone is larger than the limit."""
+        if len(data) > self.limit:
+            return False
+        with self._lock:
+            while self._held and self._bytes + len(data) > self.limit:
+                self._bytes -= len(self._held.popitem(last=False)[1])
+            old = self._held.pop(span, None)
+            self._bytes += len(data) - (len(old) if old is not None else 0)
+            self._held[span] = data
+        return True
+
+    def take(self, span: tuple[str, int, int]) -> bytes | None:
+        with self._lock:
+            data = self._held.pop(span, None)
+            if data is not None:
+                self._bytes -= len(data)
+        return data
+
+    def __getstate__(self) -> dict:
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["limit"])

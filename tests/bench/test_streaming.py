@@ -32,7 +32,6 @@ def test_streaming_rows_at_tiny_scale(tmp_path, name):
         assert result[key]["samples_per_s"] > 0
     for key in ("cold", "warm", "tight"):
         assert 0 < result[key]["cache_peak_mb"] <= result[key]["cache_limit_mb"]
-    assert result["tight"]["cache_limit_mb"] < result["cold"]["cache_limit_mb"]
     assert not any((tmp_path / "work").glob("cache-*"))  # the caches are removed
     lines = streaming_lines({"workloads": [{"name": name, "streaming": result}]})
     assert f"| {name} | remote, warm cache |" in "\n".join(lines)

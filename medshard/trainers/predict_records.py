@@ -19,6 +19,7 @@ __all__ = [
     "OutputError",
     "ThresholdError",
     "check_output",
+    "outside_datasets",
     "output_records",
     "parse_thresholds",
     "summary",
@@ -135,10 +136,26 @@ class OutputError(MedshardError, ValueError):
     """An --output-json that would replace a file that is not a predictions document."""
 
 
+def outside_datasets(path: Path, option: str) -> None:
+    """Refuse an output `path` inside a medshard dataset: a dataset holds only what its
+    card lists, and re-ingesting with --overwrite would remove what predict put there."""
+    from medshard.shards.layout import CARD_NAME
+
+    resolved = Path(path).resolve()
+    for folder in (resolved, *resolved.parents):
+        if (folder / CARD_NAME).is_file():
+            raise OutputError(
+                f"{path}: {option} lies inside the medshard dataset {folder}; predictions "
+                "never go into a dataset: give a path outside it"
+            )
+
+
 def check_output(path: Path) -> None:
     """Refuse an --output-json that is a folder or a file other than a predictions
-    document of medshard's (an image given by mistake, a table): it is never replaced."""
+    document of medshard's (an image given by mistake, a table): it is never replaced;
+    nor one inside a medshard dataset."""
     path = Path(path)
+    outside_datasets(path, "--output-json")
     if path.is_dir():
         raise OutputError(f"{path}: --output-json is a folder; give a file name")
     if path.exists():

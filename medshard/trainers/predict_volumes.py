@@ -52,7 +52,10 @@ def label_map_paths(out: Path, names: list[str]) -> list[Path]:
     """Where each input's label map goes (`out/STEM_seg.nii.gz`), refused before any is
     written when two inputs would share one, or one would replace a file that is not a
     label map of predict's (a mask beside its image, for one)."""
+    from medshard.trainers.predict_records import outside_datasets
+
     out = Path(out)
+    outside_datasets(out, "--output-dir")
     if out.exists() and not out.is_dir():
         raise LabelMapError(f"{out}: --output-dir is a file, not a folder")
     paths, taken = [], {}

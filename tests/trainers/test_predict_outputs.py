@@ -156,3 +156,21 @@ def test_a_folder_of_mixed_real_files_gives_one_line_per_bad_file(gray, tmp_path
     for name, error in errors.items():
         assert f"{name}: {error}" in lines  # one whole line each, at any terminal width
     assert "this run predicts 2D images" in errors[str(folder / "anatomical.nii")]
+
+
+def test_predictions_never_go_into_a_dataset(gray, real_mri, tmp_path):  # noqa: F811
+    run, tiles = gray
+    dataset, raw = real_mri
+    card = open_run(run).dataset.path
+    image = str(sorted(tiles.glob("*.png"))[0])
+    before = sorted(p.name for p in card.iterdir())
+    result = CliRunner().invoke(
+        app,
+        ["predict", str(run), "--image", image, "--output-json", str(card / "p.json"), "--quiet"],
+    )
+    assert result.exit_code == 1 and "lies inside the medshard dataset" in result.output
+    assert sorted(p.name for p in card.iterdir()) == before
+    seg = _segmentation_run(dataset, tmp_path / "seg")
+    with pytest.raises(ValueError, match=r"--output-dir lies inside the medshard dataset"):
+        predict(seg, file_inputs([str(raw / VOLUMES[0])]), output_dir=dataset / "maps", show=False)
+    assert not (dataset / "maps").exists()

@@ -30,6 +30,11 @@ from medshard.trainers.predict_volumes import label_map_paths, segment_record
 __all__ = ["PREDICTED", "PredictError", "Run", "open_run", "predict", "run_copy"]
 
 
+def _line(message: str) -> str:
+    """An error as one line (libraries' messages may span several)."""
+    return " ".join(message.split())
+
+
 @contextmanager
 def _progress(total: int, show: bool):
     """A progress bar over the inputs; yields `advance()`."""
@@ -87,7 +92,10 @@ def predict(
                 output = model(torch.stack([t for _, t, _ in pending]).to(where))
         except RuntimeError as exc:
             for i, _, _ in pending:
-                records[i] = {"input": records[i]["input"], "error": f"the model failed ({exc})"}
+                records[i] = {
+                    "input": records[i]["input"],
+                    "error": _line(f"the model failed ({exc})"),
+                }
         else:
             made = output_records(
                 task.name, classes, output, names, samples, thresholds, run.dataset.card.target_name
@@ -106,7 +114,7 @@ def predict(
                 sample = item.load()
                 tensor = prepare(sample)
             except (MedshardError, ValueError, OSError) as exc:
-                records.append({"input": item.name, "error": str(exc)})
+                records.append({"input": item.name, "error": _line(str(exc))})
                 advance()
                 continue
             if task.name == "segmentation":
@@ -123,7 +131,9 @@ def predict(
                         maps[len(records)],
                     )
                 except (RuntimeError, OSError) as exc:
-                    records.append({"input": item.name, "error": f"cannot be segmented ({exc})"})
+                    records.append(
+                        {"input": item.name, "error": _line(f"cannot be segmented ({exc})")}
+                    )
                     advance()
                     continue
                 records.append(record)

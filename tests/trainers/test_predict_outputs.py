@@ -174,3 +174,24 @@ def test_predictions_never_go_into_a_dataset(gray, real_mri, tmp_path):  # noqa:
     with pytest.raises(ValueError, match=r"--output-dir lies inside the medshard dataset"):
         predict(seg, file_inputs([str(raw / VOLUMES[0])]), output_dir=dataset / "maps", show=False)
     assert not (dataset / "maps").exists()
+
+
+def test_truncated_real_volumes_get_one_line_records(real_mri, tmp_path):  # noqa: F811
+    import gzip
+
+    dataset, raw = real_mri
+    seg = _segmentation_run(dataset, tmp_path / "seg")
+    whole = (raw / "anatomical.nii").read_bytes()
+    half = tmp_path / "half.nii"
+    half.write_bytes(whole[: len(whole) // 2])  # nibabel's message spans two lines
+    packed = gzip.compress(whole)
+    cut = tmp_path / "cut.nii.gz"
+    cut.write_bytes(packed[: len(packed) // 2])
+    inputs = file_inputs([str(half), str(cut), str(raw / "standard.nii.gz")])
+    document = predict(seg, inputs, output_dir=tmp_path / "maps", show=False)
+    first, second, good = document["records"]
+    assert first["error"].startswith("cannot read the volume, it is truncated or corrupt")
+    assert second["error"].startswith("cannot read the volume, it is truncated or corrupt")
+    assert "\n" not in first["error"] and "\n" not in second["error"]
+    assert "output" in good and document["summary"]["predicted"] == 1
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["standard_seg.nii.gz"]

@@ -86,9 +86,17 @@ def open_run(path: Path) -> Run:
     try:
         ds = open_dataset(config.dataset, **config.storage())
     except MedshardError as exc:
+        where = str(config.dataset)
+        relative = "://" not in where and not Path(where).is_absolute()
+        hint = (
+            " (the run's config names it relative to the folder the run was started from: "
+            "run predict from there)"
+            if relative
+            else ""
+        )
         raise PredictError(
-            f"{config.dataset}: the run's training dataset cannot be opened ({exc}); predict "
-            "takes the label names and normalisation statistics from its card"
+            f"{config.dataset}: the run's training dataset cannot be opened ({exc}){hint}; "
+            "predict takes the label names and normalisation statistics from its card"
         ) from exc
     return Run(folder, checkpoint, config, ds, build_task(config, ds))
 

@@ -195,3 +195,23 @@ def test_truncated_real_volumes_get_one_line_records(real_mri, tmp_path):  # noq
     assert "\n" not in first["error"] and "\n" not in second["error"]
     assert "output" in good and document["summary"]["predicted"] == 1
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["standard_seg.nii.gz"]
+
+
+def test_a_run_trained_on_a_relative_dataset_path_says_where_to_predict_from(
+    gray,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    run, _ = gray
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    dataset = Path(config["dataset"])
+    moved = tmp_path / "moved"
+    (moved / "best").mkdir(parents=True)
+    shutil.copy(run / "best/model.safetensors", moved / "best/model.safetensors")
+    config["dataset"] = dataset.name  # as `medshard train` saves `dataset=ds`
+    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PredictError, match=r"relative to the folder the run was started from"):
+        open_run(moved)
+    monkeypatch.chdir(dataset.parent)
+    assert open_run(moved).dataset.path.resolve() == dataset.resolve()

@@ -127,6 +127,11 @@ class TrainConfig(_Strict):
     output_dir: Path = Path("outputs")
     fold: int | None = None  # cross-validation: validate on this fold, train on the others
 
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _as_written(cls, value):
+        return str(value) if isinstance(value, Path) else value  # Python callers pass paths
+
     @field_validator("cache_dir", "cache_limit", "endpoint_url")
     @classmethod
     def _remote_only(cls, value, info: ValidationInfo):

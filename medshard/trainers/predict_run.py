@@ -168,6 +168,12 @@ def preprocessing(run: Run):
                 raise ValueError(f"holds an array of shape {array.shape}, not a 2D image")
             if copy is not None and sample.get("original"):  # the run read training copies
                 array = as_training_copy(array, copy)
+            crop = None if augment.resize else augment.random_crop
+            if crop and (array.shape[1] < crop[0] or array.shape[2] < crop[1]):
+                raise ValueError(  # as the validation loader refuses it (check_sizes)
+                    f"is {array.shape[1]}x{array.shape[2]}, smaller than the run's crop "
+                    f"{crop[0]}x{crop[1]}"
+                )
             scale = bit_depth_scale(array.dtype)
             return augment_2d(_tensor(array), augment, None, scale, stats, channels)
 

@@ -215,3 +215,29 @@ def test_a_run_trained_on_a_relative_dataset_path_says_where_to_predict_from(
         open_run(moved)
     monkeypatch.chdir(dataset.parent)
     assert open_run(moved).dataset.path.resolve() == dataset.resolve()
+
+
+def test_an_image_smaller_than_the_runs_crop_is_refused_as_the_validation_refuses_it(
+    gray,  # noqa: F811
+    tmp_path,
+):
+    import numpy as np
+    import skimage.data
+    from PIL import Image
+
+    run, _ = gray
+    cropped = tmp_path / "cropped"
+    (cropped / "best").mkdir(parents=True)
+    shutil.copy(run / "best/model.safetensors", cropped / "best/model.safetensors")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["augment"] = {"random_crop": [16, 16]}
+    (cropped / "config.yaml").write_text(yaml.safe_dump(config))
+    camera = skimage.data.camera()
+    paths = []
+    for name, (h, w) in {"small": (8, 40), "line": (1, 500), "fits": (40, 40)}.items():
+        paths.append(str(tmp_path / f"{name}.png"))
+        Image.fromarray(np.ascontiguousarray(camera[:h, :w])).save(paths[-1])
+    records = predict(open_run(cropped), file_inputs(paths), show=False)["records"]
+    assert records[0]["error"] == "is 8x40, smaller than the run's crop 16x16"
+    assert records[1]["error"] == "is 1x500, smaller than the run's crop 16x16"
+    assert "top" in records[2]

@@ -37,3 +37,12 @@ class FormatVersionError(DatasetError):
 
 class CorruptDataError(DatasetError):
     """Stored bytes that no longer match the checksum written at ingest."""
+
+
+class MissingFileError(DatasetError):
+    """A file that the dataset's card lists is not there (removed, or evicted from a
+    remote dataset's cache)."""
+
+    def __init__(self, path) -> None:
+        super().__init__(f"{path}: file not found")
+        self.path = path

@@ -124,6 +124,56 @@ def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(
     assert np.isfinite(torch.cat(streamed).numpy()).all()
 
 
+def test_a_volume_evicted_between_its_fetch_and_its_read_is_fetched_again(
+    s3,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Threads sharing a small cache evict each other's volumes: one that went after its
+    fetch and before its read is fetched again, never read as fill values."""
+    import shutil
+
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.volume_data import nifti_subjects
+
+    url = f"s3://{BUCKET}/mri-evicted"
+    options = dict(table=nifti_subjects(tmp_path / "raw", n=2), modalities=("t1", "t2"))
+    options |= dict(mask_col="seg", key_col="subject", val_fraction=0.0, workers=1)
+    for out in (Path(url), tmp_path / "local"):
+        ingest_nifti(NiftiIngestOptions(out=out, processes=False, quiet=True, **options))
+    ds = open_dataset(url, cache_dir=tmp_path / "c")
+    fetch, evicted = ds.prefetch, []
+
+    def fetch_then_lose(keys, *args, **kwargs):  # another thread's fetch evicts it at once
+        count = fetch(keys, *args, **kwargs)
+        for key in keys:
+            if key not in evicted:
+                evicted.append(key)
+                shutil.rmtree(ds.mirror.group(ds._rows[key]["zarr_path"], 0))
+        return count
+
+    monkeypatch.setattr(ds, "prefetch", fetch_then_lose)
+    spec = dict(SPEC, patch_size=(8, 8, 8), training=False)
+    streamed = [b["image"] for b in build_loader(ds, "train", **spec)]
+    stored = [b["image"] for b in build_loader(tmp_path / "local", "train", **spec)]
+    assert len(evicted) == 2 and torch.equal(torch.cat(streamed), torch.cat(stored))
+
+
+def test_a_volume_file_removed_from_a_dataset_is_named_not_read_as_zeros(tmp_path):
+    from medshard.errors import CorruptDataError
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.volume_data import nifti_subjects
+
+    options = dict(table=nifti_subjects(tmp_path / "raw", n=2), modalities=("t1", "t2"))
+    options |= dict(mask_col="seg", key_col="subject", val_fraction=0.0, workers=1)
+    ingest_nifti(NiftiIngestOptions(out=tmp_path / "ds", processes=False, quiet=True, **options))
+    (shard,) = [p for p in (tmp_path / "ds/zarr/sub0/labels/mask/c").rglob("*") if p.is_file()]
+    shard.unlink()
+    spec = dict(SPEC, patch_size=(8, 8, 8), training=False)
+    with pytest.raises(CorruptDataError, match=f"{shard} is missing; the dataset was changed"):
+        list(build_loader(tmp_path / "ds", "train", **spec))
+
+
 def test_byte_ranges_are_fetched_ahead_into_memory_and_read_from_there(images, tmp_path):  # noqa: F811
     ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(images.local))
     assert not ds.mirror.whole("train")  # a split read by byte range

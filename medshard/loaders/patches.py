@@ -22,7 +22,7 @@ from medshard.loaders.augment3d import (
     run_plan,
     write_view,
 )
-from medshard.loaders.sources import PatchSamples
+from medshard.loaders.sources import PatchSamples, fetched
 from medshard.loaders.transforms import VolumeTransform
 
 __all__ = ["PatchFiller"]
@@ -43,9 +43,11 @@ class PatchFiller:
         self.shape = (source.channels, *source.patch)
         rows = source.rows
         first = f"{rows.paths[0]}/labels/mask"
-        if source.masked:
-            source.dataset.prefetch([rows.keys[0]])  # a dataset at a URL: into its cache
-        self.mask_dtype = source.reader.dtype(first) if source.masked else None
+        self.mask_dtype = (
+            fetched(source.dataset, rows.keys[0], lambda: source.reader.dtype(first))
+            if source.masked
+            else None
+        )
         self._local = threading.local()
 
     def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:

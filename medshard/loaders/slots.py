@@ -147,7 +147,7 @@ class SlotLoader(Resumable):
         dataset = getattr(self.source, "dataset", None)
         if dataset is None or dataset.mirror is None:
             return None
-        key = self.source.key
+        key = self.source.stored_key
 
         def fetch(indices: np.ndarray) -> None:
             dataset.prefetch(dict.fromkeys(key(int(i)) for i in indices), ahead=True)

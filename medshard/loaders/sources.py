@@ -17,7 +17,7 @@ from typing import Literal
 import numpy as np
 
 from medshard.codecs import decode_image
-from medshard.errors import DatasetError
+from medshard.errors import CorruptDataError, DatasetError, MissingFileError
 from medshard.loaders.columns import ZarrColumns
 from medshard.shards.foreground import read_foreground
 from medshard.shards.random_access import ShardFiles
@@ -80,6 +80,8 @@ class ShardSamples:
     def key(self, index: int) -> str:
         return self.rows[index]["key"]
 
+    stored_key = key  # the manifest's key of the sample that item `index` reads
+
     def raw(self, index: int, check: bool = True) -> dict:
         """The stored members of sample `index` ({field: bytes}); checked against the
         manifest's checksum unless `check` is False (a loader that checked it before)."""
@@ -117,6 +119,24 @@ class ShardSamples:
         if "image" not in sample:
             raise DatasetError(f"{row['shard']}: sample {row['key']!r} has no image member")
         return sample
+
+
+def fetched(dataset: Dataset, key: str, read):
+    """`read()` of sample `key`'s stored arrays: a remote dataset's fetched into its cache
+    first, and again should another thread's fetch evict them before `read` opened them;
+    a file that is not there is named in one sentence."""
+    for _ in range(3):
+        dataset.prefetch([key])
+        try:
+            return read()
+        except (FileNotFoundError, MissingFileError) as exc:
+            missing = exc.path if isinstance(exc, MissingFileError) else exc.filename
+            if dataset.mirror is None:
+                break
+    raise CorruptDataError(
+        f"{dataset.location}: sample {key!r}: {missing} is missing; the dataset was "
+        "changed after ingest (medshard verify lists what is damaged)"
+    )
 
 
 def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -162,6 +182,10 @@ class PatchSamples:
     def key(self, index: int) -> str:
         return f"{self.rows.keys[index // self.per_volume]}#{index % self.per_volume}"
 
+    def stored_key(self, index: int) -> str:
+        """The manifest's key of the volume that item `index` cuts its patch from."""
+        return str(self.rows.keys[index // self.per_volume])
+
     def origin(self, index: int, epoch: int) -> np.ndarray:
         """The patch's first voxel in volume coordinates: negative along an axis where the
         volume is smaller than the patch (it is then centred)."""
@@ -182,8 +206,11 @@ class PatchSamples:
         """Each channel's (scale, offset) from stored to real values ((1, 0) unless the
         volume was stored as scaled integers)."""
         row = index // self.per_volume
-        self.dataset.prefetch([self.rows.keys[row]])  # a dataset at a URL: into its cache
-        scaled = self.reader.attributes(f"{self.rows.paths[row]}/image").get("intensity")
+        path = f"{self.rows.paths[row]}/image"
+        attributes = fetched(
+            self.dataset, self.rows.keys[row], lambda: self.reader.attributes(path)
+        )
+        scaled = attributes.get("intensity")
         if not scaled:
             return ((1.0, 0.0),) * self.channels
         return tuple(zip(scaled["scale"], scaled["offset"]))
@@ -192,8 +219,10 @@ class PatchSamples:
         """Copy the patch at `origin` of item `index`'s volume (stored values) into
         `image` (c, *patch) and `mask` (*patch): arrays or views of any dtype."""
         row = index // self.per_volume
+        fetched(self.dataset, self.rows.keys[row], lambda: self._read(row, origin, image, mask))
+
+    def _read(self, row: int, origin, image: np.ndarray, mask: np.ndarray | None) -> None:
         path = str(self.rows.paths[row])
-        self.dataset.prefetch([self.rows.keys[row]])  # a dataset at a URL: into its cache
         if int(self.rows.shapes[row, 0]) != image.shape[0]:
             raise DatasetError(
                 f"{self.dataset.path}: volume {self.rows.keys[row]!r} has "
@@ -315,6 +344,10 @@ class ClipSamples:
     def key(self, index: int) -> str:
         return f"{self.rows.keys[self.videos[index]]}#{index}"
 
+    def stored_key(self, index: int) -> str:
+        """The manifest's key of the video that item `index` cuts its clip from."""
+        return str(self.rows.keys[self.videos[index]])
+
     def start(self, index: int, epoch: int) -> int:
         start = int(self.starts[index])
         if start >= 0:
@@ -325,10 +358,12 @@ class ClipSamples:
     def read(self, index: int, start: int, out: np.ndarray) -> None:
         """Copy the clip of item `index` from frame `start` into `out` (T, C, H, W)."""
         row = self.videos[index]
-        self.dataset.prefetch([self.rows.keys[row]])  # a dataset at a URL: into its cache
         frames = out[:, 0] if self.rows.shapes.shape[1] == 3 else out.transpose(0, 2, 3, 1)
         region = (slice(start, start + self.clip_len), *(slice(0, n) for n in frames.shape[1:]))
-        self.reader.read_into(f"{self.rows.paths[row]}/image", frames, region)
+        path = f"{self.rows.paths[row]}/image"
+        fetched(
+            self.dataset, self.rows.keys[row], lambda: self.reader.read_into(path, frames, region)
+        )
 
     def load(self, index: int, epoch: int) -> dict:
         start = self.start(index, epoch)

@@ -7,7 +7,7 @@ import hashlib
 from collections.abc import Iterable
 from pathlib import Path
 
-from medshard.errors import CorruptDataError, DatasetError
+from medshard.errors import CorruptDataError, DatasetError, MissingFileError
 from medshard.shards.foreground import FOREGROUND_NAME
 from medshard.shards.layout import (
     CARD_NAME,
@@ -88,6 +88,6 @@ def check_file(dataset: str | Path, name: str, expected: str | None) -> None:
             f"{Path(dataset) / CARD_NAME}: the card lists {name!r}, outside the dataset"
         )
     if not path.is_file():
-        raise DatasetError(f"{path}: file not found")
+        raise MissingFileError(path)
     if file_sha256(path) != expected:
         raise CorruptDataError(f"{path}: {MISMATCH}")

@@ -251,7 +251,10 @@ class RegionReader:
                 self._shards.move_to_end(key)
                 return self._shards[key]
         path = array.shard_path(coords)
-        shard = _Shard(path, array.grid) if path.exists() else None
+        # medshard writes every shard, even one of fill values only: one that is not
+        # there was lost (or evicted from a remote dataset's cache), never zeros to serve
+        written_whole = self._checksums is not None and (self.root / CARD_NAME).is_file()
+        shard = _Shard(path, array.grid) if written_whole or path.exists() else None
         with self._lock:
             self._shards[key] = shard
             while len(self._shards) > _MAX_MAPS:

@@ -111,6 +111,10 @@ def read_tiff_stack(source: Path) -> tuple[np.ndarray, tuple[float, float, float
     return stack, _tiff_spacing(files[0]), files
 
 
+class _NotNifti(ValueError):
+    """A file that nibabel reads as something other than a volume in space (CIFTI)."""
+
+
 def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(data in canonical (x, y, z) order, canonical affine, original affine).
     Images get scl_slope/inter applied; masks are read unscaled. A `.npy` file holds an
@@ -125,6 +129,11 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
             affine = np.eye(4)
         else:
             img = nib.load(path)
+            if getattr(img, "affine", None) is None:  # CIFTI: a matrix over brain models
+                raise _NotNifti(
+                    f"it is a {type(img).__name__.removesuffix('Image')} file, not a volume "
+                    "with an affine"
+                )
             affine = img.affine
             proxy = img.dataobj
             if is_mask:
@@ -133,6 +142,8 @@ def read_nifti_volume(path: Path, *, is_mask: bool) -> tuple[np.ndarray, np.ndar
                 # nibabel moves scl_slope/inter from the header into the proxy on load
                 scaled = getattr(proxy, "slope", 1.0) != 1.0 or getattr(proxy, "inter", 0.0) != 0.0
                 raw = img.get_fdata(dtype=np.float32) if scaled else np.asarray(proxy)
+    except _NotNifti:
+        raise
     except Exception as exc:  # nibabel, gzip and zlib each raise their own errors
         raise ValueError(f"cannot read the volume, it is truncated or corrupt ({exc})") from exc
     _check_values(raw)

@@ -37,10 +37,11 @@ def run_dir(config: TrainConfig) -> Path:
 
 def epoch_line(record: dict, monitor: str) -> str:
     """One line on an epoch for the log."""
-    return (
-        f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}, val loss "
-        f"{record['val_loss']:.4f}, {monitor} {record.get(monitor, float('nan')):.4f}"
-    )
+    line = f"epoch {record['epoch']}: train loss {record['train_loss']:.4f}"
+    line += f", val loss {record['val_loss']:.4f}"
+    if monitor != "val_loss":  # a run without metrics (self-supervised) monitors its loss
+        line += f", {monitor} {record.get(monitor, float('nan')):.4f}"
+    return line
 
 
 def weights_sha256(model) -> str:

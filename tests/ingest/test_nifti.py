@@ -255,3 +255,13 @@ def test_int16_intensities_with_crops_are_refused(tmp_path):
     with pytest.raises(ValidationError, match="int16 intensities keep their scale beside"):
         run(table, tmp_path / "ds", intensity="int16", crops=(4, 4, 4))
     assert not (tmp_path / "ds").exists()
+
+
+def test_a_cifti_file_is_named_as_one_not_as_a_corrupt_volume():
+    from pathlib import Path
+
+    from medshard.ingest.volume_read import read_nifti_volume
+
+    cifti = Path(nib.__file__).parent / "tests/data/row_major.dconn.nii"  # nibabel's own
+    with pytest.raises(ValueError, match="^it is a Cifti2 file, not a volume with an affine$"):
+        read_nifti_volume(cifti, is_mask=False)

@@ -153,3 +153,13 @@ def test_a_diverging_two_process_run_stops_on_every_rank(datasets, tmp_path):
     # the only traceback is the launcher's own report that its children failed
     assert result.stderr.count("Traceback (most recent call last)") == 1
     assert "ChildFailedError" in result.stderr
+
+
+def test_an_epoch_line_names_each_figure_once():
+    from medshard.trainers.records import epoch_line
+
+    record = {"epoch": 2, "train_loss": 0.5, "val_loss": 0.25, "val_auroc": 0.75}
+    assert epoch_line(record, "val_auroc") == (
+        "epoch 2: train loss 0.5000, val loss 0.2500, val_auroc 0.7500"
+    )
+    assert epoch_line(record, "val_loss") == "epoch 2: train loss 0.5000, val loss 0.2500"

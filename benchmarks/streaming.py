@@ -83,12 +83,15 @@ class DiskPeak:
         self._thread = threading.Thread(target=self._poll, daemon=True)
 
     def _size(self) -> int:
-        total = 0
+        """Each file once by its inode: a folder renamed into place while the walk passes
+        it would otherwise count twice, under its temporary name and its own."""
+        sizes = {}
         for folder, _, files in os.walk(self.root):
             for name in files:
                 with contextlib.suppress(OSError):  # evicted while counted
-                    total += os.stat(os.path.join(folder, name)).st_size
-        return total
+                    stat = os.stat(os.path.join(folder, name))
+                    sizes[stat.st_dev, stat.st_ino] = stat.st_size
+        return sum(sizes.values())
 
     def _poll(self) -> None:
         while True:

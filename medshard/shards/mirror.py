@@ -227,6 +227,8 @@ class Mirror:
         def fetch_range(span: tuple[str, int, int]) -> bool:
             return span in self._ranges or self._ranges.put(span, self.store.get_range(*span))
 
+        if len(chosen) + len(ranges) <= 1:  # one sample's read: no pool to start and stop
+            return sum(fetch(item) is not None for item in chosen) + sum(map(fetch_range, ranges))
         with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
             found = sum(found is not None for found in pool.map(fetch, chosen))
             return found + sum(pool.map(fetch_range, ranges))

@@ -132,7 +132,7 @@ class FetchAhead:
         except Exception as exc:  # a fetch ahead is a hint: the sample's read retries
             log.debug("fetch ahead of %s failed: %s", self.where, exc)
 
-    def close(self, wait: bool = False) -> None:
-        """Stop: fetches not started are dropped, one under way ends on its own (or is
-        waited for, with `wait`)."""
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
+    def close(self) -> None:
+        """Stop: fetches not started are dropped, and the one under way is waited for, so
+        that a pass leaves nothing writing into the cache behind it."""
+        self._pool.shutdown(wait=True, cancel_futures=True)

@@ -102,28 +102,36 @@ class SlotLoader(Resumable):
         self.state = LoaderState()
         self._memory = _Recycler(keep=self.prefetch + 3)
 
-    def _fill(self, arrays: dict, slot: int, index: int, epoch: int) -> bool:
-        try:
-            self.filler.fill(arrays, slot, index, epoch)
-        except DatasetError:
-            if self.on_error == "fail":
-                raise
-            return False
-        return True
+    def _fill(self, arrays: dict, slots: range, indices: np.ndarray, epoch: int) -> list[bool]:
+        """Fill `slots` with samples `indices`: whether each one loaded."""
+        kept = []
+        for slot, index in zip(slots, indices.tolist()):
+            try:
+                self.filler.fill(arrays, slot, index, epoch)
+            except DatasetError:
+                if self.on_error == "fail":
+                    raise
+                kept.append(False)
+            else:
+                kept.append(True)
+        return kept
 
     def _start(self, pool, indices: np.ndarray, epoch: int):
         layout = self.filler.layout(len(indices))
         batch = self._memory.batch(layout, pin=self.device.type == "cuda")
         arrays = {name: tensor.numpy() for name, tensor in batch.items()}  # no torch per sample
         batch["key"] = [self.source.key(int(i)) for i in indices]
+        # a few samples a job: a job's hand-over between threads costs as much as a small
+        # sample's copy, and more jobs than threads keep them busy until the batch ends
+        step = max(1, -(-len(indices) // (4 * self.threads)))
         jobs = [
-            pool.submit(self._fill, arrays, slot, int(index), epoch)
-            for slot, index in enumerate(indices)
+            pool.submit(self._fill, arrays, range(s, s + step), indices[s : s + step], epoch)
+            for s in range(0, len(indices), step)
         ]
         return batch, jobs
 
     def _deliver(self, number: int, batch: dict, jobs: list, epoch: int) -> dict:
-        kept = [job.result() for job in jobs]
+        kept = [ok for job in jobs for ok in job.result()]
         if not any(kept):
             raise DatasetError(f"every sample of batch {number} failed to load")
         if not all(kept):

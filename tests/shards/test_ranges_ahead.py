@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 
-from medshard.shards.mirror import RangesAhead
+from medshard.shards.ranges_ahead import RangesAhead
 
 
 def test_ranges_ahead_are_taken_once_within_their_limit_oldest_dropped_first():

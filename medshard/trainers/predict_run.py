@@ -17,6 +17,7 @@ from medshard.loaders import Augment2D, batch_channels
 from medshard.loaders.augment import augment_2d, augment_3d
 from medshard.loaders.frame_format import bit_depth_scale, stats_for, unit_stats
 from medshard.shards.reader import Dataset, open_dataset
+from medshard.shards.storage import is_url
 from medshard.trainers.config import TrainConfig, load_config
 from medshard.trainers.finetune import read_state_dict
 from medshard.trainers.models import build_model
@@ -86,8 +87,7 @@ def open_run(path: Path) -> Run:
     try:
         ds = open_dataset(config.dataset, **config.storage())
     except MedshardError as exc:
-        where = str(config.dataset)
-        relative = "://" not in where and not Path(where).is_absolute()
+        relative = not is_url(config.dataset) and not Path(config.dataset).is_absolute()
         hint = (
             " (the run's config names it relative to the folder the run was started from: "
             "run predict from there)"

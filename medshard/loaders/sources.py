@@ -121,11 +121,14 @@ class ShardSamples:
         return sample
 
 
+_FETCH_TRIES = 3  # before a sample is named missing: other threads may evict it in between
+
+
 def fetched(dataset: Dataset, key: str, read):
     """`read()` of sample `key`'s stored arrays: a remote dataset's fetched into its cache
     first, and again should another thread's fetch evict them before `read` opened them;
     a file that is not there is named in one sentence."""
-    for _ in range(3):
+    for _ in range(_FETCH_TRIES):
         dataset.prefetch([key])
         try:
             return read()

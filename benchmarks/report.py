@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from benchmarks.report2d import copies_lines
-from benchmarks.streaming import streaming_lines
+from benchmarks.report_streaming import streaming_lines
 
 __all__ = ["markdown_table", "write_results"]
 

@@ -23,6 +23,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from benchmarks.machine import measured
+from benchmarks.report_streaming import streaming_lines
+from benchmarks.workloads import WORKERS
 from medshard.shards.publish import publish
 from medshard.shards.reader import open_dataset
 from medshard.shards.storage import S3Store
@@ -125,7 +128,6 @@ def _remote(
     workload, url: str, endpoint: str, cache: Path, limit: int, runs: int, warmup: int
 ) -> dict:
     """`measured` figures of the engine reading `url` through `cache` under `limit`."""
-    from benchmarks.machine import measured
 
     def make():
         ds = open_dataset(url, cache_dir=cache, cache_limit=limit, endpoint_url=endpoint)
@@ -153,22 +155,20 @@ def _cold(workload, url, endpoint, cache: Path, limit: int, repetitions: int) ->
 
 def run_streaming(workload, ds: Path, work: Path, repetitions: int, warmup: int) -> dict:
     """The engine on `ds` from disk and from the loopback server: cold, warm, tight."""
-    from benchmarks.machine import measured
-    from benchmarks.workloads import WORKERS
-
     total, least, largest = _sizes(ds)
     # tight: half the dataset, and room for the entry each reading thread is reading (a
     # Zarr volume being read can be evicted by another thread's read when there is not)
-    roomy, tight = int(total * 1.25) + 2**20, max(least + (WORKERS - 1) * largest, total // 2)
+    roomy_limit = int(total * 1.25) + 2**20
+    tight_limit = max(least + (WORKERS - 1) * largest, total // 2)
     local = measured("engine", lambda: workload.engine(ds, True), repetitions, warmup)
     with loopback_s3() as endpoint:
         url = f"s3://{BUCKET}/{workload.name}"
         publish(ds, S3Store(url, endpoint))
-        cold = _cold(workload, url, endpoint, work / "cache-cold", roomy, repetitions)
+        cold = _cold(workload, url, endpoint, work / "cache-cold", roomy_limit, repetitions)
         cache = work / "cache-warm"
-        _remote(workload, url, endpoint, cache, roomy, 1, 0)  # fills the cache
-        warm = _remote(workload, url, endpoint, cache, roomy, repetitions, warmup)
-        small = _cold(workload, url, endpoint, work / "cache-tight", tight, repetitions)
+        _remote(workload, url, endpoint, cache, roomy_limit, 1, 0)  # fills the cache
+        warm = _remote(workload, url, endpoint, cache, roomy_limit, repetitions, warmup)
+        tight = _cold(workload, url, endpoint, work / "cache-tight", tight_limit, repetitions)
     for name in ("cache-cold", "cache-warm", "cache-tight"):
         shutil.rmtree(work / name, ignore_errors=True)
     return {
@@ -177,54 +177,5 @@ def run_streaming(workload, ds: Path, work: Path, repetitions: int, warmup: int)
         "local": local,
         "cold": cold,
         "warm": warm,
-        "tight": small,
+        "tight": tight,
     }
-
-
-def streaming_lines(results: dict) -> list[str]:
-    """The streaming table: each remote row as a share of the local one, disk vs limit."""
-    rows = [w for w in results["workloads"] if "streaming" in w]
-    if not rows:
-        return []
-    lines = [
-        "",
-        "Streaming from an S3 API server on loopback (moto), the engine with augmentation:",
-        "",
-        "| workload | reading | samples/s | of local | first batch s | cache peak MB "
-        "| cache limit MB |",
-        "|---|---|---:|---:|---:|---:|---:|",
-    ]
-    names = {
-        "local": "local disk",
-        "cold": "remote, cold cache",
-        "warm": "remote, warm cache",
-        "tight": "remote, cold, tight limit",
-    }
-    for w in rows:
-        s = w["streaming"]
-        base = s["local"]["samples_per_s"]
-        for key, label in names.items():
-            r = s[key]
-            share = f"{100 * r['samples_per_s'] / base:.0f}%"
-            peak = f"{r['cache_peak_mb']:.0f}" if "cache_peak_mb" in r else "-"
-            limit = f"{r['cache_limit_mb']:.0f}" if "cache_limit_mb" in r else "-"
-            lines.append(
-                f"| {w['name']} | {label} | {r['samples_per_s']:.1f} | {share} "
-                f"| {r['first_batch_s']:.2f} | {peak} | {limit} |"
-            )
-    lines.append("")
-    for w in rows:
-        s = w["streaming"]
-        over = [
-            k for k in ("cold", "warm", "tight") if s[k]["cache_peak_mb"] > s[k]["cache_limit_mb"]
-        ]
-        lines.append(
-            f"- {w['name']}: dataset {s['dataset_mb']:.0f} MB; the least limit it accepts "
-            f"{s['least_limit_mb']:.0f} MB; "
-            + (
-                "disk use stayed within every limit."
-                if not over
-                else f"disk use passed the limit in: {', '.join(over)}."
-            )
-        )
-    return lines

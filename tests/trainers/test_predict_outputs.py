@@ -32,6 +32,15 @@ def _digests(folder) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in folder.iterdir()}
 
 
+def _copy_run(run: Path, folder: Path, **changes) -> Path:
+    """A run folder at `folder` with `run`'s weights and its config with `changes`."""
+    (folder / "best").mkdir(parents=True)
+    shutil.copy(run / "best/model.safetensors", folder / "best/model.safetensors")
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    (folder / "config.yaml").write_text(yaml.safe_dump(config | changes))
+    return folder
+
+
 def _segmentation_run(dataset, folder):
     """A segmentation run on the real volumes whose model marks voxels over the mean."""
     (folder / "best").mkdir(parents=True)
@@ -203,13 +212,9 @@ def test_a_run_trained_on_a_relative_dataset_path_says_where_to_predict_from(
     monkeypatch,
 ):
     run, _ = gray
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    dataset = Path(config["dataset"])
-    moved = tmp_path / "moved"
-    (moved / "best").mkdir(parents=True)
-    shutil.copy(run / "best/model.safetensors", moved / "best/model.safetensors")
-    config["dataset"] = dataset.name  # as `medshard train` saves `dataset=ds`
-    (moved / "config.yaml").write_text(yaml.safe_dump(config))
+    dataset = Path(yaml.safe_load((run / "config.yaml").read_text())["dataset"])
+    # a relative dataset path, as `medshard train` saves `dataset=ds`
+    moved = _copy_run(run, tmp_path / "moved", dataset=dataset.name)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PredictError, match=r"relative to the folder the run was started from"):
         open_run(moved)
@@ -226,12 +231,7 @@ def test_an_image_smaller_than_the_runs_crop_is_refused_as_the_validation_refuse
     from PIL import Image
 
     run, _ = gray
-    cropped = tmp_path / "cropped"
-    (cropped / "best").mkdir(parents=True)
-    shutil.copy(run / "best/model.safetensors", cropped / "best/model.safetensors")
-    config = yaml.safe_load((run / "config.yaml").read_text())
-    config["augment"] = {"random_crop": [16, 16]}
-    (cropped / "config.yaml").write_text(yaml.safe_dump(config))
+    cropped = _copy_run(run, tmp_path / "cropped", augment={"random_crop": [16, 16]})
     camera = skimage.data.camera()
     paths = []
     for name, (h, w) in {"small": (8, 40), "line": (1, 500), "fits": (40, 40)}.items():

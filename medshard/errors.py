@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 __all__ = [
     "MedshardError",
     "BadInputError",
     "DatasetError",
     "FormatVersionError",
     "CorruptDataError",
+    "MissingFileError",
 ]
 
 
@@ -43,6 +46,6 @@ class MissingFileError(DatasetError):
     """A file that the dataset's card lists is not there (removed, or evicted from a
     remote dataset's cache)."""
 
-    def __init__(self, path) -> None:
+    def __init__(self, path: str | Path) -> None:
         super().__init__(f"{path}: file not found")
         self.path = path

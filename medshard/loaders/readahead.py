@@ -10,9 +10,8 @@ hands the next batches' samples to the dataset's cache (`Mirror.prefetch`: the w
 shards of a split that fits in the cache and the Zarr groups of volumes and videos, as
 far as half the cache holds and only into free room, since a fetch ahead never evicts;
 the byte ranges of a split read by range, into memory), so that a sample's thread finds
-its bytes there. A limit is never waited on: what does not fit is
-fetched by the sample's own read when its turn comes (by byte range where the cache has
-no room).
+its bytes there. A limit is never waited on: what does not fit is fetched by the
+sample's own read when its turn comes (by byte range where the cache has no room).
 
 `byte_runs` is a pure function of integers; `ReadAhead` only issues the hints."""
 

@@ -19,6 +19,8 @@ def _close_all(fds: dict) -> None:
 
 
 class OpenFiles:
+    """A reader's descriptors, one per key, opened on first use by any of its threads."""
+
     def __init__(self):
         self._fds: dict[object, int] = {}
         self._lock = threading.Lock()
@@ -35,6 +37,7 @@ class OpenFiles:
         return fd
 
     def close(self) -> None:
+        """Close every descriptor; a later `fd` opens its file again."""
         with self._lock:
             _close_all(self._fds)
 

@@ -195,7 +195,7 @@ class ImageLoader(SlotLoader):
     """A SlotLoader of 2D images that hints the kernel to read each pass's next batches
     (`window` beyond the batches in flight) before their threads ask for them."""
 
-    def __init__(self, filler: ImageFiller, *, window: int = 4, **options):
+    def __init__(self, filler: ImageFiller, *, window: int = SlotLoader.window, **options):
         super().__init__(filler, **options)
         source = filler.source
         names = sorted({r["shard"] for r in source.rows})
@@ -208,7 +208,7 @@ class ImageLoader(SlotLoader):
 
     def _ahead(self):
         files = self.source.files
-        window = self.prefetch + 1 + self.window
+        window = self._ahead_window()
         if files.mirror is not None:  # a dataset at a URL: whole shards or byte ranges
             mirror, rows = files.mirror, self.source.rows  # the mirror the reads go through
 

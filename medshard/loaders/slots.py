@@ -149,6 +149,11 @@ class SlotLoader(Resumable):
         }
         return self.filler.finish(batch, epoch)
 
+    def _ahead_window(self) -> int:
+        """How many batches beyond the one delivered are read ahead: those in flight and
+        `window` more."""
+        return self.prefetch + 1 + self.window
+
     def _ahead(self):
         """What reads ahead of this pass's plan, with `advance(batch)` and `close()`: for
         a dataset at a URL, fetches into its cache (readahead.FetchAhead); else nothing."""
@@ -160,8 +165,7 @@ class SlotLoader(Resumable):
         def fetch(indices: np.ndarray) -> None:
             dataset.prefetch(dict.fromkeys(key(int(i)) for i in indices), ahead=True)
 
-        window = self.prefetch + 1 + self.window
-        return FetchAhead(fetch, self.pass_batches(), window, dataset.location)
+        return FetchAhead(fetch, self.pass_batches(), self._ahead_window(), dataset.location)
 
     def __iter__(self) -> Iterator[dict]:
         ahead = self._ahead()

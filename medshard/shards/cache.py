@@ -100,7 +100,11 @@ class CacheDir:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 fill(tmp)
-                os.replace(tmp, path)
+                # in place and no longer reserved in one step for a scan: one that saw the
+                # partial folder, then no reservation, would count the entry nowhere
+                with self._lock():
+                    os.replace(tmp, path)
+                    reservation.unlink()
             finally:
                 _remove(tmp)
                 reservation.unlink(missing_ok=True)

@@ -151,6 +151,8 @@ def test_a_volume_evicted_between_its_fetch_and_its_read_is_fetched_again(
 
     def fetch_then_lose(keys, *args, **kwargs):  # another thread's fetch evicts it at once
         count = fetch(keys, *args, **kwargs)
+        if kwargs.get("ahead"):  # the fetch ahead of the plan: the reader's fetch loses it
+            return count
         for key in keys:
             if key not in evicted:
                 evicted.append(key)
@@ -162,6 +164,16 @@ def test_a_volume_evicted_between_its_fetch_and_its_read_is_fetched_again(
     streamed = [b["image"] for b in build_loader(ds, "train", **spec)]
     stored = [b["image"] for b in build_loader(tmp_path / "local", "train", **spec)]
     assert len(evicted) == 2 and torch.equal(torch.cat(streamed), torch.cat(stored))
+
+    def fetch_then_always_lose(keys, *args, **kwargs):  # a cache far too small for the threads
+        count = fetch(keys, *args, **kwargs)
+        for key in [] if kwargs.get("ahead") else keys:
+            shutil.rmtree(ds.mirror.group(ds._rows[key]["zarr_path"], 0))
+        return count
+
+    monkeypatch.setattr(ds, "prefetch", fetch_then_always_lose)
+    with pytest.raises(DatasetError, match="was evicted from the cache at .* 3 times; give a"):
+        list(build_loader(ds, "train", **spec))
 
 
 def test_a_volume_file_removed_from_a_dataset_is_named_not_read_as_zeros(tmp_path):

@@ -136,6 +136,12 @@ def fetched(dataset: Dataset, key: str, read):
             missing = exc.path if isinstance(exc, MissingFileError) else exc.filename
             if dataset.mirror is None:
                 break
+    if dataset.mirror is not None:
+        raise DatasetError(
+            f"{dataset.location}: sample {key!r} was evicted from the cache at "
+            f"{dataset.mirror.root} before it could be read, {_FETCH_TRIES} times; give a "
+            "cache_limit that holds one volume for each reading thread"
+        )
     raise CorruptDataError(
         f"{dataset.location}: sample {key!r}: {missing} is missing; the dataset was "
         "changed after ingest (medshard verify lists what is damaged)"
@@ -169,7 +175,7 @@ class PatchSamples:
         self.rows = ZarrColumns(dataset.manifest, select)
         self.pad_mode = pad_mode
         if not len(self.rows):
-            raise DatasetError(f"{dataset.path}: {select} holds no volumes to draw patches from")
+            raise DatasetError(f"{dataset.location}: {select} holds no volumes to draw patches from")
         self.patch = tuple(int(p) for p in patch_size)
         self.per_volume = samples_per_volume
         self.foreground_prob = foreground_prob
@@ -228,7 +234,7 @@ class PatchSamples:
         path = str(self.rows.paths[row])
         if int(self.rows.shapes[row, 0]) != image.shape[0]:
             raise DatasetError(
-                f"{self.dataset.path}: volume {self.rows.keys[row]!r} has "
+                f"{self.dataset.location}: volume {self.rows.keys[row]!r} has "
                 f"{self.rows.shapes[row, 0]} channels, the others {image.shape[0]}"
             )
         window, placed = patch_window(origin, self.patch, self.rows.shapes[row, 1:4])
@@ -324,7 +330,7 @@ class ClipSamples:
         short = self.rows.keys[frames < clip_len]
         if len(short):
             raise DatasetError(
-                f"{dataset.path}: video {str(short[0])!r} is shorter than clips of "
+                f"{dataset.location}: video {str(short[0])!r} is shorter than clips of "
                 f"{clip_len} frames"
             )
         self.clip_len, self.seed = clip_len, seed

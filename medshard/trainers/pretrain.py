@@ -87,7 +87,7 @@ def optimizer_steps(config: TrainConfig, ds: Dataset, world_size: int) -> int:
     batches = num_batches(count, config.loader.batch_size, config.loader.drop_last)
     if not batches:
         raise ConfigError(
-            f"{ds.path}: split {split!r} gives each of {world_size} rank(s) {count} samples, "
+            f"{ds.location}: split {split!r} gives each of {world_size} rank(s) {count} samples, "
             f"fewer than loader.batch_size {config.loader.batch_size} with loader.drop_last: "
             "true, so not one training step; lower loader.batch_size or set "
             "loader.drop_last=false"

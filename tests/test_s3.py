@@ -129,6 +129,21 @@ def test_a_prefix_of_other_objects_is_never_replaced(images):
     assert objects("thesis/") == {"chapter1.pdf": 4}
 
 
+def test_a_users_object_inside_a_dataset_prefix_stops_its_replacement(images):
+    table, options = images.table, images.options
+    url = f"s3://{BUCKET}/noted"
+    ingest(table, Path(url), **options)
+    S3Store(url).put_bytes("notes.txt", b"my notes")
+    before = objects("noted/")
+    with pytest.raises(DatasetError) as caught:
+        ingest(table, Path(url), overwrite=True, **{**options, "shard_samples": 5})
+    assert str(caught.value) == (
+        f"{url}: holds 'notes.txt', which the dataset does not; move it out of the prefix "
+        "before the dataset there is replaced"
+    )
+    assert objects("noted/") == before and verify_dataset(url).ok
+
+
 def test_another_dataset_is_replaced_only_with_overwrite(images, tmp_path):
     table, options = images.table, images.options
     other = {**options, "shard_samples": 5}

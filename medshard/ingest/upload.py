@@ -16,8 +16,9 @@ from urllib.parse import quote
 
 from medshard.errors import DatasetError
 from medshard.ingest.output import OutputLock, Staging, recover_output
+from medshard.shards.checksums import foreign_names
 from medshard.shards.mirror import cache_root
-from medshard.shards.publish import RemoteDataset, publish
+from medshard.shards.publish import MARKER_NAME, RemoteDataset, publish
 from medshard.shards.storage import S3Store
 
 __all__ = ["RemoteClaim", "claim_remote"]
@@ -50,6 +51,13 @@ class RemoteClaim:
                 raise DatasetError(
                     f"{self.name}: the prefix holds a different dataset; "
                     "choose another --out or pass --overwrite to replace it"
+                )
+            foreign = foreign_names(self.store.list(), card, (MARKER_NAME,))
+            if foreign:
+                more = f" and {len(foreign) - 1} more objects" if len(foreign) > 1 else ""
+                raise DatasetError(
+                    f"{self.name}: holds {foreign[0]!r}{more}, which the dataset does not; "
+                    "move it out of the prefix before the dataset there is replaced"
                 )
             return False
         if self.remote.objects and not self.remote.marker:

@@ -24,6 +24,7 @@ __all__ = [
     "file_checksums",
     "file_sha256",
     "foreign_files",
+    "foreign_names",
 ]
 
 MISMATCH = "checksum mismatch: the file is damaged or was changed after ingest"
@@ -60,14 +61,21 @@ def foreign_files(dataset: str | Path, card: dict) -> list[str]:
     user's notes beside the shards): replacing the dataset would remove them."""
     root = Path(dataset)
     shards = [s.get("path") for s in card.get("shards") or [] if isinstance(s, dict)]
-    own = {CARD_NAME, *shards, *(index_name(s) for s in shards if s)}
-    own |= set(card.get("checksums") or checked_files(root, [s for s in shards if s]))
+    older = () if card.get("checksums") else checked_files(root, [s for s in shards if s])
+    names = (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    return foreign_names(names, card, older)
+
+
+def foreign_names(names: Iterable[str], card: dict, also_own: Iterable[str] = ()) -> list[str]:
+    """Which of `names` (files of a folder, objects of a prefix) the dataset of `card`
+    does not own: its card, shards, indexes, checksummed files, Zarr store and `also_own`."""
+    shards = [s.get("path") for s in card.get("shards") or [] if isinstance(s, dict)]
+    own = {CARD_NAME, *shards, *(index_name(s) for s in shards if s), *also_own}
+    own |= set(card.get("checksums") or ())
     return sorted(
         name
-        for path in root.rglob("*")
-        if path.is_file()
-        and (name := path.relative_to(root).as_posix()) not in own
-        and not name.startswith(f"{ZARR_DIR}/")  # chunk files: covered by their crc32c
+        for name in names
+        if name not in own and not name.startswith(f"{ZARR_DIR}/")  # chunks: their crc32c
     )
 
 

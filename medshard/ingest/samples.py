@@ -15,6 +15,7 @@ from medshard.errors import BadInputError
 from medshard.ingest.build import MemberSource
 from medshard.ingest.stats import SampleStats, sample_stats
 from medshard.ingest.volume_read import check_volume
+from medshard.shards.zarr_layout import IntensityError
 from medshard.shards.zarr_store import write_sample
 
 __all__ = ["SCRATCH", "EncodedImage", "Job", "LoadedVolume", "read_jobs"]
@@ -197,4 +198,6 @@ def read_jobs(jobs: list[Job], dataset_dir: str, layout, spacing) -> list[dict]:
                 records.append(_volume_record(job.key, data, dataset_dir, layout, spacing))
         except BadInputError as exc:  # a value the stored layout cannot hold
             records.append({"refused": exc.reason, "source": exc.source})
+        except IntensityError as exc:  # intensities the chosen stored type cannot hold
+            records.append({"refused": str(exc), "source": job.source})
     return records

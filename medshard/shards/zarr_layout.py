@@ -126,7 +126,9 @@ def encode_intensity(
                 f"{where}: intensity {largest:g} is beyond float16's largest value "
                 f"{_FLOAT16_MAX:g}; store it as int16 or as its source type"
             )
-        return array.astype(np.float16), {}
+        stored = array.astype(np.float16)
+        _check_resolution(array, stored, np.ones(len(low)), np.zeros(len(low)), "float16", where)
+        return stored, {}
     offset = (high + low) / 2
     scale = np.where(high > low, (high - low) / (2 * _INT16_LIMIT), 1.0)
     stored = np.empty(array.shape, np.int16)
@@ -134,4 +136,28 @@ def encode_intensity(
         level = (values - np.float32(offset[channel])) * np.float32(1 / scale[channel])
         np.clip(np.rint(level, out=level), -_INT16_LIMIT, _INT16_LIMIT, out=level)
         stored[channel] = level
+    _check_resolution(array, stored, scale, offset, "int16", where)
     return stored, {"intensity": {"scale": scale.tolist(), "offset": offset.tolist()}}
+
+
+def _check_resolution(source, stored, scale, offset, intensity: str, where: str) -> None:
+    """Refuse a stored type that blurs the values that matter: its error on a sample of
+    each channel's voxels beyond 1/256 of the range of the middle 99% of them (of all of
+    them where 99% are one value) (int16 of a
+    volume with one huge outlier keeps a handful of levels for the rest; float16 of
+    values below its smallest normal number keeps zeros)."""
+    for channel in range(len(source)):
+        flat = source[channel].reshape(-1)
+        picks = flat[:: max(1, flat.size // 65536)].astype(np.float64)
+        back = stored[channel].reshape(-1)[:: max(1, flat.size // 65536)].astype(np.float64)
+        error = float(np.max(np.abs(back * scale[channel] + offset[channel] - picks)))
+        low, high = np.percentile(picks, [0.5, 99.5])
+        if high == low:  # a sparse channel (99% one value): the whole range is what matters
+            low, high = float(picks.min()), float(picks.max())
+        if error > (high - low) / 256:
+            other = "float16" if intensity == "int16" else "int16"
+            raise IntensityError(
+                f"{where}: {intensity} storage would change its values by up to {error:.3g}, "
+                f"more than 1/256 of the range that holds 99% of them ({low:.3g} to "
+                f"{high:.3g}); store it as {other} or as its source type (--intensity source)"
+            )

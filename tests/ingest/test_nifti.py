@@ -265,3 +265,26 @@ def test_a_cifti_file_is_named_as_one_not_as_a_corrupt_volume():
     cifti = Path(nib.__file__).parent / "tests/data/row_major.dconn.nii"  # nibabel's own
     with pytest.raises(ValueError, match="^it is a Cifti2 file, not a volume with an affine$"):
         read_nifti_volume(cifti, is_mask=False)
+
+
+def test_a_volume_its_stored_type_would_blur_is_refused_naming_its_row(tmp_path):
+    """nibabel's real volumes as floats, one with a single voxel of 1e9: int16 storage is
+    refused for that subject alone, naming its row; skip keeps the others."""
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw", names=("anatomical", "standard"))
+    real = dict(modalities=("image",), key_col="subject", mask_col="seg")
+    rows = [line.split(",") for line in table.read_text().splitlines()]
+    column = rows[0].index("image")
+    path = table.parent / rows[1][column]
+    source = nib.load(path)
+    data = np.asarray(source.dataobj, np.float32)
+    data.flat[0] = 1e9
+    nib.save(nib.Nifti1Image(data, source.affine), path)
+    with pytest.raises(
+        BadInputError, match=r"subjects\.csv row 1: anatomical: int16 storage would"
+    ):
+        run(table, tmp_path / "ds", intensity="int16", **real)
+    assert not (tmp_path / "ds").exists()
+    result = run(table, tmp_path / "ds", intensity="int16", on_error="skip", **real)
+    assert result.samples == 1 and result.card.rejected == 1

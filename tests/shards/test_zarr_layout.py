@@ -88,3 +88,25 @@ def test_the_checksum_is_of_the_stored_values(tmp_path):
     info = write_sample(tmp_path, "s", mri_like(), axes="czyx", spacing=(1, 1, 1), layout=layout)
     stored = zarr.open_array(str(tmp_path / "zarr/s/image"))[...]
     assert info["dtype"] == "float16" and info["sha256"]["image"] == array_sha256(stored)
+
+
+def test_a_stored_type_that_blurs_the_values_that_matter_is_refused():
+    """nibabel's anatomical MRI as floats: int16 keeps it within a step, until one voxel
+    of 1e9 leaves a handful of levels for the brain; float16 of values near 1e-9 keeps
+    zeros."""
+    import nibabel as nib
+
+    from tests.real_data import NIBABEL_DATA
+
+    brain = np.asarray(nib.load(NIBABEL_DATA / "anatomical.nii").dataobj, np.float32)[None]
+    stored, attributes = encode_intensity(brain, "int16", "anat")  # a normal range: kept
+    scale = attributes["intensity"]["scale"][0]
+    assert np.abs(stored * scale + attributes["intensity"]["offset"][0] - brain).max() <= scale
+    outlier = brain.copy()
+    outlier.flat[0] = 1e9
+    with pytest.raises(IntensityError, match=r"^anat: int16 storage would change its values"):
+        encode_intensity(outlier, "int16", "anat")
+    tiny = (brain - brain.min()) / (brain.max() - brain.min()) * 4e-9 + 1e-9
+    with pytest.raises(IntensityError, match=r"^anat: float16 storage would change its values"):
+        encode_intensity(tiny, "float16", "anat")
+    encode_intensity(brain, "float16", "anat")  # a normal range: kept

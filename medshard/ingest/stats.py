@@ -75,11 +75,15 @@ def pool_stats(samples: list[SampleStats]) -> ChannelStats | None:
     mean = sum(wide(s.total) for s in samples) / count
     square = sum(wide(s.total_sq) for s in samples) / count
     kept = np.concatenate([wide(s.kept) for s in samples], axis=1)
+    low, high = np.percentile(kept, 0.5, axis=1), np.percentile(kept, 99.5, axis=1)
+    clipped = np.clip(kept, low[:, None], high[:, None])
     return ChannelStats(
         mean=mean.tolist(),
         std=np.sqrt(np.maximum(square - mean**2, 0.0)).tolist(),
         min=np.min([wide(s.minimum) for s in samples], axis=0).tolist(),
         max=np.max([wide(s.maximum) for s in samples], axis=0).tolist(),
-        p0_5=np.percentile(kept, 0.5, axis=1).tolist(),
-        p99_5=np.percentile(kept, 99.5, axis=1).tolist(),
+        p0_5=low.tolist(),
+        p99_5=high.tolist(),
+        clipped_mean=clipped.mean(axis=1).tolist(),
+        clipped_std=clipped.std(axis=1).tolist(),
     )

@@ -260,6 +260,9 @@ def run_plan(x, plan: IntensityPlan):
             a, b = a * span * unit, a * low + b
         if plan.normalize == "card" and plan.stats is not None:
             stats = {k: float(plan.stats[k][channel]) for k in ("mean", "std", "p0_5", "p99_5")}
+            if plan.stats.get("clipped_mean"):  # a card written before them: the plain moments
+                stats["mean"] = float(plan.stats["clipped_mean"][channel])
+                stats["std"] = float(plan.stats["clipped_std"][channel])
             _clip_(v, (stats["p0_5"] - b) / a, (stats["p99_5"] - b) / a)  # nnU-Net's CT scheme
             std = max(stats["std"], 1e-8)
             a, b = a / std, (b - stats["mean"]) / std

@@ -51,6 +51,10 @@ class ChannelStats(_Frozen):
     max: list[float]
     p0_5: list[float] | None = None  # 0.5th percentile (volumes; from a voxel sample)
     p99_5: list[float] | None = None  # 99.5th percentile
+    # mean and std of the voxel sample clipped to [p0_5, p99_5]: what a volume is divided
+    # by after that clip, so that a few extreme voxels cannot flatten all the others
+    clipped_mean: list[float] | None = None
+    clipped_std: list[float] | None = None
 
 
 class DatasetCard(_Frozen):

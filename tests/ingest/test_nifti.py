@@ -288,3 +288,33 @@ def test_a_volume_its_stored_type_would_blur_is_refused_naming_its_row(tmp_path)
     assert not (tmp_path / "ds").exists()
     result = run(table, tmp_path / "ds", intensity="int16", on_error="skip", **real)
     assert result.samples == 1 and result.card.rejected == 1
+
+
+def test_one_extreme_voxel_does_not_flatten_the_normalised_patches(tmp_path):
+    """nibabel's anatomical MRI with one voxel of 1e9: the card's clipped moments keep
+    its patches' contrast where the plain std (millions) made every patch one value."""
+    from medshard.loaders.augment import Augment3D
+    from medshard.loaders.build import build_loader
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw", names=("anatomical",))
+    rows = [line.split(",") for line in table.read_text().splitlines()]
+    path = table.parent / rows[1][rows[0].index("image")]
+    source = nib.load(path)
+    data = np.asarray(source.dataobj, np.float32)
+    data.flat[0] = 1e9
+    nib.save(nib.Nifti1Image(data, source.affine), path)
+    run(table, tmp_path / "ds", modalities=("image",), key_col="subject", mask_col="seg")
+    stats = open_dataset(tmp_path / "ds").card.stats
+    assert stats.std[0] > 1e5 and stats.clipped_std[0] < 1e4
+    loader = build_loader(
+        tmp_path / "ds",
+        "train",
+        batch_size=2,
+        patch_size=(8, 16, 16),
+        num_workers=1,
+        augment=Augment3D(normalize="card"),
+        training=False,
+    )
+    image = next(iter(loader))["image"]
+    assert image.std() > 0.3  # unit-scale contrast, not a constant

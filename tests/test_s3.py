@@ -132,7 +132,8 @@ def test_a_prefix_of_other_objects_is_never_replaced(images):
 def test_a_users_object_inside_a_dataset_prefix_stops_its_replacement(images):
     table, options = images.table, images.options
     url = f"s3://{BUCKET}/noted"
-    ingest(table, Path(url), **options)
+    uploaded = ingest(table, Path(url), **options)
+    assert uploaded.dataset_bytes == sum(objects("noted/").values()) > 0  # what it reports
     S3Store(url).put_bytes("notes.txt", b"my notes")
     before = objects("noted/")
     with pytest.raises(DatasetError) as caught:

@@ -109,10 +109,12 @@ def run_ingest(
         with dask_client(o.workers, o.scheduler, o.processes) as client, claim.staging() as staging:
             results = _read_samples(client, jobs, rejected, staging.dir, recipe, o)
             card = _write_dataset(client, staging.dir, results, rejected, recipe, o, print_)
+            built = sum(p.stat().st_size for p in staging.dir.rglob("*") if p.is_file())
             staging.commit()
     source_bytes = sum(r["source_bytes"] for _, r in results)
     frames = sum(r["shape"][0] for _, r in results) if recipe.kind == "video" else 0
-    return IngestResult.from_card(o.out, card, time.perf_counter() - started, source_bytes, frames)
+    seconds = time.perf_counter() - started
+    return IngestResult.from_card(o.out, card, seconds, source_bytes, frames, built)
 
 
 def _read_samples(

@@ -38,6 +38,7 @@ class IngestResult:
     source_bytes: int = 0
     frames: int = 0  # video frames decoded (video datasets)
     counts: dict[str, SplitCounts] = field(default_factory=dict)
+    built_bytes: int | None = None  # what the build wrote (a dataset at a URL: uploaded)
 
     @classmethod
     def unchanged(cls, out: Path) -> IngestResult:
@@ -45,7 +46,13 @@ class IngestResult:
 
     @classmethod
     def from_card(
-        cls, out: Path, card: DatasetCard, seconds: float, source_bytes: int, frames: int = 0
+        cls,
+        out: Path,
+        card: DatasetCard,
+        seconds: float,
+        source_bytes: int,
+        frames: int = 0,
+        built_bytes: int | None = None,
     ) -> IngestResult:
         return cls(
             out=out,
@@ -54,6 +61,7 @@ class IngestResult:
             source_bytes=source_bytes,
             frames=frames,
             counts=card.counts,
+            built_bytes=built_bytes,
         )
 
     @property
@@ -66,7 +74,9 @@ class IngestResult:
 
     @property
     def dataset_bytes(self) -> int:
-        """Everything the dataset holds on disk: shards, Zarr store, manifest, card."""
+        """Everything the dataset holds: shards, Zarr store, manifest, card."""
+        if self.built_bytes is not None:
+            return self.built_bytes
         return sum(p.stat().st_size for p in self.out.rglob("*") if p.is_file())
 
     @property

@@ -267,6 +267,16 @@ def test_a_cifti_file_is_named_as_one_not_as_a_corrupt_volume():
         read_nifti_volume(cifti, is_mask=False)
 
 
+def one_extreme_voxel(table) -> None:
+    """The first subject's image as float32 with one voxel of 1e9 (a scanner artefact)."""
+    rows = [line.split(",") for line in table.read_text().splitlines()]
+    path = table.parent / rows[1][rows[0].index("image")]
+    source = nib.load(path)
+    data = np.asarray(source.dataobj, np.float32)
+    data.flat[0] = 1e9
+    nib.save(nib.Nifti1Image(data, source.affine), path)
+
+
 def test_a_volume_its_stored_type_would_blur_is_refused_naming_its_row(tmp_path):
     """nibabel's real volumes as floats, one with a single voxel of 1e9: int16 storage is
     refused for that subject alone, naming its row; skip keeps the others."""
@@ -274,13 +284,7 @@ def test_a_volume_its_stored_type_would_blur_is_refused_naming_its_row(tmp_path)
 
     table = real_nifti_table(tmp_path / "raw", names=("anatomical", "standard"))
     real = dict(modalities=("image",), key_col="subject", mask_col="seg")
-    rows = [line.split(",") for line in table.read_text().splitlines()]
-    column = rows[0].index("image")
-    path = table.parent / rows[1][column]
-    source = nib.load(path)
-    data = np.asarray(source.dataobj, np.float32)
-    data.flat[0] = 1e9
-    nib.save(nib.Nifti1Image(data, source.affine), path)
+    one_extreme_voxel(table)
     with pytest.raises(
         BadInputError, match=r"subjects\.csv row 1: anatomical: int16 storage would"
     ):
@@ -298,12 +302,7 @@ def test_one_extreme_voxel_does_not_flatten_the_normalised_patches(tmp_path):
     from tests.real_data import real_nifti_table
 
     table = real_nifti_table(tmp_path / "raw", names=("anatomical",))
-    rows = [line.split(",") for line in table.read_text().splitlines()]
-    path = table.parent / rows[1][rows[0].index("image")]
-    source = nib.load(path)
-    data = np.asarray(source.dataobj, np.float32)
-    data.flat[0] = 1e9
-    nib.save(nib.Nifti1Image(data, source.affine), path)
+    one_extreme_voxel(table)
     run(table, tmp_path / "ds", modalities=("image",), key_col="subject", mask_col="seg")
     stats = open_dataset(tmp_path / "ds").card.stats
     assert stats.std[0] > 1e5 and stats.clipped_std[0] < 1e4

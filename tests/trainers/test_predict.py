@@ -250,7 +250,7 @@ def test_a_segmentation_label_map_overlays_its_nifti_source(real_mri, tmp_path):
 
     (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
     save_file({"scale": torch.ones(())}, str(run / "best/model.safetensors"))
-    mean = open_dataset(dataset).card.stats.mean[0]
+    mean = open_dataset(dataset).card.stats.clipped_mean[0]  # what normalisation subtracts
     for source in ("anatomical.nii", "reoriented.nii", "standard.nii.gz"):
         document = predict(
             open_run(run),

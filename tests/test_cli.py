@@ -415,3 +415,14 @@ def test_a_second_ingest_is_refused_and_a_killed_ones_leftovers_are_recovered(
     assert notes[1:] == [f"{out}: removed {left.name}, left unfinished by an interrupted ingest"]
     assert "ingested" in third.stdout and files(out) != before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "mri", "raw"]
+
+
+@pytest.mark.parametrize(("value", "code"), [("abc", 2), ("64,64", 2)])
+def test_a_patch_size_that_is_not_three_numbers_is_refused_naming_the_flag(tmp_path, value, code):
+    table = tmp_path / "subjects.csv"
+    table.write_text("subject,t1\ns1,s1.nii.gz\n")
+    flags = ["--modalities", "t1", "--key-col", "subject", "--patch-size", value]
+    result = run("ingest", "nifti", str(table), "--out", str(tmp_path / "ds"), *flags, ok=False)
+    assert result.returncode == code
+    assert f"--patch-size '{value}': give three comma-separated numbers z,y,x" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "ds").exists()

@@ -66,12 +66,19 @@ def parse_pair(text: str) -> tuple[int, int]:
     return int(values[0]), int(values[1])
 
 
-def parse_triple(text: str | None, kind=int) -> tuple | None:
+def parse_triple(text: str | None, kind=int, flag: str = "") -> tuple | None:
+    """'64,64,64' -> (64, 64, 64), each value of `kind`; None for no text."""
     if not text:
         return None
-    values = tuple(kind(v) for v in text.split(","))
+    try:
+        values = tuple(kind(v) for v in text.split(","))
+    except ValueError:
+        values = ()
     if len(values) != 3:
-        raise typer.BadParameter(f"{text!r}: give three comma-separated values, e.g. 64,64,64")
+        named = f"{flag} " if flag else ""
+        raise typer.BadParameter(
+            f"{named}{text!r}: give three comma-separated numbers z,y,x, e.g. 64,64,64"
+        )
     return values
 
 
@@ -90,7 +97,7 @@ def ingest_options(flags: dict) -> dict:
         if name in _COLUMN_LISTS:
             fields[name] = parse_columns(value)
         elif name in _TRIPLES:
-            fields[name] = parse_triple(value, _TRIPLES[name])
+            fields[name] = parse_triple(value, _TRIPLES[name], f"--{name.replace('_', '-')}")
         elif name == "size":
             fields[name] = parse_pair(value)
         else:

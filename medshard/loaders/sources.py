@@ -175,7 +175,9 @@ class PatchSamples:
         self.rows = ZarrColumns(dataset.manifest, select)
         self.pad_mode = pad_mode
         if not len(self.rows):
-            raise DatasetError(f"{dataset.location}: {select} holds no volumes to draw patches from")
+            raise DatasetError(
+                f"{dataset.location}: {select} holds no volumes to draw patches from"
+            )
         self.patch = tuple(int(p) for p in patch_size)
         self.per_volume = samples_per_volume
         self.foreground_prob = foreground_prob

@@ -222,11 +222,13 @@ class S3Store:
                     read_timeout=60,
                     max_pool_connections=32,
                 )
-                session = boto3.session.Session()
+                session = boto3.session.Session(botocore_session=_botocore_session())
                 if session.get_credentials() is None and self._handed is not None:
                     # A worker started before the credentials were set (a forkserver keeps
                     # the environment of its start): those its parent resolved serve.
-                    session = boto3.session.Session(**self._handed)
+                    session = boto3.session.Session(
+                        **self._handed, botocore_session=_botocore_session()
+                    )
                 self._client = session.client("s3", endpoint_url=self.endpoint_url, config=config)
                 self._pid = os.getpid()
             return self._client
@@ -277,6 +279,26 @@ class S3Store:
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r}, endpoint_url={self.endpoint_url!r})"
+
+
+_loader_lock = threading.Lock()
+_loader = None
+
+
+def _botocore_session():
+    """A fresh botocore session (it reads the credentials as they are now) sharing this
+    process's loader of S3's service model: a client made without it spends most of a
+    dataset's open parsing the model's JSON again."""
+    global _loader
+    import botocore.loaders
+    import botocore.session
+
+    with _loader_lock:
+        if _loader is None:
+            _loader = botocore.loaders.create_loader()
+    session = botocore.session.get_session()
+    session.register_component("data_loader", _loader)
+    return session
 
 
 def _resolved() -> dict | None:

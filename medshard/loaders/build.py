@@ -17,6 +17,7 @@ from medshard.loaders.topology import current_topology
 from medshard.loaders.torch_loader import LoaderIdentity, TorchLoader
 from medshard.loaders.transforms import FrameTransform, VolumeTransform
 from medshard.shards.reader import Dataset, open_dataset
+from medshard.shards.storage import is_url
 
 __all__ = ["batch_channels", "build_loader", "dali_available"]
 
@@ -92,7 +93,14 @@ def _check_plan(
 
 
 def build_loader(
-    dataset: str | Path | Dataset, split: str, spec: LoaderSpec | None = None, **fields
+    dataset: str | Path | Dataset,
+    split: str,
+    spec: LoaderSpec | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    cache_limit: int | str | None = None,
+    endpoint_url: str | None = None,
+    **fields,
 ):
     """Batches of `split` as dicts of tensors (`image`, `mask`, `label`/`labels`/`target`,
     `key`) on the spec's device, for this rank. `spec` (a LoaderSpec; a training config's
@@ -109,8 +117,12 @@ def build_loader(
     'train' every other non-test fold. Rank and world size default to the launcher's.
     `uneven` shares the samples that do not divide among the ranks: 'pad' and 'drop' keep
     ranks even (training), 'uneven' reads each sample exactly once (evaluation).
+
+    An s3:// URL is read through a cache as `open_dataset` reads it: `cache_dir`,
+    `cache_limit` and `endpoint_url` are open_dataset's. They are refused for a directory
+    (it has no cache) and for a Dataset already open (give them to open_dataset).
     """
-    ds = dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    ds = _opened(dataset, cache_dir=cache_dir, cache_limit=cache_limit, endpoint_url=endpoint_url)
     try:
         spec = LoaderSpec.of(spec, **fields)
     except LoaderSpecError as exc:
@@ -218,6 +230,24 @@ def build_loader(
         on_error=spec.on_error,
         **common,
     )
+
+
+def _opened(dataset: str | Path | Dataset, **storage) -> Dataset:
+    """The dataset, opened with the cache options when it is a URL."""
+    given = [name for name, value in storage.items() if value is not None]
+    if not given:
+        return dataset if isinstance(dataset, Dataset) else open_dataset(dataset)
+    if isinstance(dataset, Dataset):
+        raise DatasetError(
+            f"{dataset.location}: the dataset is already open, so {', '.join(given)} cannot "
+            "apply; give them to open_dataset"
+        )
+    if not is_url(dataset):
+        raise DatasetError(
+            f"{dataset}: a directory has no cache, so {', '.join(given)} cannot apply; they "
+            "are for a dataset at an s3:// URL"
+        )
+    return open_dataset(dataset, **storage)
 
 
 def _image_loader(

@@ -1,0 +1,47 @@
+"""The cache of a dataset at a URL as a user meets it: its options through build_loader
+and `medshard bench`, messages that name the URL rather than the cache folder, a damaged
+cached copy fetched again, a limit refused before the tables stay behind, and a store
+that stops answering told apart from a full cache; all against the loopback S3 server
+(tests/s3_server.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from medshard.errors import DatasetError
+from medshard.loaders.build import build_loader
+from medshard.shards.reader import open_dataset
+from tests.s3_server import s3  # noqa: F401
+from tests.test_s3 import URL, images, medshard, small_cache  # noqa: F401
+
+SPEC = dict(batch_size=2, backend="torch", num_workers=0, device="cpu")
+
+
+def test_build_loader_opens_a_url_through_the_cache_it_is_given(images, tmp_path):  # noqa: F811
+    limit = small_cache(images.local)
+    endpoint = images.server.endpoint
+    loader = build_loader(
+        URL, "train", cache_dir=tmp_path / "c", cache_limit=limit, endpoint_url=endpoint, **SPEC
+    )
+    keys = [key for batch in loader for key in batch["key"]]
+    assert len(keys) == open_dataset(images.local).card.counts["train"].samples
+    (folder,) = (tmp_path / "c" / "s3").glob("*/*")  # the cache given, bounded as given
+    assert open_dataset(folder).mirror.limit == limit
+    with pytest.raises(DatasetError, match="cache_limit '10 bytes' is not a size"):
+        build_loader(URL, "train", cache_dir=tmp_path / "c", cache_limit="10 bytes", **SPEC)
+
+
+def test_build_loader_refuses_cache_options_where_no_cache_is(images, tmp_path):  # noqa: F811
+    with pytest.raises(DatasetError) as caught:
+        build_loader(images.local, "train", cache_limit="1GB", **SPEC)
+    assert str(caught.value) == (
+        f"{images.local}: a directory has no cache, so cache_limit cannot apply; they are "
+        "for a dataset at an s3:// URL"
+    )
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")
+    with pytest.raises(DatasetError) as caught:
+        build_loader(ds, "train", cache_dir=tmp_path / "other", **SPEC)
+    assert str(caught.value) == (
+        f"{URL}: the dataset is already open, so cache_dir cannot apply; give them to open_dataset"
+    )
+    assert not (tmp_path / "other").exists()

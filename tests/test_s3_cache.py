@@ -45,3 +45,16 @@ def test_build_loader_refuses_cache_options_where_no_cache_is(images, tmp_path):
         f"{URL}: the dataset is already open, so cache_dir cannot apply; give them to open_dataset"
     )
     assert not (tmp_path / "other").exists()
+
+
+def test_bench_reads_a_url_through_the_cache_it_is_given(images, tmp_path):  # noqa: F811
+    limit = small_cache(images.local)
+    done = medshard(
+        "bench", URL, "--endpoint-url", images.server.endpoint,
+        "--cache-dir", str(tmp_path / "c"), "--cache-limit", str(limit),
+        "--workers", "0", "--batch-size", "2", "--repetitions", "1", "--max-batches", "1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{URL} (train, batch 2, 0 workers)" in done.stdout
+    (folder,) = (tmp_path / "c" / "s3").glob("*/*")
+    assert open_dataset(folder).mirror.limit == limit

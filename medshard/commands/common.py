@@ -15,8 +15,11 @@ import typer
 from rich.console import Console
 
 __all__ = [
+    "CacheDir",
+    "CacheLimit",
     "Classes",
     "Crops",
+    "EndpointUrl",
     "Folds",
     "GroupCol",
     "OnError",
@@ -213,6 +216,19 @@ EndpointUrl = Annotated[
     str | None,
     typer.Option(
         help="S3-compatible endpoint of s3:// URLs (default: $MEDSHARD_S3_ENDPOINT, else AWS's)."
+    ),
+]
+CacheDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Cache folder of s3:// URLs (default: $MEDSHARD_CACHE, else ~/.cache/medshard)."
+    ),
+]
+CacheLimit = Annotated[
+    str | None,
+    typer.Option(
+        help="Most bytes cached of an s3:// URL, e.g. 20GB (default: $MEDSHARD_CACHE_LIMIT, "
+        "else none)."
     ),
 ]
 Root = Annotated[

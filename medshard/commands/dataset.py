@@ -8,6 +8,8 @@ from typing import Annotated
 import typer
 
 from medshard.commands.common import (
+    CacheDir,
+    CacheLimit,
     EndpointUrl,
     console,
     errors,
@@ -50,12 +52,15 @@ def inspect(
         int | None, typer.Option(help="Sheet: the seed that draws the samples (default: 0).")
     ] = None,
     endpoint_url: EndpointUrl = None,
+    cache_dir: CacheDir = None,
+    cache_limit: CacheLimit = None,
 ) -> None:
     """Show a dataset's card: counts per split and label, shards, bytes, fields, shapes; with
     --show, --keys or --loader, save a contact sheet of its samples instead."""
     from medshard.shards.reader import open_dataset
 
     wanted = parse_columns(keys)
+    storage = dict(cache_dir=cache_dir, cache_limit=cache_limit, endpoint_url=endpoint_url)
     if show is None and not wanted and not loader:
         if any(v is not None for v in (split, out, seed, config)):
             fail(
@@ -64,14 +69,14 @@ def inspect(
                     "add --show N, --keys or --loader"
                 )
             )
-        _print_card(dataset, endpoint_url)
+        _print_card(dataset, storage)
         return
     if config is not None and not loader:
         fail(MedshardError("--config gives the loader's settings: add --loader"))
     from medshard.sheets import render_sheet
 
     try:
-        ds = open_dataset(dataset, endpoint_url=endpoint_url)
+        ds = open_dataset(dataset, **storage)
         sheet_options = {}
         if config is not None:
             from medshard.trainers.config import load_config
@@ -114,12 +119,12 @@ _SHEET_LOADER_OPTIONS = {
 }
 
 
-def _print_card(dataset: str, endpoint_url: str | None) -> None:
+def _print_card(dataset: str, storage: dict) -> None:
     from medshard.commands.report import inspect_table
     from medshard.shards.reader import open_dataset
 
     try:
-        ds = open_dataset(dataset, endpoint_url=endpoint_url)
+        ds = open_dataset(dataset, **storage)
         tables = inspect_table(ds)
     except MedshardError as exc:
         fail(exc)
@@ -130,6 +135,7 @@ def _print_card(dataset: str, endpoint_url: str | None) -> None:
 def verify(
     dataset: Annotated[str, typer.Argument(help="Dataset directory or s3:// URL.")],
     endpoint_url: EndpointUrl = None,
+    cache_dir: CacheDir = None,
 ) -> None:
     """Check files against the card's checksums, shards against the manifest and indexes;
     a dataset at a URL object by object, each shard downloaded once."""
@@ -138,7 +144,7 @@ def verify(
     from medshard.shards.verify import verify_dataset
 
     try:
-        report = verify_dataset(dataset, endpoint_url=endpoint_url)
+        report = verify_dataset(dataset, endpoint_url=endpoint_url, cache_dir=cache_dir)
     except MedshardError as exc:
         fail(exc)
     if not report.ok:
@@ -152,7 +158,7 @@ def verify(
 
 
 def bench(
-    dataset: Annotated[Path, typer.Argument(help="Dataset directory.")],
+    dataset: Annotated[str, typer.Argument(help="Dataset directory or s3:// URL.")],
     split: str = "train",
     batch_size: int = 32,
     workers: int = 2,
@@ -162,16 +168,23 @@ def bench(
         int | None, typer.Option(help="Video: clips of T frames from Zarr.")
     ] = None,
     max_batches: Annotated[int | None, typer.Option(help="Stop each run after this many.")] = None,
+    endpoint_url: EndpointUrl = None,
+    cache_dir: CacheDir = None,
+    cache_limit: CacheLimit = None,
 ) -> None:
     """Measure the engine's loader on a dataset, and the lazy per-file loader over its raw
     sources when the manifest still reaches them (decode and batch, no augmentation)."""
     from rich.table import Table
 
     from medshard.bench import bench_dataset
+    from medshard.shards.reader import open_dataset
 
     try:
+        ds = open_dataset(
+            dataset, cache_dir=cache_dir, cache_limit=cache_limit, endpoint_url=endpoint_url
+        )
         engine, baseline = bench_dataset(
-            dataset,
+            ds.path,  # a URL's cache folder: opened again, it reads through the same cache
             split=split,
             batch_size=batch_size,
             workers=workers,

@@ -11,6 +11,7 @@ import pytest
 from medshard.errors import DatasetError
 from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
+from medshard.shards.storage import RetryPolicy
 from tests.s3_server import s3  # noqa: F401
 from tests.test_s3 import URL, images, medshard, small_cache  # noqa: F401
 
@@ -58,3 +59,27 @@ def test_bench_reads_a_url_through_the_cache_it_is_given(images, tmp_path):  # n
     assert f"{URL} (train, batch 2, 0 workers)" in done.stdout
     (folder,) = (tmp_path / "c" / "s3").glob("*/*")
     assert open_dataset(folder).mirror.limit == limit
+
+
+def test_inspect_names_the_url_not_the_cache_folder(images, tmp_path):  # noqa: F811
+    shown = medshard("inspect", URL, "--endpoint-url", images.server.endpoint)
+    assert shown.returncode == 0, shown.stderr
+    assert f"{URL} (images, classification)" in shown.stdout
+    assert str(tmp_path / "cache") not in shown.stdout
+
+
+def one_shard_cache(local) -> int:
+    """Room for the tables and the largest shard: one shard at a time."""
+    shards = max(p.stat().st_size for p in (local / "wds").glob("*.tar"))
+    return sum(p.stat().st_size for p in local.glob("*.parquet")) + 4096 + shards
+
+
+def test_a_cache_without_room_is_named_by_its_url(images, tmp_path):  # noqa: F811
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=one_shard_cache(images.local))
+    ds.mirror.store.retry = RetryPolicy(attempts=2, first_delay=0.01)
+    (ds.path / "notes.bin").write_bytes(bytes(ds.mirror.limit))  # a file it may not evict
+    shard = ds.card.shards[0]
+    with pytest.raises(DatasetError) as caught:
+        ds.mirror.local_file(shard.path, shard.bytes, shard.sha256)
+    assert str(caught.value).startswith(f"{URL}/{shard.path}: the cache of {URL} has no room")
+    assert str(tmp_path) not in str(caught.value)

@@ -46,7 +46,9 @@ def inspect_table(dataset: Dataset) -> list[Table]:
     """The card as tables: counts per split and label, then shards, bytes, fields, shapes."""
     card = dataset.card
     counts = _counts_table(
-        f"{dataset.path} ({card.kind}, {card.task or 'no labels'})", card.counts, card.label_names
+        f"{dataset.location} ({card.kind}, {card.task or 'no labels'})",
+        card.counts,
+        card.label_names,
     )
     about = Table(show_header=False, box=None)
     about.add_column(style="bold")

@@ -255,7 +255,7 @@ class Mirror:
                 break
             time.sleep(delay)
         raise DatasetError(
-            f"{self.store.object_url(name)}: the cache at {self.root} has no room for it: "
+            f"{self.store.object_url(name)}: the cache of {self.url} has no room for it: "
             "fetches under way hold the whole cache_limit; give a larger cache_limit"
         )
 

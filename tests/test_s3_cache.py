@@ -6,6 +6,9 @@ that stops answering told apart from a full cache; all against the loopback S3 s
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
 
 from medshard.errors import DatasetError
@@ -83,3 +86,44 @@ def test_a_cache_without_room_is_named_by_its_url(images, tmp_path):  # noqa: F8
         ds.mirror.local_file(shard.path, shard.bytes, shard.sha256)
     assert str(caught.value).startswith(f"{URL}/{shard.path}: the cache of {URL} has no room")
     assert str(tmp_path) not in str(caught.value)
+
+
+def test_a_store_that_stops_answering_is_named_not_a_full_cache(images, tmp_path, monkeypatch):  # noqa: F811
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=one_shard_cache(images.local))
+    store, (first, second) = ds.mirror.store, ds.card.shards[:2]
+    store.retry = RetryPolicy(attempts=3, first_delay=0.05, max_delay=0.1)
+    stalled, started = threading.Event(), threading.Event()
+    download = store.download
+
+    def slow(name, dest, sha256=None):  # the first fetch hangs until the store is gone
+        if name == first.path:
+            started.set()
+            stalled.wait(30)
+        return download(name, dest, sha256)
+
+    monkeypatch.setattr(store, "download", slow)
+    failures = {}
+
+    def fetch(shard):
+        try:
+            ds.mirror.local_file(shard.path, shard.bytes, shard.sha256)
+        except DatasetError as exc:
+            failures[shard.path] = str(exc)
+
+    threads = [threading.Thread(target=fetch, args=(s,)) for s in (first, second)]
+    threads[0].start()
+    started.wait(30)  # the first fetch holds the only room
+    images.server.kill()
+    try:
+        threads[1].start()
+        time.sleep(1)  # far beyond the retry policy's waits
+        stalled.set()
+        for thread in threads:
+            thread.join(60)
+    finally:
+        images.server.restart()
+    assert sorted(failures) == [first.path, second.path]
+    for shard in (first, second):  # the second waited for the first's fetch, then tried
+        assert failures[shard.path].startswith(
+            f"{URL}/{shard.path}: the object store did not answer after 3 tries"
+        )

@@ -158,15 +158,25 @@ class CacheDir:
                 inside = [s for n, s in sizes.items() if n == name or n.startswith(name + "/")]
                 with contextlib.suppress(FileNotFoundError):
                     entries.append((name, sum(inside), path.stat().st_mtime))
-        reserved = self.root / _RESERVED
-        if reserved.is_dir():
-            for mark in reserved.iterdir():
-                entry, _, size = mark.name.rpartition(".")
-                if self._abandoned(_unflat(entry)):
-                    mark.unlink(missing_ok=True)
-                else:
-                    used += int(size)
-        return entries, used
+        return entries, used + self._reserved(tidy=True)
+
+    def fetching(self) -> int:
+        """Bytes reserved by the fetches under way, in any process."""
+        return self._reserved(tidy=False)
+
+    def _reserved(self, tidy: bool) -> int:
+        """Bytes reserved by live fetches; `tidy` (under the cache lock) also removes the
+        reservations of dead ones."""
+        total, reserved = 0, self.root / _RESERVED
+        if not reserved.is_dir():
+            return 0
+        for mark in reserved.iterdir():
+            entry, _, size = mark.name.rpartition(".")
+            if not self._abandoned(_unflat(entry)):
+                total += int(size)
+            elif tidy:
+                mark.unlink(missing_ok=True)
+        return total
 
     def _abandoned(self, name: str) -> bool:
         """Whether no process holds the entry lock of `name` (a partial file's or folder's

@@ -246,17 +246,25 @@ class Mirror:
         return lambda tmp: self.store.download(name, tmp, sha256)
 
     def _wait(self, get, name: str):
-        """`get()` until the cache has room (other processes' fetches end or fail)."""
-        for delay in [*self.store.retry.delays(), None]:
+        """`get()` until the cache has room: for as long as fetches under way hold the
+        room (each of them ends, fetched or failed, within the store's retries), then
+        refused when what stays in the cache leaves none."""
+        patience, pause = iter(self.store.retry.delays()), 0.05
+        while True:
             found = get()
             if found is not None:
                 return found
+            if self.cache.fetching():
+                pause = min(2 * pause, 2.0)
+                time.sleep(pause)
+                continue
+            delay = next(patience, None)  # a fetch may have just ended: look again
             if delay is None:
                 break
             time.sleep(delay)
         raise DatasetError(
             f"{self.store.object_url(name)}: the cache of {self.url} has no room for it: "
-            "fetches under way hold the whole cache_limit; give a larger cache_limit"
+            "files that are not its entries fill the cache_limit; give a larger cache_limit"
         )
 
     def _refresh(self) -> None:

@@ -127,3 +127,22 @@ def test_a_store_that_stops_answering_is_named_not_a_full_cache(images, tmp_path
         assert failures[shard.path].startswith(
             f"{URL}/{shard.path}: the object store did not answer after 3 tries"
         )
+
+
+def cached_files(folder) -> list[str]:
+    """The files of a cache folder, but its locks."""
+    files = [p for p in folder.rglob("*") if p.is_file() and ".locks" not in p.parts]
+    return sorted(p.relative_to(folder).as_posix() for p in files)
+
+
+def test_a_refused_cache_limit_leaves_no_fetched_table_behind(images, tmp_path):  # noqa: F811
+    with pytest.raises(DatasetError, match=f"^{URL}: a cache_limit of 2.0 kB cannot hold"):
+        open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=2000)
+    assert cached_files(tmp_path / "c") == []
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")  # then a limit that holds it
+    tables = cached_files(tmp_path / "c")
+    assert any(name.endswith("/manifest.parquet") for name in tables)
+    with pytest.raises(DatasetError, match="cannot hold"):
+        open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=2000)
+    assert cached_files(tmp_path / "c") == tables  # what an earlier open fetched stays
+    assert len(ds.manifest) == 14

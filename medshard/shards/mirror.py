@@ -269,7 +269,8 @@ class Mirror:
 
     def _refresh(self) -> None:
         """The card as it is now at the URL (the cache cleared when it changed), the
-        tables, the origin; then the limit checked."""
+        tables, the origin; then the limit checked: a refused limit leaves behind none of
+        the files this open wrote."""
         if not self.store.exists(CARD_NAME):
             raise DatasetError(f"{self.url}: not a medshard dataset (no {CARD_NAME})")
         data = self.store.get(CARD_NAME)
@@ -277,8 +278,10 @@ class Mirror:
         if card_path.is_file() and card_path.read_bytes() != data:
             self.cache.clear()
         self.root.mkdir(parents=True, exist_ok=True)
+        written = []
         if not card_path.is_file():
             self.cache.put(CARD_NAME, data)
+            written.append(CARD_NAME)
         try:
             card = self.card
         except DatasetError as exc:
@@ -290,17 +293,25 @@ class Mirror:
                 continue
             if checksums is None and name != MANIFEST_NAME and not self.store.exists(name):
                 continue
-            self._table(name, expected)
+            if self._table(name, expected):
+                written.append(name)
+        try:
+            self._check_limit()
+        except DatasetError:
+            for name in written:
+                (self.root / name).unlink(missing_ok=True)
+            raise
         origin = {"url": self.url, "endpoint_url": self.store.endpoint_url}
         origin["cache_limit"] = self.limit
         self.cache.put(ORIGIN_NAME, json.dumps(origin).encode())
-        self._check_limit()
 
-    def _table(self, name: str, sha256: str | None) -> None:
+    def _table(self, name: str, sha256: str | None) -> bool:
+        """Fetch a table unless the cache holds it as the card has it; whether it did."""
         path = self.root / name
         if path.is_file() and (sha256 is None or file_sha256(path) == sha256):
-            return
+            return False
         self.cache.keep(name, self._filler(name, sha256))
+        return True
 
     def _check_limit(self) -> None:
         """Refuse a limit that cannot hold the tables beside the largest entry."""

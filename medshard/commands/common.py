@@ -36,6 +36,7 @@ __all__ = [
     "console",
     "errors",
     "fail",
+    "own_message",
     "ingest_options",
     "parse_columns",
     "parse_pair",
@@ -49,8 +50,22 @@ errors = Console(stderr=True)
 
 
 def fail(exc: Exception) -> None:
-    errors.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    errors.print(f"[bold red]error:[/] {own_message(exc)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code=1)
+
+
+def own_message(exc: Exception) -> str:
+    """The exception's message; for one that torch re-raised from a DataLoader worker
+    (its message is then "Caught ... Original Traceback ..."), the first line of the
+    original exception's own message, which closes that traceback."""
+    text = str(exc)
+    if not text.startswith(f"Caught {type(exc).__name__} ") or "Original Traceback" not in text:
+        return text
+    raised = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+    at = text.rfind(raised)
+    if at < 0:
+        return text.splitlines()[0]
+    return text[at + len(raised) :].splitlines()[0]
 
 
 def parse_columns(text: str | None) -> tuple[str, ...]:

@@ -10,13 +10,21 @@ import threading
 import time
 
 import pytest
+import torch
 
-from medshard.errors import DatasetError
+from medshard.errors import CorruptDataError, DatasetError
 from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
 from medshard.shards.storage import RetryPolicy
 from tests.s3_server import s3  # noqa: F401
-from tests.test_s3 import URL, images, medshard, small_cache  # noqa: F401
+from tests.test_s3 import (  # noqa: F401
+    URL,
+    damage,
+    first_sample,
+    images,
+    medshard,
+    small_cache,
+)
 
 SPEC = dict(batch_size=2, backend="torch", num_workers=0, device="cpu")
 
@@ -146,3 +154,27 @@ def test_a_refused_cache_limit_leaves_no_fetched_table_behind(images, tmp_path):
         open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=2000)
     assert cached_files(tmp_path / "c") == tables  # what an earlier open fetched stays
     assert len(ds.manifest) == 14
+
+
+def images_by_key(loader) -> dict:
+    return {key: image for batch in loader for key, image in zip(batch["key"], batch["image"])}
+
+
+def test_a_shard_damaged_in_the_cache_is_fetched_again_once(images, tmp_path):  # noqa: F811
+    ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: whole shards are cached
+    stored = images_by_key(build_loader(images.local, "train", **SPEC))
+    assert images_by_key(build_loader(ds, "train", **SPEC)).keys() == stored.keys()
+    shard = "wds/train-000000.tar"
+    row = first_sample(images.local)
+    cached = ds.path / shard
+    data = bytearray(cached.read_bytes())
+    data[row["offset"] + 600] ^= 0xFF  # inside the first image's bytes, on local disk
+    cached.write_bytes(bytes(data))
+    streamed = images_by_key(build_loader(ds, "train", **SPEC))
+    assert all(torch.equal(streamed[k], stored[k]) for k in stored)
+    assert cached.read_bytes() == (images.local / shard).read_bytes()  # fetched again
+    damage(shard, row["offset"] + 600)  # now the object too: the copy fetched again is bad
+    cached.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError) as caught:
+        list(build_loader(ds, "train", **SPEC))
+    assert str(caught.value).startswith(f"{URL}/{shard}: ")

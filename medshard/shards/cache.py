@@ -68,6 +68,15 @@ class CacheDir:
             finally:
                 tmp.unlink(missing_ok=True)
 
+    def drop(self, name: str, seen: os.stat_result) -> None:
+        """Remove entry `name` found damaged, when it is still the file `seen` (another
+        reader may have fetched it again already): the next open fetches it again."""
+        path = self.root / name
+        with self._entry_lock(name), contextlib.suppress(FileNotFoundError):
+            now = path.stat()
+            if (now.st_dev, now.st_ino) == (seen.st_dev, seen.st_ino):
+                path.unlink()
+
     def usage(self) -> int:
         """Bytes in the cache and reserved for fetches under way."""
         return self._scan(skip="")[1]

@@ -66,7 +66,7 @@ class ShardFiles:
         `sample_sha256`) when given."""
         mirror = self.mirror
         if mirror is not None:
-            data = mirror.read(shard, offset, nbytes)
+            data = mirror.read(shard, offset, nbytes, sha256)
             where = mirror.store.object_url(shard)
         else:
             data = os.pread(self._fd(shard), nbytes, offset)

@@ -11,7 +11,6 @@ range holds the member's bytes (`confirm`); only later reads take the short way.
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +50,6 @@ class MemberRanges:
         # raw members' (type, shape, header bytes), once confirmed
         self.arrays: dict[int, tuple[np.dtype, tuple[int, ...], int]] = {}
         self._files = OpenFiles()
-        self._local = threading.local()  # each thread's buffer for raw members
 
     def confirm(self, index: int, payload: bytes, array: np.ndarray | None = None) -> None:
         """Check that sample `index`'s range holds `payload` (its member, read whole and
@@ -73,19 +71,11 @@ class MemberRanges:
         if layout is None:
             return self._pread(index, offset, size)
         dtype, shape, header = layout
-        buffer = self._buffer(size - header)
-        read = os.preadv(self._fd(int(self.shard[index])), [buffer], offset + header)
-        if read != len(buffer):
-            raise DatasetError(f"{self.names[self.shard[index]]}: the shard is truncated")
-        return np.frombuffer(buffer, dtype).reshape(shape)
-
-    def _buffer(self, size: int) -> memoryview:
-        """This thread's buffer, valid until its next read: a raw member is copied out of
-        it (into a batch) before the thread reads again, so no read allocates."""
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None or len(buffer) < size:
-            buffer = self._local.buffer = bytearray(max(size, 1 << 20))
-        return memoryview(buffer)[:size]
+        shard = int(self.shard[index])
+        mapped = self._files.map(shard, self.root / self.names[shard])
+        if offset + size > len(mapped):
+            raise DatasetError(f"{self.names[shard]}: the shard is truncated")
+        return np.frombuffer(mapped, dtype, int(np.prod(shape)), offset + header).reshape(shape)
 
     def _fd(self, shard: int) -> int:
         return self._files.fd(shard, self.root / self.names[shard])
@@ -99,9 +89,3 @@ class MemberRanges:
 
     def close(self) -> None:
         self._files.close()
-
-    def __getstate__(self):  # file descriptors do not cross into other processes
-        return self.__dict__ | {"_local": None}
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__ = state | {"_local": threading.local()}

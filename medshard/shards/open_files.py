@@ -1,9 +1,15 @@
-"""Read-only file descriptors opened once per file and shared by a reader's threads,
-closed by `close()` or when their owner is dropped (a loader made every epoch and then
-forgotten leaks none). They never cross into another process: a copy starts empty."""
+"""Read-only file descriptors (and memory maps) opened once per file and shared by a
+reader's threads, closed by `close()` or when their owner is dropped (a loader made every
+epoch and then forgotten leaks none). They never cross into another process: a copy
+starts empty.
+
+A map stays valid while any array viewing it is alive, after `close()` too. Only files
+that medshard never changes in place are mapped: a dataset is replaced by a rename, which
+leaves a mapped file whole; a file cut short under a map would stop the process."""
 
 from __future__ import annotations
 
+import mmap
 import os
 import threading
 import weakref
@@ -23,6 +29,7 @@ class OpenFiles:
 
     def __init__(self):
         self._fds: dict[object, int] = {}
+        self._maps: dict[object, mmap.mmap] = {}
         self._lock = threading.Lock()
         self._finalizer = weakref.finalize(self, _close_all, self._fds)
 
@@ -36,10 +43,23 @@ class OpenFiles:
                     fd = self._fds[key] = os.open(path, os.O_RDONLY)
         return fd
 
+    def map(self, key: object, path: str | Path) -> mmap.mmap:
+        """A read-only map of the whole of `path`, made on first use under `key`."""
+        mapped = self._maps.get(key)
+        if mapped is None:
+            fd = self.fd(key, path)
+            with self._lock:
+                mapped = self._maps.get(key)
+                if mapped is None:
+                    mapped = self._maps[key] = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+        return mapped
+
     def close(self) -> None:
-        """Close every descriptor; a later `fd` opens its file again."""
+        """Close every descriptor and drop every map; a later `fd` or `map` opens its
+        file again."""
         with self._lock:
             _close_all(self._fds)
+            self._maps.clear()
 
     def __reduce__(self):
         return OpenFiles, ()

@@ -44,16 +44,18 @@ class _Recycler:
     """Batch memory handed out again once nothing holds it (no tensor, view or array of
     it is alive: the array's reference count says so). Fresh pages cost the kernel a
     fault and zeroing each, more than reading a patch into them; a pinned batch (for a
-    GPU) comes from torch's caching host allocator instead."""
+    GPU) comes from torch's caching host allocator instead. A short batch (an epoch's
+    last) is the first rows of a full one, so that it never pushes a full one out."""
 
     def __init__(self, keep: int):
         self.keep = keep
         self._batches: list[dict[str, np.ndarray]] = []
 
-    def batch(self, layout: dict, pin: bool) -> dict[str, torch.Tensor]:
+    def batch(self, layout: dict, rows: int, pin: bool) -> dict[str, torch.Tensor]:
+        """The first `rows` rows of a batch of `layout` (full-size shapes)."""
         if pin:
             return {
-                name: torch.empty(shape, dtype=_torch_dtype(dtype), pin_memory=True)
+                name: torch.empty((rows, *shape[1:]), dtype=_torch_dtype(dtype), pin_memory=True)
                 for name, (shape, dtype) in layout.items()
             }
         for arrays in self._batches:
@@ -63,7 +65,7 @@ class _Recycler:
         else:
             arrays = {name: np.empty(shape, dtype) for name, (shape, dtype) in layout.items()}
             self._batches = [*self._batches[-(self.keep - 1) :], arrays]
-        return {name: torch.from_numpy(array) for name, array in arrays.items()}
+        return {name: torch.from_numpy(array[:rows]) for name, array in arrays.items()}
 
 
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
@@ -117,8 +119,8 @@ class SlotLoader(Resumable):
         return kept
 
     def _start(self, pool, indices: np.ndarray, epoch: int):
-        layout = self.filler.layout(len(indices))
-        batch = self._memory.batch(layout, pin=self.device.type == "cuda")
+        layout = self.filler.layout(self.plan.batch_size)
+        batch = self._memory.batch(layout, len(indices), pin=self.device.type == "cuda")
         arrays = {name: tensor.numpy() for name, tensor in batch.items()}  # no torch per sample
         batch["key"] = [self.source.key(int(i)) for i in indices]
         # a few samples a job: a job's hand-over between threads costs as much as a small

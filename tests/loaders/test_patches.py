@@ -212,3 +212,15 @@ def test_batch_memory_is_reused_only_once_nothing_holds_it(mri):
             held.append((batch["image"][0], batch["image"][0].clone()))  # a view, and a copy
     assert len(pointers) < len(loader)  # dropped batches came back
     assert all(torch.equal(view, copy) for view, copy in held)  # held ones were left alone
+
+
+def test_an_epochs_short_last_batch_reuses_a_full_batchs_memory(mri):
+    loader, source = patch_loader(mri, (8, 8, 8), Augment3D(), False, batch_size=4, prefetch=1)
+    assert len(source) % 4, "the plan needs a short last batch"
+    pointers = set()
+    for _ in range(4):
+        for batch in loader:
+            pointers.add(batch["image"].data_ptr())
+    # the recycler keeps prefetch + 3 batches; a short batch taking its own memory would
+    # push a full one out each epoch, and each epoch would then allocate again
+    assert len(pointers) <= loader.prefetch + 3

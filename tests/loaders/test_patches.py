@@ -217,10 +217,12 @@ def test_batch_memory_is_reused_only_once_nothing_holds_it(mri):
 def test_an_epochs_short_last_batch_reuses_a_full_batchs_memory(mri):
     loader, source = patch_loader(mri, (8, 8, 8), Augment3D(), False, batch_size=4, prefetch=1)
     assert len(source) % 4, "the plan needs a short last batch"
-    pointers = set()
-    for _ in range(4):
+    sizes = []
+    for _ in range(3):
         for batch in loader:
-            pointers.add(batch["image"].data_ptr())
-    # the recycler keeps prefetch + 3 batches; a short batch taking its own memory would
-    # push a full one out each epoch, and each epoch would then allocate again
-    assert len(pointers) <= loader.prefetch + 3
+            sizes.append(len(batch["image"]))
+    assert sizes[-1] == len(source) % 4
+    # a short batch with memory of its own would push a full one out of the recycler each
+    # epoch, and the next epoch would allocate (and fault in) a full one again
+    kept = loader._memory._batches
+    assert kept and all(len(arrays["image"]) == 4 for arrays in kept)

@@ -68,14 +68,18 @@ class CacheDir:
             finally:
                 tmp.unlink(missing_ok=True)
 
-    def drop(self, name: str, seen: os.stat_result) -> None:
-        """Remove entry `name` found damaged, when it is still the file `seen` (another
-        reader may have fetched it again already): the next open fetches it again."""
-        path = self.root / name
-        with self._entry_lock(name), contextlib.suppress(FileNotFoundError):
-            now = path.stat()
-            if (now.st_dev, now.st_ino) == (seen.st_dev, seen.st_ino):
-                path.unlink()
+    def open_present(self, name: str) -> int | None:
+        """A read-only descriptor of file `name` when it is cached, else None (no fetch)."""
+        return self._open(self.root / name)
+
+    def being_fetched(self, name: str) -> bool:
+        """Whether a thread or process is fetching entry `name` right now."""
+        return not self._abandoned(name)
+
+    def drop(self, name: str) -> None:
+        """Remove entry `name`, found damaged: the next open fetches it again."""
+        with self._entry_lock(name):
+            _remove(self.root / name)
 
     def usage(self) -> int:
         """Bytes in the cache and reserved for fetches under way."""

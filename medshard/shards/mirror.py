@@ -13,7 +13,6 @@ Zarr chunks by their own crc32c when they are read. The folder names its origin 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -138,26 +137,30 @@ class Mirror:
         """A message about a file of the cache folder, naming the object at its URL."""
         return text.replace(str(self.root), self.url)
 
-    def read(self, shard: str, offset: int, nbytes: int, sha256: str | None = None) -> bytes:
+    def read(self, shard: str, offset: int, nbytes: int) -> bytes:
         """`nbytes` of a shard from `offset`: from the whole shard in the cache when its
-        split fits there, else by one ranged request. Bytes from the cache that differ
-        from `sha256` (the copy was damaged on local disk) are fetched again, once."""
+        split fits there, else, or while the whole shard is still on its way (a cold
+        cache's first batches need not wait for it), by one ranged request."""
         info = self.shard(shard)
-        for attempt in range(2 if self.whole(info.split) else 0):
-            fd = self.cache.open(shard, info.bytes, self._filler(shard, info.sha256))
-            if fd is None:
-                break
-            try:
-                data = os.pread(fd, nbytes, offset)
-                if attempt or sha256 is None or hashlib.sha256(data).hexdigest() == sha256:
-                    return data
-                self.cache.drop(shard, os.fstat(fd))
-            finally:
-                os.close(fd)
+        if self.whole(info.split):
+            fd = self.cache.open_present(shard)
+            if fd is None and not self.cache.being_fetched(shard):
+                fd = self.cache.open(shard, info.bytes, self._filler(shard, info.sha256))
+            if fd is not None:
+                try:
+                    return os.pread(fd, nbytes, offset)
+                finally:
+                    os.close(fd)
         held = self._ranges.take((shard, offset, nbytes))
         if held is not None:
             return held
         return self.store.get_range(shard, offset, nbytes)
+
+    def read_again(self, shard: str, offset: int, nbytes: int) -> bytes:
+        """`read` once more, for bytes that failed their checksum: the shard's copy in the
+        cache (damaged on local disk) is dropped first, so that they come from the store."""
+        self.cache.drop(shard)
+        return self.read(shard, offset, nbytes)
 
     def shard(self, name: str) -> ShardInfo:
         info = self._shards.get(name)

@@ -65,15 +65,17 @@ class ShardFiles:
         """The members of sample `key`; checked against `sha256` (the manifest's
         `sample_sha256`) when given."""
         mirror = self.mirror
-        if mirror is not None:
-            data = mirror.read(shard, offset, nbytes, sha256)
-            where = mirror.store.object_url(shard)
+        if mirror is None:
+            data, where = os.pread(self._fd(shard), nbytes, offset), str(self.dataset / shard)
         else:
-            data = os.pread(self._fd(shard), nbytes, offset)
-            where = str(self.dataset / shard)
+            data, where = mirror.read(shard, offset, nbytes), mirror.store.object_url(shard)
+        intact = sha256 is None or hashlib.sha256(data).hexdigest() == sha256
+        if not intact and mirror is not None:  # a cached copy damaged on local disk
+            data = mirror.read_again(shard, offset, nbytes)
+            intact = hashlib.sha256(data).hexdigest() == sha256
         if len(data) != nbytes:
             raise DatasetError(f"{shard}: the shard is truncated before sample {key!r}")
-        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        if not intact:
             raise CorruptDataError(
                 f"{where}: sample {key!r}: checksum mismatch: "
                 "the shard is damaged or was changed after ingest"

@@ -178,23 +178,3 @@ def test_a_shard_damaged_in_the_cache_is_fetched_again_once(images, tmp_path):  
     with pytest.raises(CorruptDataError) as caught:
         list(build_loader(ds, "train", **SPEC))
     assert str(caught.value).startswith(f"{URL}/{shard}: ")
-
-
-def test_a_sample_is_read_by_range_while_its_shard_is_still_on_its_way(images, tmp_path):  # noqa: F811
-    from filelock import FileLock
-
-    ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: whole shards are cached
-    shard, row = "wds/train-000000.tar", first_sample(images.local)
-    # another reader's fetch of the whole shard under way: a read must not wait for it
-    with FileLock(ds.mirror.cache._lock_path(shard)):
-        read = threading.Thread(
-            target=lambda: found.append(ds.mirror.read(shard, row["offset"], row["bytes"]))
-        )
-        found: list[bytes] = []
-        read.start()
-        read.join(timeout=30)
-        assert found, "the read waited for the whole shard"
-    with open(images.local / shard, "rb") as local:
-        local.seek(row["offset"])
-        assert found[0] == local.read(row["bytes"])
-    assert not (ds.path / shard).exists()  # the range came from the store, not a fetch

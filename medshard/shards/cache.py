@@ -68,14 +68,6 @@ class CacheDir:
             finally:
                 tmp.unlink(missing_ok=True)
 
-    def open_present(self, name: str) -> int | None:
-        """A read-only descriptor of file `name` when it is cached, else None (no fetch)."""
-        return self._open(self.root / name)
-
-    def being_fetched(self, name: str) -> bool:
-        """Whether a thread or process is fetching entry `name` right now."""
-        return not self._abandoned(name)
-
     def drop(self, name: str) -> None:
         """Remove entry `name`, found damaged: the next open fetches it again."""
         with self._entry_lock(name):

@@ -139,13 +139,10 @@ class Mirror:
 
     def read(self, shard: str, offset: int, nbytes: int) -> bytes:
         """`nbytes` of a shard from `offset`: from the whole shard in the cache when its
-        split fits there, else, or while the whole shard is still on its way (a cold
-        cache's first batches need not wait for it), by one ranged request."""
+        split fits there, else by one ranged request."""
         info = self.shard(shard)
         if self.whole(info.split):
-            fd = self.cache.open_present(shard)
-            if fd is None and not self.cache.being_fetched(shard):
-                fd = self.cache.open(shard, info.bytes, self._filler(shard, info.sha256))
+            fd = self.cache.open(shard, info.bytes, self._filler(shard, info.sha256))
             if fd is not None:
                 try:
                     return os.pread(fd, nbytes, offset)

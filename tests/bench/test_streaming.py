@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.streaming import loopback_s3, run_streaming, streaming_lines
 from benchmarks.workloads import WORKLOADS
+from medshard.shards.reader import open_dataset
 from medshard.synth.images import synth_mammo_tiles
 from medshard.synth.volumes import synth_fomo_mri
 
@@ -32,6 +33,10 @@ def test_streaming_rows_at_tiny_scale(tmp_path, name):
         assert result[key]["samples_per_s"] > 0
     for key in ("cold", "warm", "tight"):
         assert 0 < result[key]["cache_peak_mb"] <= result[key]["cache_limit_mb"]
+    assert result["server_mb_per_s"] > 0
+    train = open_dataset(ds).card.counts["train"].samples
+    per_volume = workload.engine_options.get("samples_per_volume", 1)
+    assert result["epoch_samples"] == train * per_volume
     assert not any((tmp_path / "work").glob("cache-*"))  # the caches are removed
     lines = streaming_lines({"workloads": [{"name": name, "streaming": result}]})
     assert f"| {name} | remote, warm cache |" in "\n".join(lines)
@@ -72,6 +77,8 @@ def test_the_report_gives_each_remote_row_as_a_share_of_local_and_flags_a_limit_
     run = results()
     run["workloads"][0]["streaming"] = {
         "dataset_mb": 80.0,
+        "server_mb_per_s": 100.0,
+        "epoch_samples": 800,
         "least_limit_mb": 30.0,
         "local": figures(400.0),
         "cold": remote(340.0, 90.0),
@@ -82,3 +89,11 @@ def test_the_report_gives_each_remote_row_as_a_share_of_local_and_flags_a_limit_
     assert "| fomo-mri | remote, cold cache | 340.0 | 85% | 0.10 | 90 | 100 |" in text
     assert "| fomo-mri | remote, warm cache | 390.0 | 98% |" in text
     assert "disk use passed the limit in: tight." in text
+    # 800 samples at 400/s: a 2 s local epoch; 80 MB at 100 MB/s: 0.8 s of transfer
+    assert (
+        "0.80 s of transfer alone against a local epoch of 2.00 s, so a cold epoch reaches "
+        "at most 100% of local (transfer wholly overlapped with reading); the engine's "
+        "reached 85%." in text
+    )
+    run["workloads"][0]["streaming"]["server_mb_per_s"] = 20.0  # 4 s of transfer: half
+    assert "so a cold epoch reaches at most 50% of local" in markdown_table(run)

@@ -6,16 +6,21 @@ that stops answering told apart from a full cache; all against the loopback S3 s
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from medshard.errors import CorruptDataError, DatasetError
+from medshard.ingest.output import OutputLock
+from medshard.ingest.upload import build_folder
 from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
-from medshard.shards.storage import RetryPolicy
+from medshard.shards.storage import RetryPolicy, S3Store
+from tests.conftest import ingest
 from tests.s3_server import s3  # noqa: F401
 from tests.test_s3 import (  # noqa: F401
     URL,
@@ -178,3 +183,12 @@ def test_a_shard_damaged_in_the_cache_is_fetched_again_once(images, tmp_path):  
     with pytest.raises(CorruptDataError) as caught:
         list(build_loader(ds, "train", **SPEC))
     assert str(caught.value).startswith(f"{URL}/{shard}: ")
+
+
+def test_a_second_ingest_to_a_url_is_refused_naming_the_url(images):  # noqa: F811
+    held = OutputLock(build_folder(S3Store(URL)))  # another ingest building for the URL
+    with held, pytest.raises(DatasetError) as caught:
+        ingest(images.table, Path(URL), **images.options)
+    message = str(caught.value)
+    assert message.startswith(f"{URL}: another ingest is writing this dataset (pid {os.getpid()} ")
+    assert "builds" not in message

@@ -176,10 +176,13 @@ def _names(paths: list[Path]) -> str:
 
 class OutputLock:
     """One build at a time per --out: `.NAME.lock` beside it, locked with filelock (the
-    operating system releases it when its process dies) and naming its holder."""
+    operating system releases it when its process dies) and naming its holder. `name` is
+    what its messages call the output (an s3:// URL, whose build folder the user never
+    named); the folder itself by default."""
 
-    def __init__(self, out: Path):
+    def __init__(self, out: Path, name: str | None = None):
         self.out = Path(out)
+        self.name = name or str(self.out)
         self.path = self.out.parent / f".{self.out.name}.lock"
         self.notes: list[str] = []
         self._lock = None
@@ -193,7 +196,7 @@ class OutputLock:
             self._lock.acquire()
         except Timeout:
             raise DatasetError(
-                f"{self.out}: another ingest is writing this dataset ({self._holder()}); "
+                f"{self.name}: another ingest is writing this dataset ({self._holder()}); "
                 "wait until it ends or choose another --out"
             ) from None
 
@@ -209,7 +212,7 @@ class OutputLock:
         previous = os.pread(fd, 4096, 0)
         if previous.strip():
             self.notes.append(
-                f"{self.out}: took over the lock of an ingest that is no longer running "
+                f"{self.name}: took over the lock of an ingest that is no longer running "
                 f"({_describe(previous)})"
             )
         owner = {

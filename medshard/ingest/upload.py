@@ -101,7 +101,7 @@ def claim_remote(url: str | Path) -> Iterator[RemoteClaim]:
     store = S3Store(url)
     build = build_folder(store)
     build.parent.mkdir(parents=True, exist_ok=True)
-    with OutputLock(build) as lock:
+    with OutputLock(build, store.url) as lock:
         claim = RemoteClaim(store, build, list(lock.notes))
         recover_output(build)
         claim.remote = RemoteDataset.at(store)

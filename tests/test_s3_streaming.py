@@ -172,8 +172,12 @@ def test_a_volume_evicted_between_its_fetch_and_its_read_is_fetched_again(
         return count
 
     monkeypatch.setattr(ds, "prefetch", fetch_then_always_lose)
-    with pytest.raises(DatasetError, match="was evicted from the cache at .* 3 times; give a"):
+    with pytest.raises(DatasetError) as caught:
         list(build_loader(ds, "train", **spec))
+    assert str(caught.value) == (  # the URL the user gave, not the cache folder
+        f"{url}: sample 'sub0' was evicted from its cache before it could be read, 3 times; "
+        "give a cache_limit that holds one volume for each reading thread"
+    )
 
 
 def test_a_volume_file_removed_from_a_dataset_is_named_not_read_as_zeros(tmp_path):

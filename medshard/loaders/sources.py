@@ -138,12 +138,12 @@ def fetched(dataset: Dataset, key: str, read):
                 break
     if dataset.mirror is not None:
         raise DatasetError(
-            f"{dataset.location}: sample {key!r} was evicted from the cache at "
-            f"{dataset.mirror.root} before it could be read, {_FETCH_TRIES} times; give a "
-            "cache_limit that holds one volume for each reading thread"
+            f"{dataset.location}: sample {str(key)!r} was evicted from its cache before it could "
+            f"be read, {_FETCH_TRIES} times; give a cache_limit that holds one volume for "
+            "each reading thread"
         )
     raise CorruptDataError(
-        f"{dataset.location}: sample {key!r}: {missing} is missing; the dataset was "
+        f"{dataset.location}: sample {str(key)!r}: {missing} is missing; the dataset was "
         "changed after ingest (medshard verify lists what is damaged)"
     )
 

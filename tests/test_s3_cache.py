@@ -21,7 +21,7 @@ from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
 from medshard.shards.storage import RetryPolicy, S3Store
 from tests.conftest import ingest
-from tests.s3_server import s3  # noqa: F401
+from tests.s3_server import BUCKET, s3  # noqa: F401
 from tests.test_s3 import (  # noqa: F401
     URL,
     damage,
@@ -192,3 +192,34 @@ def test_a_second_ingest_to_a_url_is_refused_naming_the_url(images):  # noqa: F8
     message = str(caught.value)
     assert message.startswith(f"{URL}: another ingest is writing this dataset (pid {os.getpid()} ")
     assert "builds" not in message
+
+
+def test_a_volume_chunk_damaged_in_the_cache_is_fetched_again_once(s3, tmp_path):  # noqa: F811
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.volume_data import nifti_subjects
+
+    url = f"s3://{BUCKET}/mri-damaged"
+    options = dict(table=nifti_subjects(tmp_path / "raw", n=2), modalities=("t1", "t2"))
+    options |= dict(mask_col="seg", key_col="subject", val_fraction=0.0, workers=1)
+    for out in (Path(url), tmp_path / "local"):
+        ingest_nifti(NiftiIngestOptions(out=out, processes=False, quiet=True, **options))
+    ds = open_dataset(url, cache_dir=tmp_path / "c")
+    spec = dict(SPEC, patch_size=(16, 16, 16), training=False)  # each patch: a whole volume
+
+    def patches(dataset) -> torch.Tensor:
+        return torch.cat([batch["image"] for batch in build_loader(dataset, "train", **spec)])
+
+    stored = patches(tmp_path / "local")
+    assert torch.equal(patches(ds), stored)  # and the cache filled
+    shard = "zarr/sub0/image/c/0/0/0/0"
+    cached = ds.path / shard
+    data = bytearray(cached.read_bytes())
+    data[10] ^= 0xFF  # inside the first chunk, on local disk
+    cached.write_bytes(bytes(data))
+    assert torch.equal(patches(ds), stored)
+    assert cached.read_bytes() == (tmp_path / "local" / shard).read_bytes()  # fetched again
+    damage(shard, 10, url)  # now the object too: the copy fetched again is bad
+    cached.write_bytes(bytes(data))
+    with pytest.raises(CorruptDataError) as caught:
+        patches(ds)
+    assert str(caught.value).startswith(f"{url}/{shard}: chunk ")

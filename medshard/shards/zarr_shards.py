@@ -214,6 +214,18 @@ class RegionReader:
         for shard in shards:
             shard.map.madvise(mmap.MADV_DONTNEED)
 
+    def forget(self, group: str) -> None:
+        """Let go of what this reader holds of the arrays under folder `group` (a sample's,
+        replaced on disk): the next read opens and checks the files there now."""
+        folder = self.root / group
+        with self._lock:
+            for path in [p for p in self._arrays if Path(p).is_relative_to(group)]:
+                del self._arrays[path]
+            for key in [k for k in self._shards if k[0].is_relative_to(folder)]:
+                del self._shards[key]  # its map closes once no read still uses it
+        if self._fallback is not None:
+            self._fallback.forget(group)
+
     def _array(self, path: str) -> _Array | None:
         if path in self._arrays:
             return self._arrays[path]

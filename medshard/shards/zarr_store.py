@@ -233,6 +233,11 @@ class ZarrReader:
             self._arrays[path] = found
         return found
 
+    def forget(self, group: str) -> None:
+        """Close the arrays opened under folder `group` (a sample's, replaced on disk)."""
+        for path in [p for p in self._arrays if Path(p).is_relative_to(group)]:
+            del self._arrays[path]
+
     def read(self, path: str, selection: tuple = ()) -> np.ndarray:
         """The values of `selection` of the array at `path`; a chunk that fails its crc32c
         or does not decode raises CorruptDataError."""

@@ -93,11 +93,22 @@ class Transform2D:
         raise NotImplementedError
 
 
+# numpy's views of flips and turns (np.flip and np.rot90 make the same views, in
+# several times the microseconds a sample's whole copy takes)
+_NUMPY_FLIPS = {-1: lambda a: a[..., ::-1], -2: lambda a: a[..., ::-1, :]}
+_NUMPY_TURNS = (
+    lambda a: a,
+    lambda a: a.swapaxes(-2, -1)[..., ::-1, :],
+    lambda a: a[..., ::-1, ::-1],
+    lambda a: a.swapaxes(-2, -1)[..., ::-1],
+)
+
+
 def _flip(image: Array, dims: list[int]) -> Array:
     """`image` mirrored along `dims`: a numpy view, or a torch copy (uint16, which
     torch's flips do not take, moved as the int16 of the same bits)."""
     if isinstance(image, np.ndarray):
-        return np.flip(image, dims)
+        return image[..., ::-1, :][..., ::-1] if len(dims) == 2 else _NUMPY_FLIPS[dims[0]](image)
     if image.dtype == torch.uint16:
         return image.view(torch.int16).flip(dims).view(torch.uint16)
     return image.flip(dims)
@@ -107,7 +118,7 @@ def _turn(image: Array, turns: int) -> Array:
     """`image` turned by `turns` quarter turns counter-clockwise: a numpy view, or a
     torch copy (uint16 as int16, as in `_flip`)."""
     if isinstance(image, np.ndarray):
-        return np.rot90(image, turns, axes=(-2, -1))
+        return _NUMPY_TURNS[turns % 4](image)
     if image.dtype == torch.uint16:
         return torch.rot90(image.view(torch.int16), turns, dims=(-2, -1)).view(torch.uint16)
     return torch.rot90(image, turns, dims=(-2, -1))
@@ -371,9 +382,21 @@ def chain_params(
     sample's `Stream`) in chain order, in one call to it; None: the evaluation values."""
     if generator is None:
         return [t.fixed() for t in chain]
-    draws = [t.draws() for t in chain]
-    values = iter(draw_all([d for each in draws for d in each.values()], generator))
-    return [t.fixed() | {name: next(values) for name in d} for t, d in zip(chain, draws)]
+    fixed, names, draws = _draw_plan(tuple(chain))
+    values = iter(draw_all(draws, generator))
+    return [f | {name: next(values) for name in n} for f, n in zip(fixed, names)]
+
+
+@lru_cache(maxsize=64)
+def _draw_plan(chain: tuple[Transform2D, ...]) -> tuple[list[dict], list[tuple], list[Draw]]:
+    """Each transform's evaluation values and the names it draws, and every draw in
+    chain order: the same for every sample, so made once."""
+    each = [t.draws() for t in chain]
+    return (
+        [t.fixed() for t in chain],
+        [tuple(d) for d in each],
+        [x for d in each for x in d.values()],
+    )
 
 
 @lru_cache(maxsize=64)

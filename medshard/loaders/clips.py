@@ -58,6 +58,9 @@ class ClipFiller:
         generator = sample_generator(t.seed, epoch, index) if t.training else None
         return augment_2d(clip, t.config, generator, 255.0, t.stats, t.channels)  # 8-bit
 
+    def settle(self, arrays: dict, rows: slice, kept: list[bool]) -> None:
+        """Nothing: each sample is whole once filled."""
+
     def finish(self, batch: dict, epoch: int) -> dict:
         frames = batch.pop("frames")
         if self.on_device:

@@ -94,8 +94,13 @@ class ImageFiller:
                 "weights": ((size, *weights), np.dtype(np.float32)),
                 "offset": ((size, self.channels), np.dtype(np.float32)),
             }
-        else:
-            layout = {"image": ((size, self.channels, *self.size), np.dtype(np.float32))}
+        else:  # floats, and each sample's gain and offset until its job settles them
+            affine = ((size, self.channels, 1, 1), np.dtype(np.float32))
+            layout = {
+                "image": ((size, self.channels, *self.size), np.dtype(np.float32)),
+                "gain": affine,
+                "offset": affine,
+            }
         for name, dtype in self.labels.items():
             kind = np.dtype(np.int64) if dtype.kind in "iu" else np.dtype(np.float32)
             layout[name] = ((size, *self.label_shapes[name]), kind)
@@ -146,8 +151,13 @@ class ImageFiller:
         )
         if self.on_device:
             self._stored(arrays, slot, x, mix, gain, offset)
+        elif mix is None:  # the gain and offset with the job's other samples (`settle`)
+            np.copyto(arrays["image"][slot], x, casting="unsafe")
+            arrays["gain"][slot] = np.reshape(gain, (-1, 1, 1))
+            arrays["offset"][slot] = np.reshape(offset, (-1, 1, 1))
         else:
             _to_float(arrays["image"][slot], x, mix, gain, offset)
+            arrays["gain"][slot], arrays["offset"][slot] = 1, 0
         for name, value in label_fields(row).items():
             arrays[name][slot] = value
 
@@ -166,10 +176,26 @@ class ImageFiller:
             arrays["weights"][slot] = 0
             arrays["weights"][slot, :, :count] = np.broadcast_to(gain, self.channels)[:, None] * mix
 
+    def settle(self, arrays: dict, rows: slice, kept: list[bool]) -> None:
+        """On a CPU, the gain and offset of one job's samples (`rows`; `kept`: those that
+        loaded), in two passes over all of them: each numpy call hands the GIL to the
+        other threads and takes it back, which per sample cost more than the arithmetic."""
+        if self.on_device:
+            return
+        image, gain, offset = (arrays[n][rows] for n in ("image", "gain", "offset"))
+        if all(kept):
+            image *= gain
+            image += offset
+            return
+        for row in np.flatnonzero(kept):
+            image[row] *= gain[row]
+            image[row] += offset[row]
+
     def finish(self, batch: dict, epoch: int) -> dict:
         """On the device, the batch's one pass to floats (after integers crossed to it);
         on a CPU each sample became floats in its thread."""
         if not self.on_device:
+            del batch["gain"], batch["offset"]
             return batch
         image = batch.pop("image")
         if image.dtype == torch.uint16 and image.device.type != "cpu":

@@ -111,6 +111,9 @@ class PatchFiller:
         t = self.transform
         run_plan(image, intensity_plan(t.config, draw, t.stats, storage, self.shape[0]))
 
+    def settle(self, arrays: dict, rows: slice, kept: list[bool]) -> None:
+        """Nothing: each sample is whole once filled."""
+
     def finish(self, batch: dict, epoch: int) -> dict:
         """On the device: each sample augmented with its own draw (stored values in)."""
         storage = batch.pop("storage")

@@ -37,6 +37,10 @@ class Filler(Protocol):
     def fill(self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int) -> None:
         """Fill row `slot` of the batch's arrays (numpy views of its tensors)."""
 
+    def settle(self, arrays: dict[str, np.ndarray], rows: slice, kept: list[bool]) -> None:
+        """What is left to do on one job's `rows` once each has been filled (`kept`:
+        those that loaded), in the job's thread."""
+
     def finish(self, batch: dict, epoch: int) -> dict: ...
 
 
@@ -116,6 +120,7 @@ class SlotLoader(Resumable):
                 kept.append(False)
             else:
                 kept.append(True)
+        self.filler.settle(arrays, slice(slots.start, slots.stop), kept)
         return kept
 
     def _start(self, pool, indices: np.ndarray, epoch: int):

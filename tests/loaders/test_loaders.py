@@ -276,6 +276,20 @@ def test_a_corrupt_sample_is_skipped_and_counted_when_asked(damaged_copy):
     assert row["key"] not in keys and len(keys) == 23 and loader.state.skipped_samples == 1
 
 
+def test_the_samples_beside_a_skipped_one_are_whole(damaged_copy, image_dataset):
+    path, row = damaged_copy
+    # jobs of several samples (16 in a batch, two threads): a skipped one shares its job
+    spec = dict(batch_size=16, backend="torch", num_workers=0, augment=Augment2D(contrast=0.3))
+
+    def images(dataset, **options) -> dict:
+        loader = build_loader(dataset, "train", **spec, **options)
+        return {k: x for batch in loader for k, x in zip(batch["key"], batch["image"])}
+
+    skipped, whole = images(path, on_error="skip"), images(image_dataset)
+    assert skipped.keys() == whole.keys() - {row["key"]}
+    assert all(torch.equal(skipped[key], whole[key]) for key in skipped)
+
+
 def test_a_truncated_shard_fails_naming_it(image_dataset, tmp_path):
     import shutil
 

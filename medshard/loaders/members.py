@@ -10,6 +10,7 @@ range holds the member's bytes (`confirm`); only later reads take the short way.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class MemberRanges:
     def __init__(self, root: str | Path, rows: list[dict], fields: tuple[str, ...]):
         self.root = Path(root)
         self.names = sorted({r["shard"] for r in rows})
+        self.paths = [self.root / name for name in self.names]
         number = {name: i for i, name in enumerate(self.names)}
         where: dict[str, tuple[str, int, int, str]] = {}
         for name in self.names:
@@ -72,13 +74,13 @@ class MemberRanges:
             return self._pread(index, offset, size)
         dtype, shape, header = layout
         shard = int(self.shard[index])
-        mapped = self._files.map(shard, self.root / self.names[shard])
+        mapped = self._files.map(shard, self.paths[shard])
         if offset + size > len(mapped):
             raise DatasetError(f"{self.names[shard]}: the shard is truncated")
-        return np.frombuffer(mapped, dtype, int(np.prod(shape)), offset + header).reshape(shape)
+        return np.frombuffer(mapped, dtype, math.prod(shape), offset + header).reshape(shape)
 
     def _fd(self, shard: int) -> int:
-        return self._files.fd(shard, self.root / self.names[shard])
+        return self._files.fd(shard, self.paths[shard])
 
     def _pread(self, index: int, offset: int, size: int) -> bytes:
         shard = int(self.shard[index])

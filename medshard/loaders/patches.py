@@ -22,7 +22,8 @@ from medshard.loaders.augment3d import (
     run_plan,
     write_view,
 )
-from medshard.loaders.sources import PatchSamples, fetched
+from medshard.loaders.fetching import fetched
+from medshard.loaders.sources import PatchSamples
 from medshard.loaders.transforms import VolumeTransform
 
 __all__ = ["PatchFiller"]
@@ -44,9 +45,7 @@ class PatchFiller:
         rows = source.rows
         first = f"{rows.paths[0]}/labels/mask"
         self.mask_dtype = (
-            fetched(source.dataset, rows.keys[0], lambda: source.reader.dtype(first))
-            if source.masked
-            else None
+            fetched(source, 0, lambda: source.reader.dtype(first)) if source.masked else None
         )
         self._local = threading.local()
 

@@ -17,8 +17,9 @@ from typing import Literal
 import numpy as np
 
 from medshard.codecs import decode_image
-from medshard.errors import CorruptDataError, DatasetError, MissingFileError
+from medshard.errors import DatasetError
 from medshard.loaders.columns import ZarrColumns
+from medshard.loaders.fetching import fetched
 from medshard.shards.foreground import read_foreground
 from medshard.shards.random_access import ShardFiles
 from medshard.shards.reader import Dataset
@@ -121,53 +122,6 @@ class ShardSamples:
         return sample
 
 
-_FETCH_TRIES = 3  # before a sample is named missing: other threads may evict it in between
-
-
-def fetched(
-    dataset: Dataset,
-    key: str,
-    read,
-    group: str | None = None,
-    reader: RegionReader | None = None,
-):
-    """`read()` of sample `key`'s stored arrays: a remote dataset's fetched into its cache
-    first, and again should another thread's fetch evict them before `read` opened them;
-    a file that is not there is named in one sentence. A remote sample whose cached arrays
-    (its Zarr `group`, read by `reader`) fail their check is fetched once more."""
-    mirror = dataset.mirror
-    misses, fetched_again = 0, False
-    while True:
-        dataset.prefetch([key])
-        try:
-            return read()
-        except (FileNotFoundError, MissingFileError) as exc:
-            missing = exc.path if isinstance(exc, MissingFileError) else exc.filename
-            misses += 1
-            if mirror is None or misses == _FETCH_TRIES:
-                break
-        except CorruptDataError as exc:
-            if mirror is None:
-                raise
-            if fetched_again or group is None:
-                raise CorruptDataError(mirror.named(str(exc))) from exc
-            # the origin holds good bytes: the cached copy was damaged on local disk
-            fetched_again = True
-            mirror.cache.drop(group)
-            if reader is not None:
-                reader.forget(group)
-    if mirror is not None:
-        raise DatasetError(
-            f"{dataset.location}: sample {str(key)!r} was evicted from its cache before it could "
-            f"be read, {_FETCH_TRIES} times; give a cache_limit that holds one volume for "
-            "each reading thread"
-        )
-    raise CorruptDataError(
-        f"{dataset.location}: sample {str(key)!r}: {missing} is missing; the dataset was "
-        "changed after ingest (medshard verify lists what is damaged)"
-    )
-
-
 def _rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index, 7])
 
@@ -237,14 +191,8 @@ class PatchSamples:
         """Each channel's (scale, offset) from stored to real values ((1, 0) unless the
         volume was stored as scaled integers)."""
         row = index // self.per_volume
-        group = str(self.rows.paths[row])
-        attributes = fetched(
-            self.dataset,
-            self.rows.keys[row],
-            lambda: self.reader.attributes(f"{group}/image"),
-            group,
-            self.reader,
-        )
+        group = self.rows.paths[row]
+        attributes = fetched(self, row, lambda: self.reader.attributes(f"{group}/image"))
         scaled = attributes.get("intensity")
         if not scaled:
             return ((1.0, 0.0),) * self.channels
@@ -254,13 +202,7 @@ class PatchSamples:
         """Copy the patch at `origin` of item `index`'s volume (stored values) into
         `image` (c, *patch) and `mask` (*patch): arrays or views of any dtype."""
         row = index // self.per_volume
-        fetched(
-            self.dataset,
-            self.rows.keys[row],
-            lambda: self._read(row, origin, image, mask),
-            str(self.rows.paths[row]),
-            self.reader,
-        )
+        fetched(self, row, lambda: self._read(row, origin, image, mask))
 
     def _read(self, row: int, origin, image: np.ndarray, mask: np.ndarray | None) -> None:
         path = str(self.rows.paths[row])
@@ -401,14 +343,8 @@ class ClipSamples:
         row = self.videos[index]
         frames = out[:, 0] if self.rows.shapes.shape[1] == 3 else out.transpose(0, 2, 3, 1)
         region = (slice(start, start + self.clip_len), *(slice(0, n) for n in frames.shape[1:]))
-        group = str(self.rows.paths[row])
-        fetched(
-            self.dataset,
-            self.rows.keys[row],
-            lambda: self.reader.read_into(f"{group}/image", frames, region),
-            group,
-            self.reader,
-        )
+        group = self.rows.paths[row]
+        fetched(self, row, lambda: self.reader.read_into(f"{group}/image", frames, region))
 
     def load(self, index: int, epoch: int) -> dict:
         start = self.start(index, epoch)

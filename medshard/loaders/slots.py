@@ -72,6 +72,13 @@ class _Recycler:
         return {name: torch.from_numpy(array[:rows]) for name, array in arrays.items()}
 
 
+def _one_torch_thread() -> None:
+    """A loader thread's torch operations (a resize) run in that thread alone: the loader's
+    threads are the parallelism, and each one's own OpenMP team would spin on the cores
+    the others use (the setting is the calling thread's; the training thread keeps its)."""
+    torch.set_num_threads(1)
+
+
 def _torch_dtype(dtype: np.dtype) -> torch.dtype:
     return torch.from_numpy(np.empty(0, dtype)).dtype
 
@@ -194,7 +201,7 @@ class SlotLoader(Resumable):
         epoch = state.epoch
         plan = enumerate(self.pass_batches())  # from the resume position on
         pending: deque = deque()
-        pool = concurrent.futures.ThreadPoolExecutor(self.threads)
+        pool = concurrent.futures.ThreadPoolExecutor(self.threads, initializer=_one_torch_thread)
         try:
             for number, indices in plan:
                 pending.append((number, *self._start(pool, indices, epoch)))

@@ -211,3 +211,26 @@ def test_the_device_path_batch_equals_the_cpu_path_batch(raw_copies, channels):
     for a, b in zip(per_sample, per_batch):
         assert a["key"] == b["key"]
         torch.testing.assert_close(a["image"], b["image"], atol=1e-6, rtol=0)
+
+
+def test_loader_threads_run_torch_alone_and_leave_the_training_threads_setting(
+    raw_copies, monkeypatch
+):
+    from medshard.loaders.images2d import ImageFiller
+
+    seen = []
+    fill = ImageFiller.fill
+
+    def counting_fill(self, *args):
+        seen.append(torch.get_num_threads())
+        fill(self, *args)
+
+    monkeypatch.setattr(ImageFiller, "fill", counting_fill)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # as on a machine of two cores or more
+    try:
+        load(raw_copies, augment=Augment2D(resize=(40, 40)), num_workers=2)
+        assert seen and set(seen) == {1}  # a resize's OpenMP team would spin on the cores
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -52,8 +52,7 @@ def test_build_loader_refuses_cache_options_where_no_cache_is(images, tmp_path):
     with pytest.raises(DatasetError) as caught:
         build_loader(images.local, "train", cache_limit="1GB", **SPEC)
     assert str(caught.value) == (
-        f"{images.local}: a directory has no cache, so cache_limit cannot apply; they are "
-        "for a dataset at an s3:// URL"
+        f"{images.local}: cache_limit apply only to a dataset at an s3:// URL, not to a directory"
     )
     ds = open_dataset(URL, cache_dir=tmp_path / "c")
     with pytest.raises(DatasetError) as caught:

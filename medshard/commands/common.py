@@ -61,7 +61,10 @@ def own_message(exc: Exception) -> str:
     text = str(exc)
     if not text.startswith(f"Caught {type(exc).__name__} ") or "Original Traceback" not in text:
         return text
-    raised = f"\n{type(exc).__module__}.{type(exc).__qualname__}: "
+    module, name = type(exc).__module__, type(exc).__qualname__
+    if module not in ("builtins", "__main__"):  # a traceback names built-in ones bare
+        name = f"{module}.{name}"
+    raised = f"\n{name}: "
     at = text.rfind(raised)
     if at < 0:
         return text.splitlines()[0]

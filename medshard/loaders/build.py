@@ -244,8 +244,8 @@ def _opened(dataset: str | Path | Dataset, **storage) -> Dataset:
         )
     if not is_url(dataset):
         raise DatasetError(
-            f"{dataset}: a directory has no cache, so {', '.join(given)} cannot apply; they "
-            "are for a dataset at an s3:// URL"
+            f"{dataset}: {', '.join(given)} apply only to a dataset at an s3:// URL, not to "
+            "a directory"
         )
     return open_dataset(dataset, **storage)
 

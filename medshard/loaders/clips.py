@@ -10,13 +10,14 @@ import numpy as np
 import torch
 
 from medshard.loaders.augment import augment_2d, sample_generator
+from medshard.loaders.slots import Filler
 from medshard.loaders.sources import ClipSamples
 from medshard.loaders.transforms import FrameTransform
 
 __all__ = ["ClipFiller"]
 
 
-class ClipFiller:
+class ClipFiller(Filler):
     """Puts clips of `source` into batches, augmented as `transform` says."""
 
     def __init__(self, source: ClipSamples, transform: FrameTransform, on_device: bool = False):
@@ -57,9 +58,6 @@ class ClipFiller:
         t = self.transform
         generator = sample_generator(t.seed, epoch, index) if t.training else None
         return augment_2d(clip, t.config, generator, 255.0, t.stats, t.channels)  # 8-bit
-
-    def settle(self, arrays: dict, rows: slice, kept: list[bool]) -> None:
-        """Nothing: each sample is whole once filled."""
 
     def finish(self, batch: dict, epoch: int) -> dict:
         frames = batch.pop("frames")

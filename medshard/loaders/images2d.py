@@ -6,8 +6,9 @@ resize) and copy the result straight into its slot of a preallocated batch of th
 stored type. The intensity steps of every sample (bit depth, colour to gray, contrast,
 brightness, normalisation) are folded into one multiply-add per sample and channel,
 made where the values first become floats: on a GPU once on the whole batch, on the
-device, so that integers, not floats, cross to it; on a CPU in the sample's thread, in
-the same pass as its copy into a float batch. Batches never cross a process boundary
+device, so that integers, not floats, cross to it; on a CPU in the sample's thread, which
+copies it into the float batch and then applies the multiply-add to all of its job's
+samples at once (`settle`). Batches never cross a process boundary
 (loaders/slots.py), and the kernel reads ahead of the plan (loaders/readahead.py)."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from medshard.loaders.draws import Stream
 from medshard.loaders.frame_format import bit_depth_scale, stored_channels
 from medshard.loaders.members import MemberRanges
 from medshard.loaders.readahead import FetchAhead, ReadAhead
-from medshard.loaders.slots import SlotLoader
+from medshard.loaders.slots import Filler, SlotLoader
 from medshard.loaders.sources import ShardSamples, label_fields
 
 __all__ = ["ImageFiller", "ImageLoader", "output_size"]
@@ -43,7 +44,7 @@ def _colour(channels: int) -> int:
     return 1 if channels < 3 else 3
 
 
-class ImageFiller:
+class ImageFiller(Filler):
     """Puts the 2D images of `source` into batch slots (a slots.Filler): pixels from
     `pixels`, augmented by `config` (drawn per sample when `training`), as `channels`
     channels normalised by `stats` (per channel, unit scale)."""
@@ -193,7 +194,7 @@ class ImageFiller:
 
     def finish(self, batch: dict, epoch: int) -> dict:
         """On the device, the batch's one pass to floats (after integers crossed to it);
-        on a CPU each sample became floats in its thread."""
+        on a CPU the jobs' threads made them (`fill`, `settle`)."""
         if not self.on_device:
             del batch["gain"], batch["offset"]
             return batch

@@ -6,7 +6,9 @@ of training copies so skips the original's bytes and the parsing of tar headers.
 The index is trusted only after it agreed once: the first read of each sample reads the
 whole sample, checks it against the manifest's checksum and checks that the index's
 range holds the member's bytes (`confirm`); only later reads take the short way. A raw
-(`.npy`) member is then read without its header: its type and shape are kept."""
+(`.npy`) member is then not read at all: it is a read-only view of the shard's memory map
+past its header (its type and shape are kept), so that its pixels are copied once, from
+the page cache straight into the batch."""
 
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ from medshard.loaders.augment3d import (
     write_view,
 )
 from medshard.loaders.fetching import fetched
+from medshard.loaders.slots import Filler
 from medshard.loaders.sources import PatchSamples
 from medshard.loaders.transforms import VolumeTransform
 
@@ -36,7 +37,7 @@ def _direct(view: np.ndarray) -> bool:
     return view.strides[-1] == view.itemsize
 
 
-class PatchFiller:
+class PatchFiller(Filler):
     """Puts patches of `source` into batches, augmented as `transform` says."""
 
     def __init__(self, source: PatchSamples, transform: VolumeTransform):
@@ -109,9 +110,6 @@ class PatchFiller:
                 mask[...] = moved_mask.numpy()
         t = self.transform
         run_plan(image, intensity_plan(t.config, draw, t.stats, storage, self.shape[0]))
-
-    def settle(self, arrays: dict, rows: slice, kept: list[bool]) -> None:
-        """Nothing: each sample is whole once filled."""
 
     def finish(self, batch: dict, epoch: int) -> dict:
         """On the device: each sample augmented with its own draw (stored values in)."""

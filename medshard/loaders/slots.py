@@ -14,7 +14,6 @@ import contextlib
 import sys
 from collections import deque
 from collections.abc import Iterator
-from typing import Protocol
 
 import numpy as np
 import torch
@@ -27,21 +26,27 @@ from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, PlanSpec,
 __all__ = ["Filler", "SlotLoader", "zarr_loader"]
 
 
-class Filler(Protocol):
-    """How one kind of sample is put into a batch: patches.PatchFiller, clips.ClipFiller."""
+class Filler:
+    """How one kind of sample is put into a batch: images2d.ImageFiller,
+    patches.PatchFiller, clips.ClipFiller."""
 
     source: object
 
-    def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]: ...
+    def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Each array of a batch of `size` samples: its shape and type."""
+        raise NotImplementedError
 
     def fill(self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int) -> None:
         """Fill row `slot` of the batch's arrays (numpy views of its tensors)."""
+        raise NotImplementedError
 
     def settle(self, arrays: dict[str, np.ndarray], rows: slice, kept: list[bool]) -> None:
         """What is left to do on one job's `rows` once each has been filled (`kept`:
-        those that loaded), in the job's thread."""
+        those that loaded), in the job's thread; nothing unless a filler says so."""
 
-    def finish(self, batch: dict, epoch: int) -> dict: ...
+    def finish(self, batch: dict, epoch: int) -> dict:
+        """The batch as it is delivered (on its device)."""
+        raise NotImplementedError
 
 
 class _Recycler:

@@ -68,10 +68,13 @@ class CacheDir:
             finally:
                 tmp.unlink(missing_ok=True)
 
-    def drop(self, name: str) -> None:
-        """Remove entry `name`, found damaged: the next open fetches it again."""
+    def drop(self, name: str, intact: Callable[[Path], bool] | None = None) -> None:
+        """Remove entry `name`, found damaged, unless `intact(path)` says the one there now
+        is whole (another reader fetched it again meanwhile): the next open fetches it."""
+        path = self.root / name
         with self._entry_lock(name):
-            _remove(self.root / name)
+            if intact is None or not path.exists() or not intact(path):
+                _remove(path)
 
     def usage(self) -> int:
         """Bytes in the cache and reserved for fetches under way."""

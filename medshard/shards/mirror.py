@@ -156,7 +156,8 @@ class Mirror:
     def read_again(self, shard: str, offset: int, nbytes: int) -> bytes:
         """`read` once more, for bytes that failed their checksum: the shard's copy in the
         cache (damaged on local disk) is dropped first, so that they come from the store."""
-        self.cache.drop(shard)
+        sha256 = self.shard(shard).sha256
+        self.cache.drop(shard, lambda path: sha256 is not None and file_sha256(path) == sha256)
         return self.read(shard, offset, nbytes)
 
     def shard(self, name: str) -> ShardInfo:
@@ -305,7 +306,7 @@ class Mirror:
             self._check_limit()
         except DatasetError:
             for name in written:
-                (self.root / name).unlink(missing_ok=True)
+                self.cache.drop(name)
             raise
         origin = {"url": self.url, "endpoint_url": self.store.endpoint_url}
         origin["cache_limit"] = self.limit

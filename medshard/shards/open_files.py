@@ -5,7 +5,10 @@ starts empty.
 
 A map stays valid while any array viewing it is alive, after `close()` too. Only files
 that medshard never changes in place are mapped: a dataset is replaced by a rename, which
-leaves a mapped file whole; a file cut short under a map would stop the process."""
+leaves a mapped file whole; a file cut short under a map would stop the process. Mapped
+pages are the page cache's own, clean and file-backed: the process's resident size counts
+those it touched, and the kernel takes them back under memory pressure (the Zarr reader,
+whose chunks are far larger, also hands its pages back itself: zarr_shards.py)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ object."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -288,23 +289,23 @@ class S3Store:
         return f"S3Store({self.url!r}, endpoint_url={self.endpoint_url!r})"
 
 
-_loader_lock = threading.Lock()
-_loader = None
+@functools.cache
+def _service_loader():
+    """This process's loader of S3's service model (made twice by racing threads at
+    worst, which is harmless)."""
+    import botocore.loaders
+
+    return botocore.loaders.create_loader()
 
 
 def _botocore_session():
     """A fresh botocore session (it reads the credentials as they are now) sharing this
     process's loader of S3's service model: a client made without it spends most of a
     dataset's open parsing the model's JSON again."""
-    global _loader
-    import botocore.loaders
     import botocore.session
 
-    with _loader_lock:
-        if _loader is None:
-            _loader = botocore.loaders.create_loader()
     session = botocore.session.get_session()
-    session.register_component("data_loader", _loader)
+    session.register_component("data_loader", _service_loader())
     return session
 
 

@@ -33,6 +33,8 @@ from medshard.shards.zarr_layout import Codec, inner_codecs
 
 __all__ = ["RegionReader", "write_shard"]
 
+_UNOPENED = object()  # an array not opened yet (None: one this reader cannot read)
+
 _EMPTY = 2**64 - 1  # the index's offset and length of a chunk that was never written
 _MAX_MAPS = 512
 _MAX_ARRAYS = 4096  # parsed metadata kept, so memory does not grow with the dataset
@@ -227,8 +229,9 @@ class RegionReader:
             self._fallback.forget(group)
 
     def _array(self, path: str) -> _Array | None:
-        if path in self._arrays:
-            return self._arrays[path]
+        found = self._arrays.get(path, _UNOPENED)  # one lookup: others evict and forget
+        if found is not _UNOPENED:
+            return found
         self._check_metadata(path)
         try:
             array = _Array(self.root / path)

@@ -235,8 +235,8 @@ class ZarrReader:
 
     def forget(self, group: str) -> None:
         """Close the arrays opened under folder `group` (a sample's, replaced on disk)."""
-        for path in [p for p in self._arrays if Path(p).is_relative_to(group)]:
-            del self._arrays[path]
+        for path in [p for p in list(self._arrays) if Path(p).is_relative_to(group)]:
+            self._arrays.pop(path, None)  # other threads open and forget arrays meanwhile
 
     def read(self, path: str, selection: tuple = ()) -> np.ndarray:
         """The values of `selection` of the array at `path`; a chunk that fails its crc32c

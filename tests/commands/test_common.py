@@ -39,3 +39,20 @@ def test_any_other_error_is_printed_whole(capsys):
     with pytest.raises(typer.Exit):
         fail(CorruptDataError("Caught nothing: " + MESSAGE))
     assert capsys.readouterr().err == f"error: Caught nothing: {MESSAGE}\n"
+
+
+class Refusing(torch.utils.data.Dataset):
+    """A dataset whose only sample raises a built-in error, which a traceback names bare."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int):
+        raise ValueError("row 3: the label is not a number")
+
+
+def test_a_workers_built_in_error_is_printed_as_its_own_first_line():
+    loader = torch.utils.data.DataLoader(Refusing(), num_workers=1)
+    with pytest.raises(ValueError) as caught:
+        next(iter(loader))
+    assert own_message(caught.value) == "row 3: the label is not a number"

@@ -45,16 +45,17 @@ def streaming_lines(results: dict) -> list[str]:
             k for k in ("cold", "warm", "tight") if s[k]["cache_peak_mb"] > s[k]["cache_limit_mb"]
         ]
         if "server_mb_per_s" in s:
-            transfer = s["dataset_mb"] / s["server_mb_per_s"]
+            transfer = s["epoch_fetch_mb"] / s["server_mb_per_s"]
             local = s["epoch_samples"] / s["local"]["samples_per_s"]
             bound = 100 * local / max(local, transfer)
             cold = 100 * s["cold"]["samples_per_s"] / s["local"]["samples_per_s"]
             lines.append(
-                f"- {w['name']}: the server delivers {s['server_mb_per_s']:.0f} MB/s to four "
-                f"readers; a cold epoch fetches the {s['dataset_mb']:.0f} MB dataset, "
-                f"{transfer:.2f} s of transfer alone against a local epoch of {local:.2f} s, "
-                f"so a cold epoch reaches at most {bound:.0f}% of local (transfer wholly "
-                f"overlapped with reading); the engine's reached {cold:.0f}%."
+                f"- {w['name']}: the server delivers {s['server_mb_per_s']:.0f} MB/s to "
+                f"{s['fetch_threads']} readers; a cold epoch fetches "
+                f"{s['epoch_fetch_mb']:.0f} MB, {transfer:.2f} s of transfer alone against a "
+                f"local epoch of {local:.2f} s, so a cold epoch reaches at most {bound:.0f}% "
+                f"of local (transfer wholly overlapped with reading); the engine's reached "
+                f"{cold:.0f}%."
             )
         lines.append(
             f"- {w['name']}: dataset {s['dataset_mb']:.0f} MB; the least limit it accepts "

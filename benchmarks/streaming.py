@@ -155,23 +155,35 @@ def _cold(workload, url, endpoint, cache: Path, limit: int, repetitions: int) ->
     }
 
 
-def _server_rate(store: S3Store, name: str, readers: int = 4, rounds: int = 2) -> float:
-    """Bytes per second the server delivers of object `name` to `readers` GETs at once
-    (the cache's fetches run four at a time)."""
+FETCH_THREADS = 4  # the cache's fetches run four at a time (Mirror.prefetch)
+
+
+def _server_rate(store: S3Store, name: str, rounds: int = 2) -> float:
+    """Bytes per second the server delivers of object `name` to FETCH_THREADS GETs at
+    once."""
     size = store.head(name)[0]
-    with ThreadPoolExecutor(readers) as pool:
+    with ThreadPoolExecutor(FETCH_THREADS) as pool:
         started = time.perf_counter()
-        list(pool.map(lambda _: store.get(name), range(readers * rounds)))
-        return size * readers * rounds / (time.perf_counter() - started)
+        list(pool.map(lambda _: store.get(name), range(FETCH_THREADS * rounds)))
+        return size * FETCH_THREADS * rounds / (time.perf_counter() - started)
 
 
-def _epoch_samples(workload, ds: Path) -> int:
-    return sum(len(batch["image"]) for batch in workload.engine(ds, True))
+def _train_epoch(workload, ds: Path) -> tuple[int, int]:
+    """(samples, bytes fetched) of a cold pass over the training split: its shards, or
+    the arrays of its volumes, each fetched whole."""
+    local = open_dataset(ds)
+    rows = [r for r in local.manifest.to_pylist() if r["split"] == "train"]
+    per_volume = workload.engine_options.get("samples_per_volume", 1)
+    if any(r["zarr_path"] for r in rows):
+        return len(rows) * per_volume, sum(r["bytes"] for r in rows)
+    shards = sum(s.bytes for s in local.card.shards if s.split == "train")
+    return len(rows), shards
 
 
 def run_streaming(workload, ds: Path, work: Path, repetitions: int, warmup: int) -> dict:
     """The engine on `ds` from disk and from the loopback server: cold, warm, tight."""
     total, least, largest = _sizes(ds)
+    samples, fetched = _train_epoch(workload, ds)
     # tight: half the dataset, and room for the entry each reading thread is reading (a
     # Zarr volume being read can be evicted by another thread's read when there is not)
     roomy_limit = int(total * 1.25) + 2**20
@@ -195,7 +207,9 @@ def run_streaming(workload, ds: Path, work: Path, repetitions: int, warmup: int)
         # what a cold epoch must fetch (every shard or volume; tables are small) against
         # what the server delivers: the transfer alone, beside the local epoch
         "server_mb_per_s": rate / 2**20,
-        "epoch_samples": _epoch_samples(workload, ds),
+        "fetch_threads": FETCH_THREADS,
+        "epoch_samples": samples,
+        "epoch_fetch_mb": fetched / 2**20,
         "least_limit_mb": least / 2**20,
         "local": local,
         "cold": cold,

@@ -11,7 +11,6 @@ import pytest
 
 from benchmarks.streaming import loopback_s3, run_streaming, streaming_lines
 from benchmarks.workloads import WORKLOADS
-from medshard.shards.reader import open_dataset
 from medshard.synth.images import synth_mammo_tiles
 from medshard.synth.volumes import synth_fomo_mri
 
@@ -34,9 +33,9 @@ def test_streaming_rows_at_tiny_scale(tmp_path, name):
     for key in ("cold", "warm", "tight"):
         assert 0 < result[key]["cache_peak_mb"] <= result[key]["cache_limit_mb"]
     assert result["server_mb_per_s"] > 0
-    train = open_dataset(ds).card.counts["train"].samples
-    per_volume = workload.engine_options.get("samples_per_volume", 1)
-    assert result["epoch_samples"] == train * per_volume
+    loader = workload.engine(ds, True)
+    assert result["epoch_samples"] == sum(len(batch["image"]) for batch in loader)
+    assert 0 < result["epoch_fetch_mb"] <= result["dataset_mb"]
     assert not any((tmp_path / "work").glob("cache-*"))  # the caches are removed
     lines = streaming_lines({"workloads": [{"name": name, "streaming": result}]})
     assert f"| {name} | remote, warm cache |" in "\n".join(lines)
@@ -78,7 +77,9 @@ def test_the_report_gives_each_remote_row_as_a_share_of_local_and_flags_a_limit_
     run["workloads"][0]["streaming"] = {
         "dataset_mb": 80.0,
         "server_mb_per_s": 100.0,
+        "fetch_threads": 4,
         "epoch_samples": 800,
+        "epoch_fetch_mb": 80.0,
         "least_limit_mb": 30.0,
         "local": figures(400.0),
         "cold": remote(340.0, 90.0),

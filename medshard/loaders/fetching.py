@@ -7,9 +7,12 @@ bytes); a file missing from a local dataset is named in one sentence."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from medshard.errors import CorruptDataError, DatasetError, MissingFileError
+
+if TYPE_CHECKING:
+    from medshard.loaders.sources import ClipSamples, PatchSamples
 
 __all__ = ["fetched"]
 
@@ -17,7 +20,7 @@ T = TypeVar("T")
 _FETCH_TRIES = 3  # before a sample is named missing: other threads may evict it in between
 
 
-def fetched(source, row: int, read: Callable[[], T]) -> T:
+def fetched(source: PatchSamples | ClipSamples, row: int, read: Callable[[], T]) -> T:
     """`read()` of the stored arrays of item `row` of `source` (PatchSamples' volumes,
     ClipSamples' videos: its `dataset`, `rows` and `reader`)."""
     dataset, reader = source.dataset, source.reader

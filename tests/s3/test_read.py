@@ -1,169 +1,30 @@
-"""Datasets in object storage, end to end against a real S3 API server on loopback
-(tests/s3_server.py): ingest to a URL, verify and inspect it, stream every sample through
-a cache smaller than the dataset, survive the server's restart mid-epoch, and give two
-ranks each sample exactly once."""
+"""Reading a dataset at a URL on the loopback S3 server (tests/s3_server.py): stream every
+sample through a cache smaller than the dataset, survive the server's restart mid-epoch,
+give two ranks each sample exactly once, and verify and inspect it."""
 
 from __future__ import annotations
 
 import itertools
 import logging
-import os
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import pytest
 import torch
 
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.loaders.build import build_loader
-from medshard.shards.layout import CARD_NAME
-from medshard.shards.publish import MARKER_NAME, publish
 from medshard.shards.reader import open_dataset
-from medshard.shards.storage import S3Store
 from medshard.shards.verify import verify_dataset
-from tests.conftest import ingest, make_image_table
-from tests.s3_server import BUCKET, LoopbackS3, s3  # noqa: F401
-
-URL = f"s3://{BUCKET}/embryo"
-MEDSHARD = str(Path(sys.executable).with_name("medshard"))
-
-
-@dataclass
-class Images:
-    table: Path
-    local: Path  # the same ingest into a directory
-    options: dict
-    server: LoopbackS3
-
-
-@pytest.fixture
-def images(s3, tmp_path, monkeypatch) -> Images:  # noqa: F811
-    """14 gray PNGs in shards of 3, ingested once to the URL and once to a directory."""
-    monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
-    table = make_image_table(tmp_path / "raw", n=14)
-    options = dict(label_col="stage", shard_samples=3, val_fraction=0.25)
-    ingest(table, Path(URL), **options)
-    ingest(table, tmp_path / "local", **options)
-    return Images(table, tmp_path / "local", options, s3)
-
-
-def objects(prefix: str = "embryo/") -> dict[str, int]:
-    client = boto3.client("s3", endpoint_url=os.environ["MEDSHARD_S3_ENDPOINT"])
-    listed = client.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
-    return {item["Key"][len(prefix) :]: item["Size"] for item in listed}
-
-
-def local_files(dataset: Path) -> dict[str, int]:
-    return {
-        p.relative_to(dataset).as_posix(): p.stat().st_size
-        for p in dataset.rglob("*")
-        if p.is_file()
-    }
+from tests.s3.helpers import URL, damage, first_sample, local_files, medshard, small_cache
+from tests.s3_server import BUCKET
 
 
 def dataset_bytes(dataset: Path) -> int:
     return sum(local_files(dataset).values())
-
-
-def test_ingest_to_a_url_publishes_the_dataset_and_nothing_else(images):
-    local = images.local
-    assert objects() == local_files(local)  # byte-identical builds: the same files
-    ds = open_dataset(URL)
-    assert ds.manifest.equals(open_dataset(local).manifest)
-    assert repr(ds) == f"Dataset('{URL}', kind='images', samples=14)"
-
-
-def test_a_rerun_with_the_same_inputs_does_nothing(images):
-    table, options = images.table, images.options
-    before = objects()
-    assert ingest(table, Path(URL), **options).up_to_date
-    assert objects() == before
-
-
-def test_an_interrupted_upload_is_never_a_dataset_and_a_rerun_resumes_it(images, tmp_path):
-    table, local, options = images.table, images.local, images.options
-
-    class Interrupted(S3Store):  # the connection lost after three files
-        sent = 0
-
-        def put_file(self, name, path, sha256):
-            if Interrupted.sent == 3:
-                raise DatasetError(f"{self.object_url(name)}: the connection was lost")
-            Interrupted.sent += 1
-            super().put_file(name, path, sha256)
-
-    url = f"s3://{BUCKET}/resumed"
-    with pytest.raises(DatasetError, match="the connection was lost"):
-        publish(local, Interrupted(url), threads=1)
-    assert MARKER_NAME in objects("resumed/") and CARD_NAME not in objects("resumed/")
-    with pytest.raises(DatasetError) as caught:
-        open_dataset(url)
-    assert str(caught.value) == f"{url}: not a medshard dataset (no medshard.json)"
-    report = publish(local, S3Store(url))
-    assert (report.skipped, report.uploaded) == (3, len(local_files(local)) - 4)
-    assert objects("resumed/") == local_files(local)
-    # and the same through a rerun of the ingest, after an upload cut at the card
-    S3Store(URL).delete([CARD_NAME, "wds/train-000000.tar"])
-    S3Store(URL).put_bytes(MARKER_NAME, b"{}")
-    assert not ingest(table, Path(URL), **options).up_to_date
-    assert objects() == local_files(local)
-    assert verify_dataset(URL).ok
-
-
-def test_a_prefix_of_other_objects_is_never_replaced(images):
-    table, options = images.table, images.options
-    S3Store(f"s3://{BUCKET}/thesis").put_bytes("chapter1.pdf", b"%PDF")
-    for overwrite in (False, True):
-        with pytest.raises(DatasetError) as caught:
-            ingest(table, Path(f"s3://{BUCKET}/thesis"), overwrite=overwrite, **options)
-        assert str(caught.value) == (
-            f"s3://{BUCKET}/thesis: the prefix holds objects and no medshard dataset (no "
-            "medshard.json), so they are never replaced, not even with --overwrite; "
-            "choose an empty prefix"
-        )
-    assert objects("thesis/") == {"chapter1.pdf": 4}
-
-
-def test_a_users_object_inside_a_dataset_prefix_stops_its_replacement(images):
-    table, options = images.table, images.options
-    url = f"s3://{BUCKET}/noted"
-    uploaded = ingest(table, Path(url), **options)
-    assert uploaded.dataset_bytes == sum(objects("noted/").values()) > 0  # what it reports
-    S3Store(url).put_bytes("notes.txt", b"my notes")
-    before = objects("noted/")
-    with pytest.raises(DatasetError) as caught:
-        ingest(table, Path(url), overwrite=True, **{**options, "shard_samples": 5})
-    assert str(caught.value) == (
-        f"{url}: holds 'notes.txt', which the dataset does not; move it out of the prefix "
-        "before the dataset there is replaced"
-    )
-    assert objects("noted/") == before and verify_dataset(url).ok
-
-
-def test_another_dataset_is_replaced_only_with_overwrite(images, tmp_path):
-    table, options = images.table, images.options
-    other = {**options, "shard_samples": 5}
-    with pytest.raises(DatasetError) as caught:
-        ingest(table, Path(URL), **other)
-    assert str(caught.value) == (
-        f"{URL}: the prefix holds a different dataset; "
-        "choose another --out or pass --overwrite to replace it"
-    )
-    ds = open_dataset(URL, cache_dir=tmp_path / "c")
-    old_shards = {s.path for s in ds.card.shards}
-    list(ds.samples("val"))  # cached
-    ingest(table, Path(URL), overwrite=True, **other)
-    ingest(table, tmp_path / "local5", **other)
-    assert objects() == local_files(tmp_path / "local5")  # the old shards removed
-    again = open_dataset(URL, cache_dir=tmp_path / "c")  # the card changed: cache cleared
-    assert {s.path for s in again.card.shards} != old_shards
-    assert not any((again.path / "wds").glob("*.tar"))
-    assert len([s for split in again.splits for s in again.samples(split)]) == 14
 
 
 def test_a_cache_limit_smaller_than_a_shard_is_refused_in_one_sentence(images, tmp_path):
@@ -176,26 +37,10 @@ def test_a_cache_limit_smaller_than_a_shard_is_refused_in_one_sentence(images, t
         open_dataset(URL, cache_dir=tmp_path / "c", cache_limit="lots")
 
 
-def test_not_a_dataset_at_a_url(s3):  # noqa: F811
+def test_not_a_dataset_at_a_url(s3):
     with pytest.raises(DatasetError) as caught:
         open_dataset(f"s3://{BUCKET}/nothing")
     assert str(caught.value) == f"s3://{BUCKET}/nothing: not a medshard dataset (no medshard.json)"
-
-
-def test_derive_refuses_a_dataset_at_a_url_and_changes_nothing(images):
-    from medshard.ingest.derive import DeriveOptions, derive_training_copies
-
-    before = objects()
-    with pytest.raises(DatasetError, match=rf"{URL}: derive changes a dataset in place"):
-        derive_training_copies(DeriveOptions(out=Path(URL), train_size=16, quiet=True))
-    assert objects() == before
-
-
-def small_cache(local: Path) -> int:
-    """Room for the tables and two shards: much less than the dataset."""
-    shards = sorted(p.stat().st_size for p in (local / "wds").glob("*.tar"))
-    tables = sum(p.stat().st_size for p in local.glob("*.parquet")) + 4096
-    return tables + 2 * shards[-1]
 
 
 def keys_of(loader, epoch: int = 0) -> list[str]:
@@ -289,19 +134,6 @@ def test_a_server_restarted_mid_epoch_loses_no_sample(images, tmp_path, caplog):
     assert any("retry 1 of" in r.getMessage() for r in caplog.records)
 
 
-def damage(name: str, position: int, url: str = URL) -> None:
-    """Invert one byte of an object in the store, as bit rot or a bad copy would."""
-    store = S3Store(url)
-    data = bytearray(store.get(name))
-    data[position] ^= 0xFF
-    store.put_bytes(name, bytes(data))
-
-
-def first_sample(local: Path) -> dict:
-    rows = open_dataset(local).manifest.to_pylist()
-    return min((r for r in rows if r["shard"] == "wds/train-000000.tar"), key=lambda r: r["offset"])
-
-
 def test_verify_checks_every_object_at_the_url(images, tmp_path):
     report = verify_dataset(URL, cache_dir=tmp_path / "c")
     assert report.ok, report.problems
@@ -357,21 +189,13 @@ def test_reading_every_shard_at_once_needs_room_for_the_split(images, tmp_path):
     assert all(p.is_file() for p in val + ds.index_paths("val"))
 
 
-def medshard(*args: str) -> subprocess.CompletedProcess:
-    env = {
-        key: os.environ[key]
-        for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
-    }
-    env |= {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
-    env["MEDSHARD_CACHE"] = os.environ["MEDSHARD_CACHE"]
-    return subprocess.run([MEDSHARD, *args], capture_output=True, text=True, timeout=300, env=env)
-
-
-def test_inspect_and_verify_a_url_on_the_command_line(images):
+def test_inspect_and_verify_a_url_on_the_command_line(images, tmp_path):
     endpoint = ["--endpoint-url", images.server.endpoint]
     shown = medshard("inspect", URL, *endpoint)
     assert shown.returncode == 0, shown.stderr
     assert "images" in shown.stdout and "cleavage" in shown.stdout
+    assert f"{URL} (images, classification)" in shown.stdout  # the URL, not the cache folder
+    assert str(tmp_path / "cache") not in shown.stdout
     checked = medshard("verify", URL, *endpoint)
     assert checked.returncode == 0, checked.stderr
     assert checked.stdout.startswith(f"{URL}: OK, 14 samples in ")
@@ -380,7 +204,7 @@ def test_inspect_and_verify_a_url_on_the_command_line(images):
     assert f"s3://{BUCKET}/none: not a medshard dataset (no medshard.json)" in missing.stderr
 
 
-def test_the_loader_streams_patches_of_volumes_at_a_url(s3, tmp_path, monkeypatch):  # noqa: F811
+def test_the_loader_streams_patches_of_volumes_at_a_url(s3, tmp_path, monkeypatch):
     from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
     from tests.real_data import real_nifti_table
 
@@ -401,7 +225,7 @@ def test_the_loader_streams_patches_of_volumes_at_a_url(s3, tmp_path, monkeypatc
     assert all(torch.equal(a, b) for a, b in zip(streamed, stored))
 
 
-def test_zarr_samples_are_fetched_whole_into_the_cache_and_checked(s3, tmp_path, monkeypatch):  # noqa: F811
+def test_zarr_samples_are_fetched_whole_into_the_cache_and_checked(s3, tmp_path, monkeypatch):
     from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
     from medshard.shards.zarr_store import ZarrReader
     from tests.volume_data import nifti_subjects

@@ -17,14 +17,12 @@ from medshard.loaders.readahead import FetchAhead
 from medshard.shards.reader import open_dataset
 from medshard.trainers.config import load_config
 from medshard.trainers.loop import train
-from tests.s3_server import BUCKET, s3  # noqa: F401
-from tests.test_s3 import URL, images, medshard, objects, small_cache  # noqa: F401
+from tests.s3.helpers import SPEC, URL, medshard, objects, small_cache
+from tests.s3_server import BUCKET
 from tests.trainers.real_runs import TINY
 
-SPEC = dict(batch_size=2, backend="torch", num_workers=0, device="cpu")
 
-
-def test_the_ingest_commands_upload_to_the_endpoint_they_are_given(images, tmp_path):  # noqa: F811
+def test_the_ingest_commands_upload_to_the_endpoint_they_are_given(images, tmp_path):
     url = f"s3://{BUCKET}/from-cli"
     args = ["--image-col", "image_path", "--label-col", "stage", "--workers", "1"]
     done = medshard(
@@ -36,7 +34,7 @@ def test_the_ingest_commands_upload_to_the_endpoint_they_are_given(images, tmp_p
     assert len(open_dataset(url)) == 14
 
 
-def test_a_loader_of_a_url_is_named_by_its_url(images, tmp_path):  # noqa: F811
+def test_a_loader_of_a_url_is_named_by_its_url(images, tmp_path):
     ds = open_dataset(URL, cache_dir=tmp_path / "c")
     loader = build_loader(ds, "train", **SPEC)
     assert loader.identity.path == URL
@@ -48,7 +46,7 @@ def test_a_loader_of_a_url_is_named_by_its_url(images, tmp_path):  # noqa: F811
         build_loader(ds, "train", fold=3, **SPEC)
 
 
-def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(images, tmp_path):  # noqa: F811
+def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(images, tmp_path):
     limit = small_cache(images.local)
     config = tmp_path / "c.yaml"
     config.write_text(
@@ -65,7 +63,7 @@ def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(images
     assert ds.mirror.cache.usage() <= limit
 
 
-def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path):  # noqa: F811
+def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path):
     ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: a split is read whole
     loader = build_loader(ds, "val", **SPEC)
     batches = loader.pass_batches()
@@ -86,11 +84,7 @@ def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path)
     assert {f"wds/{p.name}" for p in (ds.path / "wds").glob("*.tar")} == every
 
 
-def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(
-    s3,  # noqa: F811
-    tmp_path,
-    monkeypatch,
-):
+def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(s3, tmp_path, monkeypatch):
     from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
     from tests.volume_data import nifti_subjects
 
@@ -130,7 +124,7 @@ def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(
 
 
 def test_a_volume_evicted_between_its_fetch_and_its_read_is_fetched_again(
-    s3,  # noqa: F811
+    s3,
     tmp_path,
     monkeypatch,
 ):
@@ -195,7 +189,7 @@ def test_a_volume_file_removed_from_a_dataset_is_named_not_read_as_zeros(tmp_pat
         list(build_loader(tmp_path / "ds", "train", **spec))
 
 
-def test_byte_ranges_are_fetched_ahead_into_memory_and_read_from_there(images, tmp_path):  # noqa: F811
+def test_byte_ranges_are_fetched_ahead_into_memory_and_read_from_there(images, tmp_path):
     ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(images.local))
     assert not ds.mirror.whole("train")  # a split read by byte range
     loader = build_loader(ds, "train", **SPEC)

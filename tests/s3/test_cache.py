@@ -21,20 +21,11 @@ from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
 from medshard.shards.storage import RetryPolicy, S3Store
 from tests.conftest import ingest
-from tests.s3_server import BUCKET, s3  # noqa: F401
-from tests.test_s3 import (  # noqa: F401
-    URL,
-    damage,
-    first_sample,
-    images,
-    medshard,
-    small_cache,
-)
-
-SPEC = dict(batch_size=2, backend="torch", num_workers=0, device="cpu")
+from tests.s3.helpers import SPEC, URL, damage, first_sample, medshard, small_cache
+from tests.s3_server import BUCKET
 
 
-def test_build_loader_opens_a_url_through_the_cache_it_is_given(images, tmp_path):  # noqa: F811
+def test_build_loader_opens_a_url_through_the_cache_it_is_given(images, tmp_path):
     limit = small_cache(images.local)
     endpoint = images.server.endpoint
     loader = build_loader(
@@ -48,7 +39,7 @@ def test_build_loader_opens_a_url_through_the_cache_it_is_given(images, tmp_path
         build_loader(URL, "train", cache_dir=tmp_path / "c", cache_limit="10 bytes", **SPEC)
 
 
-def test_build_loader_refuses_cache_options_where_no_cache_is(images, tmp_path):  # noqa: F811
+def test_build_loader_refuses_cache_options_where_no_cache_is(images, tmp_path):
     with pytest.raises(DatasetError) as caught:
         build_loader(images.local, "train", cache_limit="1GB", **SPEC)
     assert str(caught.value) == (
@@ -63,7 +54,7 @@ def test_build_loader_refuses_cache_options_where_no_cache_is(images, tmp_path):
     assert not (tmp_path / "other").exists()
 
 
-def test_bench_reads_a_url_through_the_cache_it_is_given(images, tmp_path):  # noqa: F811
+def test_bench_reads_a_url_through_the_cache_it_is_given(images, tmp_path):
     limit = small_cache(images.local)
     done = medshard(
         "bench", URL, "--endpoint-url", images.server.endpoint,
@@ -76,21 +67,9 @@ def test_bench_reads_a_url_through_the_cache_it_is_given(images, tmp_path):  # n
     assert open_dataset(folder).mirror.limit == limit
 
 
-def test_inspect_names_the_url_not_the_cache_folder(images, tmp_path):  # noqa: F811
-    shown = medshard("inspect", URL, "--endpoint-url", images.server.endpoint)
-    assert shown.returncode == 0, shown.stderr
-    assert f"{URL} (images, classification)" in shown.stdout
-    assert str(tmp_path / "cache") not in shown.stdout
-
-
-def one_shard_cache(local) -> int:
-    """Room for the tables and the largest shard: one shard at a time."""
-    shards = max(p.stat().st_size for p in (local / "wds").glob("*.tar"))
-    return sum(p.stat().st_size for p in local.glob("*.parquet")) + 4096 + shards
-
-
-def test_a_cache_without_room_is_named_by_its_url(images, tmp_path):  # noqa: F811
-    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=one_shard_cache(images.local))
+def test_a_cache_without_room_is_named_by_its_url(images, tmp_path):
+    limit = small_cache(images.local, shards=1)  # one shard at a time
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=limit)
     ds.mirror.store.retry = RetryPolicy(attempts=2, first_delay=0.01)
     (ds.path / "notes.bin").write_bytes(bytes(ds.mirror.limit))  # a file it may not evict
     shard = ds.card.shards[0]
@@ -100,8 +79,9 @@ def test_a_cache_without_room_is_named_by_its_url(images, tmp_path):  # noqa: F8
     assert str(tmp_path) not in str(caught.value)
 
 
-def test_a_store_that_stops_answering_is_named_not_a_full_cache(images, tmp_path, monkeypatch):  # noqa: F811
-    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=one_shard_cache(images.local))
+def test_a_store_that_stops_answering_is_named_not_a_full_cache(images, tmp_path, monkeypatch):
+    limit = small_cache(images.local, shards=1)  # one shard at a time
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=limit)
     store, (first, second) = ds.mirror.store, ds.card.shards[:2]
     store.retry = RetryPolicy(attempts=3, first_delay=0.05, max_delay=0.1)
     stalled, started = threading.Event(), threading.Event()
@@ -147,7 +127,7 @@ def cached_files(folder) -> list[str]:
     return sorted(p.relative_to(folder).as_posix() for p in files)
 
 
-def test_a_refused_cache_limit_leaves_no_fetched_table_behind(images, tmp_path):  # noqa: F811
+def test_a_refused_cache_limit_leaves_no_fetched_table_behind(images, tmp_path):
     with pytest.raises(DatasetError, match=f"^{URL}: a cache_limit of 2.0 kB cannot hold"):
         open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=2000)
     assert cached_files(tmp_path / "c") == []
@@ -164,7 +144,7 @@ def images_by_key(loader) -> dict:
     return {key: image for batch in loader for key, image in zip(batch["key"], batch["image"])}
 
 
-def test_a_shard_damaged_in_the_cache_is_fetched_again_once(images, tmp_path):  # noqa: F811
+def test_a_shard_damaged_in_the_cache_is_fetched_again_once(images, tmp_path):
     ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: whole shards are cached
     stored = images_by_key(build_loader(images.local, "train", **SPEC))
     assert images_by_key(build_loader(ds, "train", **SPEC)).keys() == stored.keys()
@@ -184,7 +164,7 @@ def test_a_shard_damaged_in_the_cache_is_fetched_again_once(images, tmp_path):  
     assert str(caught.value).startswith(f"{URL}/{shard}: ")
 
 
-def test_a_second_ingest_to_a_url_is_refused_naming_the_url(images):  # noqa: F811
+def test_a_second_ingest_to_a_url_is_refused_naming_the_url(images):
     held = OutputLock(build_folder(S3Store(URL)))  # another ingest building for the URL
     with held, pytest.raises(DatasetError) as caught:
         ingest(images.table, Path(URL), **images.options)
@@ -193,7 +173,7 @@ def test_a_second_ingest_to_a_url_is_refused_naming_the_url(images):  # noqa: F8
     assert "builds" not in message
 
 
-def test_a_volume_chunk_damaged_in_the_cache_is_fetched_again_once(s3, tmp_path):  # noqa: F811
+def test_a_volume_chunk_damaged_in_the_cache_is_fetched_again_once(s3, tmp_path):
     from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
     from tests.volume_data import nifti_subjects
 

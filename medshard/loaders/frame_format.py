@@ -120,13 +120,16 @@ def stats_for(
 
 def check_sizes(ds, rows: list[dict], split: str, augment) -> None:
     """Refuse a split of 2D images that would not stack into batches: different sizes and
-    no resize or crop, or an image smaller than the crop."""
+    no resize or crop, or an image smaller than the crop. A random resized crop takes a
+    box of any image to its own size."""
     sizes = {r["key"]: tuple(r["shape"][1:3]) for r in rows}
+    if augment is not None and augment.random_resized_crop:
+        return
     if augment is not None and augment.resize:
         crop = augment.random_crop
         if crop and (crop[0] > augment.resize[0] or crop[1] > augment.resize[1]):
             raise DatasetError(
-                f"{ds.path}: the crop {crop[0]}x{crop[1]} does not fit in the resize "
+                f"{ds.location}: the crop {crop[0]}x{crop[1]} does not fit in the resize "
                 f"{augment.resize[0]}x{augment.resize[1]}"
             )
         return
@@ -135,7 +138,7 @@ def check_sizes(ds, rows: list[dict], split: str, augment) -> None:
         for key, size in sizes.items():
             if size[0] < crop[0] or size[1] < crop[1]:
                 raise DatasetError(
-                    f"{ds.path}: image {key!r} of split {split!r} is {size[0]}x{size[1]}, "
+                    f"{ds.location}: image {key!r} of split {split!r} is {size[0]}x{size[1]}, "
                     f"smaller than the crop {crop[0]}x{crop[1]}; add a resize to the "
                     "augmentation (Augment2D(resize=...))"
                 )
@@ -144,8 +147,9 @@ def check_sizes(ds, rows: list[dict], split: str, augment) -> None:
     other = next(((k, s) for k, s in sizes.items() if s != first[1]), None) if first else None
     if other:
         raise DatasetError(
-            f"{ds.path}: images {first[0]!r} ({first[1][0]}x{first[1][1]}) and {other[0]!r} "
-            f"({other[1][0]}x{other[1][1]}) of split {split!r} differ in size and the "
-            "augmentation neither resizes nor crops them; pass Augment2D(resize=(H, W)) "
-            "or random_crop"
+            f"{ds.location}: images {first[0]!r} ({first[1][0]}x{first[1][1]}) and "
+            f"{other[0]!r} ({other[1][0]}x{other[1][1]}) of split {split!r} differ in size "
+            "and the augmentation neither resizes nor crops them; give it a resize, "
+            "random_crop or random_resized_crop (Augment2D(resize=(H, W)) in Python, "
+            "augment: {resize: [H, W]} in a config)"
         )

@@ -196,6 +196,12 @@ def test_images_that_differ_in_size_are_refused_by_their_copies_sizes(tmp_path):
         tmp_path / "ds", "train", batch_size=2, augment=resized, original=True
     )
     assert not torch.equal(batch["image"], original["image"])  # resized once more, or not
+    cropped = Augment2D(random_resized_crop=(12, 16))  # any size in, its own size out
+    for from_original in (False, True):
+        (batch,) = build_loader(
+            tmp_path / "ds", "train", batch_size=2, augment=cropped, original=from_original
+        )
+        assert batch["image"].shape == (2, 1, 12, 16)
 
 
 @pytest.mark.parametrize("channels", [1, 3])

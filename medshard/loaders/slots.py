@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import logging
 import sys
 from collections import deque
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from medshard.loaders.readahead import FetchAhead
 from medshard.loaders.torch_loader import LoaderIdentity, LoaderState, PlanSpec, Resumable
 
 __all__ = ["Filler", "SlotLoader", "zarr_loader"]
+
+_log = logging.getLogger(__name__)
 
 
 class Filler:
@@ -126,9 +129,10 @@ class SlotLoader(Resumable):
         for slot, index in zip(slots, indices.tolist()):
             try:
                 self.filler.fill(arrays, slot, index, epoch)
-            except DatasetError:
+            except DatasetError as exc:
                 if self.on_error == "fail":
                     raise
+                _log.warning("skipped: %s", exc)
                 kept.append(False)
             else:
                 kept.append(True)

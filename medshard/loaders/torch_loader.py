@@ -9,6 +9,7 @@ derives its batches from those integers alone."""
 from __future__ import annotations
 
 import concurrent.futures
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -31,6 +32,8 @@ from medshard.loaders.partition import (
 from medshard.loaders.topology import worker_info
 
 __all__ = ["LoaderIdentity", "LoaderState", "Resumable", "TorchLoader", "collate"]
+
+_log = logging.getLogger(__name__)
 
 
 def collate(samples: list[dict]) -> dict:
@@ -218,9 +221,10 @@ class _PlannedBatches(IterableDataset):
     def _load(self, index: int, epoch: int) -> dict | None:
         try:
             sample = self.source.load(int(index), epoch)
-        except DatasetError:
+        except DatasetError as exc:
             if self.on_error == "fail":
                 raise
+            _log.warning("skipped: %s", exc)
             return None
         return self.transform(sample, int(index), epoch) if self.transform else sample
 

@@ -14,6 +14,7 @@ Zarr chunks by their own crc32c when they are read. The folder names its origin 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -22,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from medshard.errors import DatasetError
+from medshard.errors import CorruptDataError, DatasetError
 from medshard.shards.cache import CacheDir
 from medshard.shards.cache_policy import least_limit, prefetch_count, whole_shards
 from medshard.shards.card import DatasetCard, ShardInfo, read_card
@@ -47,6 +48,7 @@ LIMIT_VARIABLE = "MEDSHARD_CACHE_LIMIT"
 ORIGIN_NAME = ".origin.json"
 TABLES = (MANIFEST_NAME, REJECTED_NAME, FOREGROUND_NAME)
 _EVICTABLE = (f"{WDS_DIR}/*.tar", f"{WDS_DIR}/*.idx", f"{ZARR_DIR}/*/")
+_log = logging.getLogger(__name__)
 AHEAD_BYTES = 256 * 2**20  # byte ranges held in memory ahead of their reads, at most
 
 
@@ -86,6 +88,7 @@ class Mirror:
         self.limit = limit
         self.cache = CacheDir(self.root, limit, _EVICTABLE)
         self._whole: dict[str, bool] = {}
+        self._damaged: set[str] = set()  # shards whose object fails its checksum
         self._ranges = RangesAhead(AHEAD_BYTES)
 
     @classmethod
@@ -141,8 +144,8 @@ class Mirror:
         """`nbytes` of a shard from `offset`: from the whole shard in the cache when its
         split fits there, else by one ranged request."""
         info = self.shard(shard)
-        if self.whole(info.split):
-            fd = self.cache.open(shard, info.bytes, self._filler(shard, info.sha256))
+        if self.whole(info.split) and shard not in self._damaged:
+            fd = self._whole_or_none(info)
             if fd is not None:
                 try:
                     return os.pread(fd, nbytes, offset)
@@ -152,6 +155,17 @@ class Mirror:
         if held is not None:
             return held
         return self.store.get_range(shard, offset, nbytes)
+
+    def _whole_or_none(self, info: ShardInfo) -> int | None:
+        """A descriptor of the whole shard in the cache (fetched when it is not there), or
+        None: no room, or the object differs from the card. Then its samples are read by
+        range, each checked on its own, so that one damaged sample costs only itself."""
+        try:
+            return self.cache.open(info.path, info.bytes, self._filler(info.path, info.sha256))
+        except CorruptDataError as exc:
+            self._damaged.add(info.path)
+            _log.warning("%s; its samples are read one by one, each checked", exc)
+            return None
 
     def read_again(self, shard: str, offset: int, nbytes: int) -> bytes:
         """`read` once more, for bytes that failed their checksum: the shard's copy in the

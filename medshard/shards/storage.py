@@ -259,7 +259,10 @@ class S3Store:
                         f"{self.object_url(name)}: the object store did not answer after "
                         f"{attempt + 1} tries ({_describe(exc)})"
                     ) from exc
-                _log.warning(
+                # one line when a request starts failing; its further retries only
+                # when asked for (an outage would otherwise print one per retry and fetch)
+                _log.log(
+                    logging.WARNING if attempt == 0 else logging.DEBUG,
                     "%s: %s; retry %d of %d",
                     self.object_url(name),
                     _describe(exc),

@@ -126,10 +126,14 @@ def test_retries_hold_while_the_server_is_restarted(s3, caplog):  # noqa: F811
         S3Store(URL, retry=RetryPolicy(attempts=1)).get("wds/a.tar")
     restart = threading.Timer(0.3, s3.restart)
     restart.start()
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.DEBUG, logger="medshard.shards.storage"):
         assert store.get("wds/a.tar") == b"payload"
     restart.join()
-    assert any("retry 1 of 11" in r.getMessage() for r in caplog.records)
+    retries = [r for r in caplog.records if "; retry " in r.getMessage()]
+    assert len(retries) > 1  # the restart took more than one retry
+    # one line when the request starts failing; the rest only at debug level
+    assert [r.levelno for r in retries] == [logging.WARNING] + [logging.DEBUG] * (len(retries) - 1)
+    assert "retry 1 of 11" in retries[0].getMessage()
 
 
 def test_a_store_crosses_into_another_process_without_its_client(s3):  # noqa: F811

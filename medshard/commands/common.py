@@ -126,9 +126,10 @@ def ingest_options(flags: dict) -> dict:
     return fields
 
 
-def run_ingest(options_class, ingest, flags: dict) -> None:
-    """Build the options from the flags, hold --out, ingest, and report (or fail in one
-    sentence; Ctrl-C or SIGTERM: one line, the staging removed, a non-zero exit)."""
+def run_ingest(options_class, ingest, flags: dict, done: str = "ingested") -> None:
+    """Build the options from the flags, hold --out, ingest, and report what was `done`
+    (or fail in one sentence; Ctrl-C or SIGTERM: one line, the staging removed, a
+    non-zero exit)."""
     from pydantic import ValidationError
 
     from medshard.errors import MedshardError
@@ -161,7 +162,7 @@ def run_ingest(options_class, ingest, flags: dict) -> None:
         raise typer.Exit(code=128 + signum) from None
     except (MedshardError, ValueError) as exc:
         fail(exc)
-    report_ingest(result, _where(flags["out"]))
+    report_ingest(result, _where(flags["out"]), done)
 
 
 def _where(out) -> str:
@@ -212,16 +213,16 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(kind, handler)
 
 
-def report_ingest(result, out: Path) -> None:
+def report_ingest(result, out: Path, done: str = "ingested") -> None:
     from medshard.commands.report import ingest_table
 
     if result.up_to_date:
         console.print(
-            f"{out}: already ingested with these inputs and options; nothing to do "
+            f"{out}: already {done} with these inputs and options; nothing to do "
             "(--overwrite rebuilds it)"
         )
     else:
-        console.print(ingest_table(result))
+        console.print(ingest_table(result, done))
 
 
 PatchSize = Annotated[str, typer.Option(help="Training patch z,y,x: sets the Zarr chunks.")]

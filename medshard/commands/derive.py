@@ -28,4 +28,4 @@ def derive(
     flags.update(out=flags.pop("dataset"), on_error="fail")
     from medshard.ingest.derive import DeriveOptions, derive_training_copies
 
-    run_ingest(DeriveOptions, derive_training_copies, flags)
+    run_ingest(DeriveOptions, derive_training_copies, flags, done="derived")

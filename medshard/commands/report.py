@@ -25,11 +25,11 @@ def _counts_table(title: str, counts: dict, label_names: list[str]) -> Table:
     return table
 
 
-def ingest_table(result: IngestResult) -> Group:
+def ingest_table(result: IngestResult, done: str = "ingested") -> Group:
     """Samples per split and label, then shards, bytes, seconds and MB/s."""
     card = result.card
     where = normal_url(result.out) if is_url(result.out) else result.out
-    table = _counts_table(f"ingested {where}", result.counts, card.label_names)
+    table = _counts_table(f"{done} {where}", result.counts, card.label_names)
     shards = len(card.shards)
     written = result.dataset_bytes
     summary = (

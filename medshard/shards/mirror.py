@@ -67,6 +67,8 @@ def parse_limit(value: int | str | None) -> int | None:
     """A cache limit in bytes, from a number or a size such as '20GB' or '512MiB'."""
     if value is None:
         return None
+    if isinstance(value, bool):  # an int to Python, never a size
+        raise DatasetError(f"cache_limit {value!r} is not a size (write e.g. 20GB)")
     from pydantic import ByteSize, TypeAdapter, ValidationError
 
     try:

@@ -35,6 +35,8 @@ def test_a_cache_limit_smaller_than_a_shard_is_refused_in_one_sentence(images, t
     assert "beside the dataset's tables" in message and "give a cache_limit of at least" in message
     with pytest.raises(DatasetError, match="cache_limit 'lots' is not a size"):
         open_dataset(URL, cache_dir=tmp_path / "c", cache_limit="lots")
+    with pytest.raises(DatasetError, match="cache_limit True is not a size"):  # not 1 byte
+        open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=True)
 
 
 def test_not_a_dataset_at_a_url(s3):

@@ -23,8 +23,11 @@ def _label(row: dict):
     return "label", 0
 
 
-def _baseline(ds: Dataset, split: str, batch_size: int, workers: int, patch, clip_len):
-    """The lazy per-file loader over the sources, or None when they cannot be reached."""
+def _baseline(
+    ds: Dataset, split: str, batch_size: int, workers: int, patch, clip_len, plain: Augment2D
+):
+    """The lazy per-file loader over the sources, or None when they cannot be reached;
+    2D images with the engine's `plain` augmentation."""
     root = Path(ds.card.sources.get("root", ""))
     rows = [
         r
@@ -37,7 +40,7 @@ def _baseline(ds: Dataset, split: str, batch_size: int, workers: int, patch, cli
     channels = dataset_channels(ds) if ds.card.kind != "volumes" else None
     if ds.card.kind == "images":
         name = _label(rows[0])[0]
-        transform = FrameTransform(Augment2D(normalize="none"), 0, False, None, channels)
+        transform = FrameTransform(plain, 0, False, None, channels)
         dataset = LazyImageFiles(
             root, [r["source"][0] for r in rows], [_label(r)[1] for r in rows], transform, name
         )
@@ -75,12 +78,13 @@ def bench_dataset(
     patch_size=None,
     clip_len=None,
     max_batches: int | None = None,
+    resize: tuple[int, int] | None = None,
 ) -> tuple[Measurement, Measurement | None]:
-    """(engine, baseline or None) measurements of one split, decode and batch only."""
+    """(engine, baseline or None) measurements of one split, decode and batch only (2D
+    images resized to `resize` where given: images of several sizes need it)."""
     ds = open_dataset(path)
-    plain = (
-        Augment3D(normalize="none") if ds.card.kind == "volumes" else Augment2D(normalize="none")
-    )
+    plain_2d = Augment2D(normalize="none", resize=resize)
+    plain = Augment3D(normalize="none") if ds.card.kind == "volumes" else plain_2d
     options = dict(
         batch_size=batch_size,
         augment=plain,
@@ -96,7 +100,7 @@ def bench_dataset(
         repetitions=repetitions,
         max_batches=max_batches,
     )
-    baseline_batches = _baseline(ds, split, batch_size, workers, patch_size, clip_len)
+    baseline_batches = _baseline(ds, split, batch_size, workers, patch_size, clip_len, plain_2d)
     baseline = None
     if baseline_batches is not None:
         baseline = measure(

@@ -15,6 +15,7 @@ from medshard.commands.common import (
     errors,
     fail,
     parse_columns,
+    parse_pair,
     parse_triple,
 )
 from medshard.errors import MedshardError
@@ -168,6 +169,9 @@ def bench(
         int | None, typer.Option(help="Video: clips of T frames from Zarr.")
     ] = None,
     max_batches: Annotated[int | None, typer.Option(help="Stop each run after this many.")] = None,
+    resize: Annotated[
+        str | None, typer.Option(help="Images: resize each to H,W (where their sizes differ).")
+    ] = None,
     endpoint_url: EndpointUrl = None,
     cache_dir: CacheDir = None,
     cache_limit: CacheLimit = None,
@@ -192,6 +196,7 @@ def bench(
             patch_size=parse_triple(patch_size),
             clip_len=clip_len,
             max_batches=max_batches,
+            resize=parse_pair(resize) if resize else None,
         )
     except MedshardError as exc:
         fail(exc)

@@ -151,5 +151,5 @@ def check_sizes(ds, rows: list[dict], split: str, augment) -> None:
             f"{other[0]!r} ({other[1][0]}x{other[1][1]}) of split {split!r} differ in size "
             "and the augmentation neither resizes nor crops them; give it a resize, "
             "random_crop or random_resized_crop (Augment2D(resize=(H, W)) in Python, "
-            "augment: {resize: [H, W]} in a config)"
+            "augment: {resize: [H, W]} in a config, --resize H,W to medshard bench)"
         )

@@ -13,9 +13,9 @@ from tests.real_data import mixed_tile_table
 MEDSHARD = str(Path(sys.executable).with_name("medshard"))
 
 
-def bench(dataset: Path) -> subprocess.CompletedProcess:
+def bench(dataset: Path, *more: str) -> subprocess.CompletedProcess:
     command = [MEDSHARD, "bench", str(dataset), "--batch-size", "4", "--workers", "0"]
-    command += ["--repetitions", "1"]
+    command += ["--repetitions", "1", *more]
     return subprocess.run(
         command, capture_output=True, text=True, timeout=300, env={"COLUMNS": "200"}
     )
@@ -49,3 +49,20 @@ def test_bench_of_a_folder_that_is_not_a_dataset_fails_in_one_line(tmp_path):
     done = bench(tmp_path)
     assert done.returncode == 1 and "not a medshard dataset" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_bench_of_images_of_several_sizes_takes_a_resize(tmp_path):
+    from tests.conftest import write_table
+    from tests.real_data import write_mixed_tiles
+
+    rows = []
+    for size in (20, 64):
+        write_mixed_tiles(tmp_path / f"raw/s{size}", size)
+        rows += [[f"s{size}/camera_gray8.png", "a"], [f"s{size}/cell_gray16.png", "b"]]
+    table = write_table(tmp_path / "raw/labels.csv", ["image_path", "stage"], rows)
+    ingest(table, tmp_path / "ds", label_col="stage", val_fraction=0.0)
+    refused = bench(tmp_path / "ds")
+    assert refused.returncode == 1 and "differ in size" in refused.stderr
+    resized = bench(tmp_path / "ds", "--resize", "32,32")
+    assert resized.returncode == 0, resized.stderr
+    assert rate(resized.stdout, "engine") > 0 and rate(resized.stdout, "baseline") > 0

@@ -70,6 +70,16 @@ def mixed_tile_table(root: Path, copies: int = 3, size: int = 64) -> Path:
     return write_table(root / "labels.csv", ["image_path", "stage", "patient"], rows)
 
 
+def mixed_size_table(root: Path, names=("camera_gray8.png",), sizes=(20, 64)) -> Path:
+    """A table of the tiles `names` cut at each of `sizes` (labels 'a', 'b', ... by
+    tile): a split of images of several sizes."""
+    rows = []
+    for size in sizes:
+        write_mixed_tiles(root / f"s{size}", size)
+        rows += [[f"s{size}/{name}", "ab"[i % 2]] for i, name in enumerate(names)]
+    return write_table(root / "labels.csv", ["image_path", "stage"], rows)
+
+
 def copy_skimage_file(name: str, dest: Path) -> Path:
     """Copy one file that ships with scikit-image (e.g. 'multipage.tif') to `dest`."""
     dest.parent.mkdir(parents=True, exist_ok=True)

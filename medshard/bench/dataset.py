@@ -27,7 +27,7 @@ def _baseline(
     ds: Dataset, split: str, batch_size: int, workers: int, patch, clip_len, plain: Augment2D
 ):
     """The lazy per-file loader over the sources, or None when they cannot be reached;
-    2D images with the engine's `plain` augmentation."""
+    images and frames with the engine's `plain` augmentation."""
     root = Path(ds.card.sources.get("root", ""))
     rows = [
         r
@@ -59,7 +59,7 @@ def _baseline(
             return None
         dataset = LazyNiftiPatches(subjects, patch, 4, transform)
     elif ds.card.kind == "video" and clip_len:
-        transform = FrameTransform(Augment2D(normalize="none"), 0, False, None, channels)
+        transform = FrameTransform(plain, 0, False, None, channels)
         size = tuple(ds.card.options["size"])
         videos = [(root / r["source"][0], r["shape"][0], _label(r)[1]) for r in rows]
         dataset = LazyVideoClips(videos, clip_len, 1, size, transform)

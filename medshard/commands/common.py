@@ -153,12 +153,12 @@ def run_ingest(options_class, ingest, flags: dict, done: str = "ingested") -> No
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         what = "terminated" if signum == signal.SIGTERM else "interrupted"
-        done = (
+        state = (
             "the new dataset was already in place"
             if card_state(Path(flags["out"])) != before
             else "nothing was changed"
         )
-        errors.print(f"{what}; {done} at {_where(flags['out'])}", highlight=False, soft_wrap=True)
+        errors.print(f"{what}; {state} at {_where(flags['out'])}", highlight=False, soft_wrap=True)
         raise typer.Exit(code=128 + signum) from None
     except (MedshardError, ValueError) as exc:
         fail(exc)
@@ -217,9 +217,9 @@ def report_ingest(result, out: Path, done: str = "ingested") -> None:
     from medshard.commands.report import ingest_table
 
     if result.up_to_date:
+        rebuild = " (--overwrite rebuilds it)" if done == "ingested" else ""  # derive has none
         console.print(
-            f"{out}: already {done} with these inputs and options; nothing to do "
-            "(--overwrite rebuilds it)"
+            f"{out}: already {done} with these inputs and options; nothing to do{rebuild}"
         )
     else:
         console.print(ingest_table(result, done))

@@ -203,14 +203,14 @@ def build_view_loader(
     on a GPU, when the split's images share one stored size and type)."""
     if ds.card.kind != "images":
         raise DatasetError(
-            f"{ds.path}: two views are made of 2D images, and this dataset holds {ds.card.kind}"
+            f"{ds.location}: two views are made of 2D images, and this dataset holds {ds.card.kind}"
         )
     geometry = _geometry(augment)
     if fold is None:
         ds.require_split(split)
     shards = ShardSamples(ds, Selection(split, fold))
     if not len(shards):
-        raise DatasetError(f"{ds.path}: split {split!r} has no samples in shards")
+        raise DatasetError(f"{ds.location}: split {split!r} has no samples in shards")
     pixels = pixel_source(ds, shards.rows, options.original)
     source = CopySamples(shards, pixels)
     sized = [{"key": r["key"], "shape": pixels.shapes[r["key"]]} for r in shards.rows]
@@ -221,7 +221,7 @@ def build_view_loader(
         on_device = torch.device(device).type == "cuda" and len(stored) == 1
     elif on_device and len(stored) > 1:
         raise LoaderSpecError(
-            f"{ds.path}: split {split!r} holds images of {len(stored)} stored shapes, which "
+            f"{ds.location}: split {split!r} holds images of {len(stored)} stored shapes, which "
             "do not stack into a batch before their views are cut; make the views where "
             "the samples are read (on_device=False)"
         )
@@ -244,6 +244,6 @@ def build_view_loader(
         device=torch.device(device),
         worker_transform=worker,
         device_transform=batch,
-        identity=LoaderIdentity(str(ds.path), ds.card.fingerprint, split, fold),
+        identity=LoaderIdentity(ds.location, ds.card.fingerprint, split, fold),
         on_error=options.on_error,
     )

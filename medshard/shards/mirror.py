@@ -144,7 +144,7 @@ class Mirror:
 
     def read(self, shard: str, offset: int, nbytes: int) -> bytes:
         """`nbytes` of a shard from `offset`: from the whole shard in the cache when its
-        split fits there, else by one ranged request."""
+        split fits there (and its object matches the card), else by one ranged request."""
         info = self.shard(shard)
         if self.whole(info.split) and shard not in self._damaged:
             fd = self._whole_or_none(info)
@@ -232,7 +232,11 @@ class Mirror:
         for row in rows:
             if row.get("zarr_path"):
                 wanted.setdefault(row["zarr_path"], (row["bytes"], self.group))
-            elif row.get("shard") and self.whole(self.shard(row["shard"]).split):
+            elif (
+                row.get("shard")
+                and self.whole(self.shard(row["shard"]).split)
+                and row["shard"] not in self._damaged
+            ):
                 info = self.shard(row["shard"])
                 wanted.setdefault(info.path, (info.bytes, self._whole_shard))
             elif row.get("shard") and ahead:

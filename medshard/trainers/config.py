@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from medshard.errors import MedshardError
 from medshard.loaders.spec import LoaderOptions
@@ -109,7 +117,7 @@ class TrainConfig(_Strict):
     # size limit ('50GB'; default $MEDSHARD_CACHE_LIMIT, else none) and an S3-compatible
     # store's endpoint (default $MEDSHARD_S3_ENDPOINT, else AWS's)
     cache_dir: Path | None = None
-    cache_limit: int | str | None = None
+    cache_limit: StrictInt | str | None = None  # never `true` read as 1 byte
     endpoint_url: str | None = None
     loader: LoaderConfig = Field(default_factory=LoaderConfig)
     augment: dict[str, Any] = Field(default_factory=dict)  # Augment2D or Augment3D fields

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from tests.conftest import ingest
-from tests.real_data import mixed_tile_table
+from tests.real_data import mixed_size_table, mixed_tile_table
 
 MEDSHARD = str(Path(sys.executable).with_name("medshard"))
 
@@ -52,14 +52,7 @@ def test_bench_of_a_folder_that_is_not_a_dataset_fails_in_one_line(tmp_path):
 
 
 def test_bench_of_images_of_several_sizes_takes_a_resize(tmp_path):
-    from tests.conftest import write_table
-    from tests.real_data import write_mixed_tiles
-
-    rows = []
-    for size in (20, 64):
-        write_mixed_tiles(tmp_path / f"raw/s{size}", size)
-        rows += [[f"s{size}/camera_gray8.png", "a"], [f"s{size}/cell_gray16.png", "b"]]
-    table = write_table(tmp_path / "raw/labels.csv", ["image_path", "stage"], rows)
+    table = mixed_size_table(tmp_path / "raw", names=("camera_gray8.png", "cell_gray16.png"))
     ingest(table, tmp_path / "ds", label_col="stage", val_fraction=0.0)
     refused = bench(tmp_path / "ds")
     assert refused.returncode == 1 and "differ in size" in refused.stderr

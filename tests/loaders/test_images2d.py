@@ -20,7 +20,7 @@ from medshard.loaders.sources import ShardSamples
 from medshard.shards.layout import index_name
 from medshard.shards.reader import open_dataset
 from tests.conftest import ingest
-from tests.real_data import mixed_tile_table
+from tests.real_data import mixed_size_table, mixed_tile_table
 
 AUGMENT = Augment2D(
     random_crop=(40, 40), flip_h=True, flip_v=True, rot90=True, contrast=0.2, brightness=0.1
@@ -177,14 +177,7 @@ def test_a_damaged_index_is_caught_before_it_is_trusted(damaged):
 
 
 def test_images_that_differ_in_size_are_refused_by_their_copies_sizes(tmp_path):
-    from tests.conftest import write_table
-    from tests.real_data import write_mixed_tiles
-
-    rows = []
-    for size in (20, 64):
-        write_mixed_tiles(tmp_path / f"raw/s{size}", size)
-        rows.append([f"s{size}/camera_gray8.png", "a"])
-    table = write_table(tmp_path / "raw/labels.csv", ["image_path", "stage"], rows)
+    table = mixed_size_table(tmp_path / "raw")
     ingest(table, tmp_path / "ds", label_col="stage", val_fraction=0.0, train_size="32")
     with pytest.raises(DatasetError, match=r"\(32x32\) and .* \(20x20\)|\(20x20\) and .*\(32x32\)"):
         build_loader(tmp_path / "ds", "train", batch_size=2, augment=Augment2D())
@@ -196,8 +189,13 @@ def test_images_that_differ_in_size_are_refused_by_their_copies_sizes(tmp_path):
         tmp_path / "ds", "train", batch_size=2, augment=resized, original=True
     )
     assert not torch.equal(batch["image"], original["image"])  # resized once more, or not
+
+
+def test_a_random_resized_crop_takes_images_of_any_size(tmp_path):
+    table = mixed_size_table(tmp_path / "raw")
+    ingest(table, tmp_path / "ds", label_col="stage", val_fraction=0.0, train_size="32")
     cropped = Augment2D(random_resized_crop=(12, 16))  # any size in, its own size out
-    for from_original in (False, True):
+    for from_original in (False, True):  # copies of 32 and 20; originals of 64 and 20
         (batch,) = build_loader(
             tmp_path / "ds", "train", batch_size=2, augment=cropped, original=from_original
         )

@@ -204,13 +204,24 @@ def test_a_volume_chunk_damaged_in_the_cache_is_fetched_again_once(s3, tmp_path)
     assert str(caught.value).startswith(f"{url}/{shard}: chunk ")
 
 
-def test_a_damaged_object_costs_only_its_damaged_sample_when_skipping(images, tmp_path, caplog):
+def test_a_damaged_object_costs_only_its_damaged_sample_when_skipping(
+    images, tmp_path, caplog, monkeypatch
+):
     row = first_sample(images.local)
     damage(row["shard"], row["offset"] + 600)  # one sample's bytes, inside its image
     ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: shards read whole
+    assert ds.mirror.whole("train")
     loader = build_loader(ds, "train", on_error="skip", **SPEC)
     keys = [key for batch in loader for key in batch["key"]]
     every = open_dataset(images.local).card.counts["train"].samples
     assert row["key"] not in keys and len(keys) == every - 1  # not its shard's others
     assert loader.state.skipped_samples == 1
     assert f"skipped: {URL}/{row['shard']}: sample {row['key']!r}: checksum mismatch" in caplog.text
+    fetched = []
+    download = S3Store.download
+    monkeypatch.setattr(
+        S3Store, "download", lambda self, name, *a: fetched.append(name) or download(self, name, *a)
+    )
+    mirror = loader.source.files.mirror  # the one its reads and fetches ahead go through
+    mirror.prefetch([row], ahead=True)  # takes the range, never the damaged shard again
+    assert fetched == []

@@ -170,3 +170,6 @@ def test_a_cache_limit_that_is_not_a_size_is_refused(tmp_path):
     path = write(tmp_path, "name: x\ndataset: s3://b/d\ntask: classification\ncache_limit: lots\n")
     with pytest.raises(ConfigError, match=r"c\.yaml: cache_limit: .*'lots' is not a size"):
         load_config(path)
+    path = write(tmp_path, "name: x\ndataset: s3://b/d\ntask: classification\ncache_limit: yes\n")
+    with pytest.raises(ConfigError, match=r"c\.yaml: cache_limit"):  # YAML's true, not 1 byte
+        load_config(path)

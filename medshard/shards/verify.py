@@ -85,7 +85,7 @@ def _walk_shard(path: Path) -> list[dict]:
 
 def _verify_zarr_sample(dataset: Path, row: dict) -> list[str]:
     """The sample's arrays exist with the manifest's shape and dtype and their checksums."""
-    where = f"{row['zarr_path']}"
+    where = str(dataset / row["zarr_path"])  # named by the dataset's folder or URL
     try:
         image, mask = open_sample(dataset, row["zarr_path"])
     except DatasetError as exc:
@@ -140,6 +140,10 @@ class _Copies:
 
     def named(self, text: str) -> str:
         return text.replace(str(self.root), self.ds.location)
+
+    def at(self, name: str) -> str:
+        """File `name` of the dataset as a problem names it: under its folder or URL."""
+        return f"{self.ds.location}/{name}"
 
 
 def _check_files(copies: _Copies, problems: list[str]) -> None:
@@ -218,7 +222,7 @@ def verify_dataset(
 
 
 def _verify(copies: _Copies, report: VerifyReport) -> None:
-    ds, root = copies.ds, copies.root
+    ds, root, at = copies.ds, copies.root, copies.at
     problems = report.problems
     _check_files(copies, problems)
     try:
@@ -238,22 +242,22 @@ def _verify(copies: _Copies, report: VerifyReport) -> None:
         except DatasetError:
             digest = None
         if not path.is_file():
-            problems.append(f"{shard.path}: shard file is missing")
+            problems.append(f"{at(shard.path)}: shard file is missing")
             continue
         report.bytes += path.stat().st_size
         if (digest or file_sha256(path)) != shard.sha256:
-            problems.append(f"{shard.path}: checksum differs from the card")
+            problems.append(f"{at(shard.path)}: checksum differs from the card")
             problems.extend(_damaged_samples(copies, shard.path, manifest))
         try:
             walked = _walk_shard(path)
         except (tarfile.TarError, EOFError, OSError, DatasetError) as exc:
-            problems.append(f"{shard.path}: shard is truncated or corrupt ({exc})")
+            problems.append(f"{at(shard.path)}: shard is truncated or corrupt ({exc})")
             continue
         finally:
             copies.drop(shard.path)
         if len(walked) != shard.samples:
             problems.append(
-                f"{shard.path}: holds {len(walked)} samples, the card says {shard.samples}"
+                f"{at(shard.path)}: holds {len(walked)} samples, the card says {shard.samples}"
             )
         index_path = root / index_name(shard.path)
         try:
@@ -261,31 +265,31 @@ def _verify(copies: _Copies, report: VerifyReport) -> None:
             listed = [[(f, o, s) for f, o, s, _ in sample] for sample in index]
             actual = [[(f, o, s) for f, o, s, _ in sample["members"]] for sample in walked]
             if listed != actual:
-                problems.append(f"{index_name(shard.path)}: index does not match the shard")
+                problems.append(f"{at(index_name(shard.path))}: index does not match the shard")
         except OSError as exc:
-            problems.append(f"{index_name(shard.path)}: unreadable index ({exc.strerror})")
+            problems.append(f"{at(index_name(shard.path))}: unreadable index ({exc.strerror})")
         except DatasetError as exc:
-            problems.append(str(exc))
+            problems.append(copies.named(str(exc)))
         for sample in walked:
             key = sample["key"]
             seen[key] += 1
             report.samples += 1
             row = rows.get(key)
             if row is None:
-                problems.append(f"{shard.path}: key {key!r} is not in the manifest")
+                problems.append(f"{at(shard.path)}: key {key!r} is not in the manifest")
                 continue
             fields = [m[0] for m in sample["members"]]
             if row["shard"] != shard.path or row["offset"] != sample["offset"]:
-                problems.append(f"{shard.path}: key {key!r} is not where the manifest puts it")
+                problems.append(f"{at(shard.path)}: key {key!r} is not where the manifest puts it")
             if row["members"] != fields:
                 listed = row["members"]
                 problems.append(
-                    f"{shard.path}: key {key!r} has members {fields}, manifest: {listed}"
+                    f"{at(shard.path)}: key {key!r} has members {fields}, manifest: {listed}"
                 )
             image = next((m for m in sample["members"] if m[0].startswith("image.")), None)
             if ds.card.kind == "images" and image and image[3] != row["source_sha256"][0]:
                 problems.append(
-                    f"{shard.path}: key {key!r} image bytes differ from the source checksum"
+                    f"{at(shard.path)}: key {key!r} image bytes differ from the source checksum"
                 )
 
     for key, row in rows.items():
@@ -298,6 +302,6 @@ def _verify(copies: _Copies, report: VerifyReport) -> None:
                 problems.append(copies.named(str(exc)))
             copies.drop(row["zarr_path"])
         if row["shard"] is not None and seen[key] == 0:
-            problems.append(f"{row['shard']}: key {key!r} from the manifest is missing")
+            problems.append(f"{at(row['shard'])}: key {key!r} from the manifest is missing")
         elif seen[key] > 1:
             problems.append(f"key {key!r} appears {seen[key]} times in the shards")

@@ -144,7 +144,8 @@ def test_verify_checks_every_object_at_the_url(images, tmp_path):
     damage("wds/train-000000.tar", row["offset"] + 600)  # inside the first image's bytes
     damage("wds/val-000000.idx", 3)
     problems = verify_dataset(URL, cache_dir=tmp_path / "c").problems
-    assert "wds/train-000000.tar: checksum differs from the card" in problems
+    assert f"{URL}/wds/train-000000.tar: checksum differs from the card" in problems
+    assert all(p.startswith(f"{URL}/") for p in problems)  # never a scratch or cache path
     assert (
         f"{URL}/wds/train-000000.tar: sample {row['key']!r}: checksum mismatch: "
         "the shard is damaged or was changed after ingest"

@@ -43,7 +43,7 @@ def test_a_missing_shard_and_its_keys_are_found(dataset):
     path = open_dataset(dataset).card.shards[0].path
     (dataset / path).unlink()
     problems = verify_dataset(dataset).problems
-    assert f"{path}: shard file is missing" in problems
+    assert f"{dataset}/{path}: shard file is missing" in problems  # named by the folder
     assert any("from the manifest is missing" in p for p in problems)
 
 
@@ -52,7 +52,8 @@ def test_a_stale_index_is_found(dataset):
     idx = dataset / index_name(path)
     lines = idx.read_text().splitlines()
     idx.write_text("\n".join([lines[0], lines[2], lines[1], *lines[3:]]) + "\n")
-    assert f"{index_name(path)}: index does not match the shard" in verify_dataset(dataset).problems
+    problems = verify_dataset(dataset).problems
+    assert f"{dataset}/{index_name(path)}: index does not match the shard" in problems
 
 
 def test_a_manifest_that_disagrees_is_found(dataset):

@@ -61,3 +61,25 @@ def medshard(*args: str) -> subprocess.CompletedProcess:
     env |= {"COLUMNS": "200", "PATH": "/usr/bin:/bin"}
     env["MEDSHARD_CACHE"] = os.environ["MEDSHARD_CACHE"]
     return subprocess.run([MEDSHARD, *args], capture_output=True, text=True, timeout=300, env=env)
+
+
+def nifti_twins(root: Path, url: str, subjects: int, **more) -> Path:
+    """`subjects` NIfTI subjects (t1, t2 and a mask) ingested to `url` and, the same, to
+    the folder `root / "local"`, which is returned; `more`: further ingest options."""
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.volume_data import nifti_subjects
+
+    options = dict(
+        table=nifti_subjects(root / "raw", n=subjects),
+        modalities=("t1", "t2"),
+        mask_col="seg",
+        key_col="subject",
+        val_fraction=0.0,
+        workers=1,
+        processes=False,
+        quiet=True,
+        **more,
+    )
+    for out in (Path(url), root / "local"):
+        ingest_nifti(NiftiIngestOptions(out=out, **options))
+    return root / "local"

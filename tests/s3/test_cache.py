@@ -21,7 +21,7 @@ from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
 from medshard.shards.storage import RetryPolicy, S3Store
 from tests.conftest import ingest
-from tests.s3.helpers import SPEC, URL, damage, first_sample, medshard, small_cache
+from tests.s3.helpers import SPEC, URL, damage, first_sample, medshard, nifti_twins, small_cache
 from tests.s3_server import BUCKET
 
 
@@ -174,14 +174,8 @@ def test_a_second_ingest_to_a_url_is_refused_naming_the_url(images):
 
 
 def test_a_volume_chunk_damaged_in_the_cache_is_fetched_again_once(s3, tmp_path):
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.volume_data import nifti_subjects
-
     url = f"s3://{BUCKET}/mri-damaged"
-    options = dict(table=nifti_subjects(tmp_path / "raw", n=2), modalities=("t1", "t2"))
-    options |= dict(mask_col="seg", key_col="subject", val_fraction=0.0, workers=1)
-    for out in (Path(url), tmp_path / "local"):
-        ingest_nifti(NiftiIngestOptions(out=out, processes=False, quiet=True, **options))
+    nifti_twins(tmp_path, url, 2)
     ds = open_dataset(url, cache_dir=tmp_path / "c")
     spec = dict(SPEC, patch_size=(16, 16, 16), training=False)  # each patch: a whole volume
 

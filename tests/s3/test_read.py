@@ -19,7 +19,15 @@ from medshard.errors import CorruptDataError, DatasetError
 from medshard.loaders.build import build_loader
 from medshard.shards.reader import open_dataset
 from medshard.shards.verify import verify_dataset
-from tests.s3.helpers import URL, damage, first_sample, local_files, medshard, small_cache
+from tests.s3.helpers import (
+    URL,
+    damage,
+    first_sample,
+    local_files,
+    medshard,
+    nifti_twins,
+    small_cache,
+)
 from tests.s3_server import BUCKET
 
 
@@ -231,26 +239,11 @@ def test_the_loader_streams_patches_of_volumes_at_a_url(s3, tmp_path, monkeypatc
 
 
 def test_zarr_samples_are_fetched_whole_into_the_cache_and_checked(s3, tmp_path, monkeypatch):
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
     from medshard.shards.zarr_store import ZarrReader
-    from tests.volume_data import nifti_subjects
 
     monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
     url = f"s3://{BUCKET}/mri"
-    table = nifti_subjects(tmp_path / "raw", n=3)
-    options = dict(
-        table=table,
-        modalities=("t1", "t2"),
-        mask_col="seg",
-        key_col="subject",
-        label_col="group",
-        val_fraction=0.0,
-        workers=1,
-        processes=False,
-        quiet=True,
-    )
-    for out in (Path(url), tmp_path / "local"):
-        ingest_nifti(NiftiIngestOptions(out=out, **options))
+    nifti_twins(tmp_path, url, 3, label_col="group")
     rows = {r["key"]: r for r in open_dataset(tmp_path / "local").manifest.to_pylist()}
     group = max(r["bytes"] for r in rows.values())
     tables = sum(p.stat().st_size for p in (tmp_path / "local").glob("*.parquet"))

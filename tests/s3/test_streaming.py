@@ -5,8 +5,6 @@ against the loopback S3 server (tests/s3_server.py)."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -17,7 +15,7 @@ from medshard.loaders.readahead import FetchAhead
 from medshard.shards.reader import open_dataset
 from medshard.trainers.config import load_config
 from medshard.trainers.loop import train
-from tests.s3.helpers import SPEC, URL, medshard, objects, small_cache
+from tests.s3.helpers import SPEC, URL, medshard, nifti_twins, objects, small_cache
 from tests.s3_server import BUCKET
 from tests.trainers.real_runs import TINY
 
@@ -85,23 +83,9 @@ def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path)
 
 
 def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(s3, tmp_path, monkeypatch):
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.volume_data import nifti_subjects
-
     monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
     url = f"s3://{BUCKET}/mri-ahead"
-    options = dict(
-        table=nifti_subjects(tmp_path / "raw", n=4),
-        modalities=("t1", "t2"),
-        mask_col="seg",
-        key_col="subject",
-        val_fraction=0.0,
-        workers=1,
-        processes=False,
-        quiet=True,
-    )
-    for out in (Path(url), tmp_path / "local"):
-        ingest_nifti(NiftiIngestOptions(out=out, **options))
+    nifti_twins(tmp_path, url, 4)
     local = open_dataset(tmp_path / "local")
     group = max(r["bytes"] for r in local.manifest.to_pylist())
     tables = sum(p.stat().st_size for p in (tmp_path / "local").glob("*.parquet"))
@@ -132,14 +116,8 @@ def test_a_volume_evicted_between_its_fetch_and_its_read_is_fetched_again(
     fetch and before its read is fetched again, never read as fill values."""
     import shutil
 
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.volume_data import nifti_subjects
-
     url = f"s3://{BUCKET}/mri-evicted"
-    options = dict(table=nifti_subjects(tmp_path / "raw", n=2), modalities=("t1", "t2"))
-    options |= dict(mask_col="seg", key_col="subject", val_fraction=0.0, workers=1)
-    for out in (Path(url), tmp_path / "local"):
-        ingest_nifti(NiftiIngestOptions(out=out, processes=False, quiet=True, **options))
+    nifti_twins(tmp_path, url, 2)
     ds = open_dataset(url, cache_dir=tmp_path / "c")
     fetch, evicted = ds.prefetch, []
 

@@ -71,3 +71,26 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     out["fomo-mri-age"] = root / "mri-age"
     ingest_nifti(NiftiIngestOptions(out=out["fomo-mri-age"], target_col="age", **nifti))
     return out
+
+
+@pytest.fixture
+def real_mri(tmp_path):
+    """nibabel's anatomical, reoriented and standard volumes with masks, ingested."""
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw")
+    ingest_nifti(
+        NiftiIngestOptions(
+            table=table,
+            out=tmp_path / "ds",
+            modalities=("image",),
+            mask_col="seg",
+            key_col="subject",
+            workers=1,
+            processes=False,
+            quiet=True,
+            val_fraction=0.0,
+        )
+    )
+    return tmp_path / "ds", tmp_path / "raw"

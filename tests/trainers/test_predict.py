@@ -7,8 +7,6 @@ import json
 from pathlib import Path
 
 import jsonschema
-import nibabel as nib
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -17,7 +15,6 @@ from typer.testing import CliRunner
 from medshard.cli import app
 from medshard.ingest.images import ImageIngestOptions, ingest_images
 from medshard.loaders import build_loader
-from medshard.shards.reader import open_dataset
 from medshard.synth.images import MAMMO_CLASSES, synth_mammo_tiles
 from medshard.trainers.config import TrainConfig
 from medshard.trainers.loop import train
@@ -215,98 +212,6 @@ def test_refusals(gray, tmp_path):
     )
 
 
-def sign_net(spatial_dims: int, in_channels: int, out_channels: int) -> torch.nn.Module:
-    """Logits (-x, x, -inf ...) of the first channel: label 1 wherever the normalised
-    intensity is above 0, that is above the card's mean."""
-    return _Sign(out_channels)
-
-
-class _Sign(torch.nn.Module):
-    def __init__(self, classes: int):
-        super().__init__()
-        self.classes = classes
-        self.scale = torch.nn.Parameter(torch.ones(()))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        first = x[:, :1] * self.scale
-        rest = torch.full_like(first, -1e4).expand(-1, self.classes - 2, *x.shape[2:])
-        return torch.cat([-first, first, rest], dim=1)
-
-
-def test_a_segmentation_label_map_overlays_its_nifti_source(real_mri, tmp_path):
-    dataset, raw = real_mri
-    run = tmp_path / "seg"
-    config = TrainConfig.model_validate(
-        dict(
-            name="seg",
-            dataset=str(dataset),
-            task="segmentation",
-            model={"name": "tests.trainers.test_predict:sign_net"},
-            loader={"patch_size": [8, 8, 8], "batch_size": 2, "val_split": "train"},
-        )
-    )
-    (run / "best").mkdir(parents=True)
-    import yaml
-
-    (run / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json")))
-    save_file({"scale": torch.ones(())}, str(run / "best/model.safetensors"))
-    mean = open_dataset(dataset).card.stats.clipped_mean[0]  # what normalisation subtracts
-    for source in ("anatomical.nii", "reoriented.nii", "standard.nii.gz"):
-        document = predict(
-            open_run(run),
-            file_inputs([str(raw / source)]),
-            output_dir=tmp_path / "maps",
-            show=False,
-        )
-        jsonschema.validate(document, SCHEMA)
-        record = document["records"][0]
-        written, original = nib.load(record["output"]), nib.load(raw / source)
-        assert written.shape == original.shape and record["shape"] == list(original.shape)
-        assert np.allclose(written.affine, original.affine)
-        expected = np.asarray(original.dataobj, np.float32) > mean
-        if source != "standard.nii.gz":  # nibabel's tiny volume lies below the pooled mean
-            assert 0 < expected.mean() < 1
-        assert np.array_equal(np.asarray(written.dataobj) == 1, expected)
-    whole = predict(open_run(run), _volumes(dataset), output_dir=tmp_path / "ds-maps", show=False)
-    jsonschema.validate(whole, SCHEMA)
-    assert {r["input"] for r in whole["records"]} == {"anatomical", "reoriented", "standard"}
-    for record in whole["records"]:
-        source = nib.load(
-            raw / f"{record['input']}{'.nii.gz' if 'standard' in record['input'] else '.nii'}"
-        )
-        assert nib.load(record["output"]).shape == source.shape
-        assert np.allclose(nib.load(record["output"]).affine, source.affine)
-    assert 0.0 <= whole["metrics"]["test_dice"] <= 1.0
-
-
-def _volumes(dataset):
-    from medshard.trainers.predict_inputs import dataset_inputs
-
-    return dataset_inputs(dataset, "train", whole_volumes=True)
-
-
-@pytest.fixture
-def real_mri(tmp_path):
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.real_data import real_nifti_table
-
-    table = real_nifti_table(tmp_path / "raw")
-    ingest_nifti(
-        NiftiIngestOptions(
-            table=table,
-            out=tmp_path / "ds",
-            modalities=("image",),
-            mask_col="seg",
-            key_col="subject",
-            workers=1,
-            processes=False,
-            quiet=True,
-            val_fraction=0.0,
-        )
-    )
-    return tmp_path / "ds", tmp_path / "raw"
-
-
 def test_regression_records_give_the_value_in_the_targets_units():
     from medshard.trainers.predict_records import output_records, summary
 
@@ -391,7 +296,7 @@ def test_more_refusals_each_in_one_sentence(gray, real_mri, tmp_path):
         name="seg",
         dataset=str(dataset),
         task="segmentation",
-        model={"name": "tests.trainers.test_predict:sign_net"},
+        model={"name": "tests.trainers.test_predict_segmentation:sign_net"},
         loader={"val_split": "train"},
     )
     (seg / "config.yaml").write_text(yaml.safe_dump(raw_config))

@@ -48,7 +48,7 @@ def _segmentation_run(dataset, folder):
         name="seg",
         dataset=str(dataset),
         task="segmentation",
-        model={"name": "tests.trainers.test_predict:sign_net"},
+        model={"name": "tests.trainers.test_predict_segmentation:sign_net"},
         loader={"val_split": "train", "patch_size": [8, 8, 8]},
     )
     (folder / "config.yaml").write_text(yaml.safe_dump(config))

@@ -23,7 +23,7 @@ from medshard.trainers.byol import build_byol
 from medshard.trainers.predict import PredictError, open_run, predict
 from medshard.trainers.predict_inputs import file_inputs, folder_inputs
 from medshard.trainers.predict_volumes import MARK, LabelMapError
-from tests.trainers.test_predict import gray, real_mri  # noqa: F401 - fixtures
+from tests.trainers.test_predict import gray  # noqa: F401 - a fixture (real_mri: conftest)
 
 VOLUMES = ("anatomical.nii", "reoriented.nii", "standard.nii.gz")
 

@@ -126,19 +126,20 @@ def _train_keys(local: Path) -> list[str]:
     return sorted(r["key"] for r in rows if r["split"] == "train")
 
 
-def test_a_server_restarted_mid_epoch_loses_no_sample(images, tmp_path, caplog):
+def test_a_server_restarted_during_an_epoch_loses_no_sample(images, tmp_path, caplog):
     local, server = images.local, images.server
     ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(local))
     loader = build_loader(
         ds, "train", batch_size=2, backend="torch", num_workers=0, device="cpu", uneven="uneven"
     )
     keys, restart = [], threading.Timer(0.5, server.restart)
+    # gone as the epoch's reads begin: after its first batch, the fetch ahead of the plan
+    # may already hold every sample of so small a split, and no read would meet the outage
+    server.kill()
+    restart.start()
     with caplog.at_level(logging.WARNING, logger="medshard.shards.storage"):
-        for number, batch in enumerate(loader):
+        for batch in loader:
             keys += batch["key"]
-            if number == 0:
-                server.kill()  # mid-epoch: the next batch finds no server
-                restart.start()
     restart.join()
     assert sorted(keys) == _train_keys(local)
     assert any("retry 1 of" in r.getMessage() for r in caplog.records)

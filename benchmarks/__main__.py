@@ -11,6 +11,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+import benchmarks.machine as machine_module
 from benchmarks.cached import run_cached
 from benchmarks.copies import run_copies, sample_budget
 from benchmarks.machine import disk_mb, machine, measured, prepared
@@ -172,6 +173,12 @@ def main() -> None:
     parser.add_argument("--scale", type=int, default=2, help="dataset size multiplier")
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=machine_module.MIN_SECONDS,
+        help="more runs than --repetitions until a loader's measured runs last this long",
+    )
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     parser.add_argument("--no-memory", action="store_true", help="skip the N vs 4N memory runs")
@@ -179,6 +186,7 @@ def main() -> None:
         "--no-streaming", action="store_true", help="skip the runs from object storage"
     )
     args = parser.parse_args()
+    machine_module.MIN_SECONDS = args.min_seconds
     names = args.workloads.split(",")
     results = {
         "machine": machine(),
@@ -186,6 +194,7 @@ def main() -> None:
         "prefetch": PREFETCH,
         "repetitions": args.repetitions,
         "warmup": args.warmup,
+        "min_seconds": args.min_seconds,
         "scale": args.scale,
         "page_cache": "warm (the warm-up run reads every file first)",
         "workloads": [

@@ -80,7 +80,6 @@ def sample_budget(workload, ds: Path, limit: int = 200) -> dict:
     if filler is None or filler.on_device:  # DALI, or a GPU: nothing to take apart here
         return {}
     from medshard.loaders.augment import geometry_2d
-    from medshard.loaders.chain2d import chain_params, fold_intensity
     from medshard.loaders.frame_format import bit_depth_scale, stored_channels
     from medshard.loaders.images2d import _to_float
 
@@ -94,18 +93,19 @@ def sample_budget(workload, ds: Path, limit: int = 200) -> dict:
         pixels = [filler._pixels(i) for i in range(count)]
         read = _per_sample(filler._pixels, count)
 
+        drawn = filler.draw(np.arange(count), 0)  # a batch's draws, made at once
+
         def moved(i: int):
             x, mix = stored_channels(pixels[i], filler.channels)
-            params = chain_params(filler.chain, filler.generator(0, i))
-            return geometry_2d(filler.chain, params, x), mix, params
+            return geometry_2d(filler.chain, drawn[i][0], x), mix
 
         geometry = _per_sample(moved, count)
         done = [moved(i) for i in range(count)]
 
         def to_float(i: int) -> None:
-            x, mix, params = done[i]
-            scale = bit_depth_scale(pixels[i].dtype)
-            _to_float(out, x, mix, *fold_intensity(filler.chain, params, filler.channels, scale))
+            x, mix = done[i]
+            _, gain, offset = drawn[i]
+            _to_float(out, x, mix, gain / bit_depth_scale(pixels[i].dtype), offset)
 
         floats = _per_sample(to_float, count)
     finally:

@@ -110,8 +110,18 @@ class _Counted:
             yield batch
 
 
-def measured(name: str, make_loader: Callable[[], Iterable], repetitions: int, warmup: int) -> dict:
-    """`measure`'s figures of a loader, with its CPU milliseconds per sample (all runs,
+MIN_SECONDS = 2.0  # the least time a loader's measured runs take in all (--min-seconds)
+
+
+def measured(
+    name: str,
+    make_loader: Callable[[], Iterable],
+    repetitions: int,
+    warmup: int,
+    min_seconds: float | None = None,
+) -> dict:
+    """`measure`'s figures of a loader (at least `repetitions` runs after the warm-up, and
+    more until they last `min_seconds`), with its CPU milliseconds per sample (all runs,
     warm-up and start-up included, whole process tree) and its output bytes per sample."""
     tally = {"samples": 0, "bytes_per_sample": 0.0}
     with TreeCPU() as cpu:
@@ -120,6 +130,7 @@ def measured(name: str, make_loader: Callable[[], Iterable], repetitions: int, w
             lambda: _Counted(make_loader(), tally),
             repetitions=repetitions,
             warmup=warmup,
+            min_seconds=MIN_SECONDS if min_seconds is None else min_seconds,
         )
     figures = result.as_dict()
     figures["cpu_ms_per_sample"] = 1e3 * cpu.seconds / max(tally["samples"], 1)

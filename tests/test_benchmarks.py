@@ -24,6 +24,8 @@ def test_benchmark_run_writes_ratios_computed_from_its_measurements(tmp_path):
         "1",
         "--warmup",
         "0",
+        "--min-seconds",
+        "0",
         "--no-memory",
         "--work",
         str(tmp_path / "work"),

@@ -77,10 +77,13 @@ def measure(
     repetitions: int = 3,
     warmup: int = 1,
     max_batches: int | None = None,
+    min_seconds: float = 0.0,
 ) -> Measurement:
     """Build the loader once, as training does, and run over it warmup + repetitions times
-    (to the end, or `max_batches`); the median over the repetitions is reported. The time
-    to the first batch is the first run's: a cold start, worker start-up included."""
+    (to the end, or `max_batches`), and more while the measured runs last less than
+    `min_seconds` in all: an epoch of a fast loader is too short for a few runs to speak
+    for it on a shared machine. The median over the measured runs is reported. The time to
+    the first batch is the first run's: a cold start, worker start-up included."""
     speeds, throughputs, firsts = [], [], []
     cuda = torch.cuda.is_available()
     if cuda:
@@ -88,7 +91,8 @@ def measure(
     with PeakRSS() as rss:
         started = time.perf_counter()
         loader = make_loader()
-        for run in range(warmup + repetitions):
+        run, timed = 0, 0.0  # the measured runs' seconds
+        while run < warmup + repetitions or timed < min_seconds:
             samples = nbytes = 0
             first = None
             if run:
@@ -107,6 +111,8 @@ def measure(
             if run >= warmup:
                 speeds.append(samples / seconds)
                 throughputs.append(nbytes / 1e6 / seconds)
+                timed += seconds
+            run += 1
         del loader
     return Measurement(
         name=name,

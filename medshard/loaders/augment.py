@@ -26,7 +26,6 @@ from medshard.loaders.chain2d import (
     chain_params,
     fold_intensity,
 )
-from medshard.loaders.draws import Stream
 from medshard.loaders.frame_format import stored_channels
 from medshard.loaders.seeds import derive_seed
 
@@ -137,7 +136,7 @@ def _to_float_numpy(image: np.ndarray, weights: np.ndarray, offset: np.ndarray) 
 def augment_2d(
     image: torch.Tensor,
     config: Augment2D,
-    generator: torch.Generator | Stream | None,
+    generator: torch.Generator | np.ndarray | None,
     scale: float,
     stats: tuple[list[float], list[float]] | None,
     channels: int | None = None,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 import torch
 
-from medshard.loaders.draws import Draw, Stream, Uniform, draw_all
+from medshard.loaders.draws import Draw, Uniform, draw_columns
 from medshard.loaders.geometry2d import (
     Crop,
     Flip,
@@ -47,8 +47,11 @@ __all__ = [
     "RandomResizedCrop",
     "Resize",
     "Transform2D",
+    "batch_intensity",
     "chain_2d",
+    "chain_columns",
     "chain_params",
+    "chain_rows",
     "crop_anchor",
     "fold_intensity",
     "normalization",
@@ -116,15 +119,53 @@ class Normalize(Transform2D):
 
 
 def chain_params(
-    chain: list[Transform2D], generator: torch.Generator | Stream | None
+    chain: list[Transform2D], source: torch.Generator | np.ndarray | None
 ) -> list[dict]:
-    """Each transform's parameters: drawn from `generator` (a torch generator, or a
-    sample's `Stream`) in chain order, in one call to it; None: the evaluation values."""
-    if generator is None:
+    """Each transform's parameters for one sample: drawn in chain order from `source` (a
+    torch generator, or the sample's row of draws.sample_units); None: the evaluation
+    values."""
+    if source is None:
         return [t.fixed() for t in chain]
+    if isinstance(source, torch.Generator):
+        count = len(_draw_plan(tuple(chain))[2])
+        source = torch.rand(count, generator=source, dtype=torch.float64).numpy()
+    return chain_rows(chain_columns(chain, source[None]), 1)[0]
+
+
+def chain_columns(chain: list[Transform2D], units: np.ndarray | None) -> list[dict]:
+    """Each transform's parameters for a batch at once: for each drawn one a column (a
+    value per sample) from `units` (a row per sample, the chain's draws in order), for
+    the rest the evaluation value; None: the evaluation values alone."""
     fixed, names, draws = _draw_plan(tuple(chain))
-    values = iter(draw_all(draws, generator))
-    return [f | {name: next(values) for name in n} for f, n in zip(fixed, names)]
+    if units is None:
+        return fixed
+    columns = iter(draw_columns(draws, units))
+    return [f | {name: next(columns) for name in n} for f, n in zip(fixed, names)]
+
+
+def chain_rows(columns: list[dict], count: int) -> list[list[dict]]:
+    """`chain_columns` as each of `count` samples' parameters, per transform (Python
+    numbers, which the geometric steps take fastest)."""
+    per_transform = []
+    for params in columns:
+        values = [v.tolist() if isinstance(v, np.ndarray) else [v] * count for v in params.values()]
+        rows = [dict(zip(params, row)) for row in zip(*values)] if params else [{}] * count
+        per_transform.append(rows)
+    return [[rows[i] for rows in per_transform] for i in range(count)]
+
+
+def batch_intensity(
+    chain: list[Transform2D], columns: list[dict], channels: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The chain's intensity steps for `count` samples as (gain, offset), each (count,
+    channels), from their `chain_columns`: `fold_intensity` on every sample at
+    once (before the bit depth's scale, which divides the gain)."""
+    per_sample = [
+        {n: v[:, None] if isinstance(v, np.ndarray) else v for n, v in params.items()}
+        for params in columns
+    ]
+    gain, offset = fold_intensity(chain, per_sample, channels, 1.0)
+    return tuple(np.broadcast_to(v, (count, channels)) for v in (gain, offset))
 
 
 @lru_cache(maxsize=64)

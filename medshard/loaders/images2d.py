@@ -18,9 +18,9 @@ import torch
 
 from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, geometry_2d, to_float_2d
-from medshard.loaders.chain2d import chain_2d, chain_params, fold_intensity
+from medshard.loaders.chain2d import batch_intensity, chain_2d, chain_columns, chain_rows
 from medshard.loaders.copies import PixelSource
-from medshard.loaders.draws import Stream
+from medshard.loaders.draws import sample_units
 from medshard.loaders.frame_format import bit_depth_scale, stored_channels
 from medshard.loaders.members import MemberRanges
 from medshard.loaders.readahead import FetchAhead, ReadAhead
@@ -75,6 +75,7 @@ class ImageFiller(Filler):
         sizes = {tuple(s[1:]) for s in shapes}
         entering = sizes.pop() if len(sizes) == 1 else None
         self.chain = chain_2d(config, entering, channels, stats)
+        self.draw_count = sum(len(t.draws()) for t in self.chain)
         first = source.rows[0]
         self.labels = {name: np.asarray(value).dtype for name, value in label_fields(first).items()}
         self.label_shapes = {name: np.shape(value) for name, value in label_fields(first).items()}
@@ -131,31 +132,42 @@ class ImageFiller(Filler):
                 f"{row['shard']}: sample {row['key']!r}: its pixels do not decode ({exc})"
             ) from exc
 
-    def generator(self, epoch: int, index: int) -> Stream | None:
-        """What sample `index` draws from in `epoch` (None: evaluation): a stream of
-        numbers that only (seed, epoch, index) give, whichever thread reads it."""
-        return Stream.of(self.seed, epoch, index) if self.training else None
+    def generator(self, epoch: int, index: int) -> np.ndarray | None:
+        """What sample `index` draws from in `epoch` (None: evaluation): its uniform
+        numbers, which only (seed, epoch, index) give, whichever thread or batch reads
+        it."""
+        if not self.training:
+            return None
+        return sample_units(self.seed, epoch, [index], self.draw_count)[0]
 
-    def fill(self, arrays: dict, slot: int, index: int, epoch: int) -> None:
+    def draw(self, indices: np.ndarray, epoch: int) -> list[tuple]:
+        """Each sample's parameters (per transform) and intensity map (gain and offset per
+        channel, before its bit depth's scale), for a whole batch in one vectorised pass:
+        drawn one sample at a time, they cost more than the sample's copy."""
+        units = sample_units(self.seed, epoch, indices, self.draw_count) if self.training else None
+        columns = chain_columns(self.chain, units)
+        count = len(indices)
+        gain, offset = batch_intensity(self.chain, columns, self.channels, count)
+        return list(zip(chain_rows(columns, count), gain, offset))
+
+    def fill(self, arrays: dict, slot: int, index: int, epoch: int, drawn=None) -> None:
         row = self.source.rows[index]
+        params, gain, offset = drawn or self.draw(np.array([index]), epoch)[0]
         pixels = self._pixels(index)
         x, mix = stored_channels(pixels, self.channels)  # numpy views until the copy
-        params = chain_params(self.chain, self.generator(epoch, index))
         x = geometry_2d(self.chain, params, x)
         if tuple(x.shape[-2:]) != self.size:
             raise DatasetError(
                 f"{row['shard']}: sample {row['key']!r} is {x.shape[-2]}x{x.shape[-1]} after "
                 f"the augmentation, the batch {self.size[0]}x{self.size[1]}"
             )
-        gain, offset = fold_intensity(
-            self.chain, params, self.channels, bit_depth_scale(pixels.dtype)
-        )
+        gain = gain / bit_depth_scale(pixels.dtype)
         if self.on_device:
             self._stored(arrays, slot, x, mix, gain, offset)
         elif mix is None:  # the gain and offset with the job's other samples (`settle`)
             np.copyto(arrays["image"][slot], x, casting="unsafe")
-            arrays["gain"][slot] = np.reshape(gain, (-1, 1, 1))
-            arrays["offset"][slot] = np.reshape(offset, (-1, 1, 1))
+            arrays["gain"][slot, :, 0, 0] = gain
+            arrays["offset"][slot, :, 0, 0] = offset
         else:
             _to_float(arrays["image"][slot], x, mix, gain, offset)
             arrays["gain"][slot], arrays["offset"][slot] = 1, 0

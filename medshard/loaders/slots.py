@@ -39,8 +39,16 @@ class Filler:
         """Each array of a batch of `size` samples: its shape and type."""
         raise NotImplementedError
 
-    def fill(self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int) -> None:
-        """Fill row `slot` of the batch's arrays (numpy views of its tensors)."""
+    def draw(self, indices: np.ndarray, epoch: int) -> list | None:
+        """What every sample of a batch draws, made at once where a filler can (one entry
+        per sample, handed to its `fill`); None: each `fill` draws its own."""
+        return None
+
+    def fill(
+        self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int, drawn=None
+    ) -> None:
+        """Fill row `slot` of the batch's arrays (numpy views of its tensors) with sample
+        `index`; `drawn`: its entry of `draw`."""
         raise NotImplementedError
 
     def settle(self, arrays: dict[str, np.ndarray], rows: slice, kept: list[bool]) -> None:
@@ -123,12 +131,15 @@ class SlotLoader(Resumable):
         self.state = LoaderState()
         self._memory = _Recycler(keep=self.prefetch + 3)
 
-    def _fill(self, arrays: dict, slots: range, indices: np.ndarray, epoch: int) -> list[bool]:
-        """Fill `slots` with samples `indices`: whether each one loaded."""
+    def _fill(
+        self, arrays: dict, slots: range, indices: np.ndarray, epoch: int, drawn: list | None
+    ) -> list[bool]:
+        """Fill `slots` with samples `indices` (`drawn`: what each drew): whether each one
+        loaded."""
         kept = []
-        for slot, index in zip(slots, indices.tolist()):
+        for slot, index, draw in zip(slots, indices.tolist(), drawn or [None] * len(slots)):
             try:
-                self.filler.fill(arrays, slot, index, epoch)
+                self.filler.fill(arrays, slot, index, epoch, draw)
             except DatasetError as exc:
                 if self.on_error == "fail":
                     raise
@@ -144,11 +155,19 @@ class SlotLoader(Resumable):
         batch = self._memory.batch(layout, len(indices), pin=self.device.type == "cuda")
         arrays = {name: tensor.numpy() for name, tensor in batch.items()}  # no torch per sample
         batch["key"] = [self.source.key(int(i)) for i in indices]
+        drawn = self.filler.draw(indices, epoch)
         # a few samples a job: a job's hand-over between threads costs as much as a small
         # sample's copy, and more jobs than threads keep them busy until the batch ends
         step = max(1, -(-len(indices) // (4 * self.threads)))
         jobs = [
-            pool.submit(self._fill, arrays, range(s, s + step), indices[s : s + step], epoch)
+            pool.submit(
+                self._fill,
+                arrays,
+                range(s, s + step),
+                indices[s : s + step],
+                epoch,
+                drawn and drawn[s : s + step],
+            )
             for s in range(0, len(indices), step)
         ]
         return batch, jobs

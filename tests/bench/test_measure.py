@@ -1,5 +1,7 @@
 """The measuring harness: what it reports comes from what it counted and timed."""
 
+import time
+
 import pytest
 import torch
 
@@ -28,6 +30,20 @@ def test_rates_come_from_the_counted_samples_and_bytes():
     bytes_per_sample = 1000 * 4
     assert result.mb_per_s / result.samples_per_s == pytest.approx(bytes_per_sample / 1e6)
     assert result.peak_rss_mb > 0 and result.first_batch_s >= 0
+
+
+def test_runs_go_on_past_the_repetitions_until_they_last_min_seconds():
+    class Slow(CountingLoader):
+        def __iter__(self):
+            for batch in super().__iter__():
+                time.sleep(0.01)
+                yield batch
+
+    loader = Slow(batches=2, batch_size=1, pixels=1)  # at least 0.02 s a run
+    result = measure("x", lambda: loader, repetitions=2, warmup=1, min_seconds=0.2)
+    seconds = [2 / speed for speed in result.runs_samples_per_s]  # 2 samples a run
+    assert len(seconds) > 2 and loader.iterations == 1 + len(seconds)
+    assert sum(seconds) >= 0.2 > sum(seconds[:-1])  # it stops once they last 0.2 s
 
 
 def test_max_batches_stops_each_run_early():

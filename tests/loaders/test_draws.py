@@ -43,14 +43,27 @@ def test_dali_draws_cover_the_same_support(name):
     assert support(name, np.array(out.as_tensor()).ravel())
 
 
-def test_a_stream_is_a_pure_function_of_its_integers_and_uniform():
-    from medshard.loaders.draws import Stream
+def test_sample_units_are_a_pure_function_of_the_integers_and_uniform():
+    from medshard.loaders.draws import sample_units
 
-    assert Stream.of(3, 1, 7).units(4) == Stream.of(3, 1, 7).units(4)
-    neighbours = [Stream.of(3, 1, i).units(1)[0] for i in range(2000)]
-    assert len(set(neighbours)) == 2000  # neighbouring samples draw unrelated numbers
-    units = np.array([u for i in range(5000) for u in Stream.of(0, 2, i).units(3)])
+    np.testing.assert_array_equal(sample_units(3, 1, [7], 4), sample_units(3, 1, [7], 4))
+    # a sample's numbers are the same whichever batch draws them, and wherever in it
+    batch = sample_units(3, 1, [5, 7, 9], 4)
+    np.testing.assert_array_equal(batch[1], sample_units(3, 1, [7], 4)[0])
+    neighbours = sample_units(3, 1, np.arange(2000), 1)[:, 0]
+    assert len(set(neighbours.tolist())) == 2000  # neighbouring samples draw unrelated numbers
+    units = sample_units(0, 2, np.arange(5000), 3).ravel()
     assert units.min() >= 0 and units.max() < 1
     assert abs(units.mean() - 0.5) < 0.01 and abs(units.var() - 1 / 12) < 0.005
     assert abs(np.corrcoef(units[:-1], units[1:])[0, 1]) < 0.02
-    assert Stream.of(0, 2, 1).units(2) != Stream.of(0, 1, 2).units(2)  # order counts
+    assert (sample_units(0, 2, [1], 2) != sample_units(0, 1, [2], 2)).all()  # order counts
+
+
+@pytest.mark.parametrize("name", sorted(DRAWS))
+def test_a_column_of_units_gives_each_draw_as_one_unit_does(name):
+    from medshard.loaders.draws import draw_all, draw_columns, sample_units
+
+    units = sample_units(0, 0, np.arange(300), 1)
+    (column,) = draw_columns([DRAWS[name]], units)
+    assert column.tolist() == [draw_all([DRAWS[name]], row)[0] for row in units]
+    assert support(name, column)

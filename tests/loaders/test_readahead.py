@@ -18,6 +18,31 @@ OFFSETS = np.array([0, 1000, 2000, 3000, 4000, 5000, 0, 1000, 2000, 3000])
 SIZES = np.full(10, 1000)
 
 
+# the same layout with samples a megabyte apart: far beyond the kernel's own readahead of
+# the page a probe misses, so that what the tests leave out of the page cache stays out
+KB = 1024
+BIG_OFFSETS, BIG_SIZES = OFFSETS * KB, SIZES * KB
+
+
+def evict(path) -> None:
+    """Drop `path` from the page cache (written back first)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def shard_files(tmp_path, evicted: bool = True) -> list[str]:
+    names = ["a.tar", "b.tar"]
+    for name in names:
+        (tmp_path / name).write_bytes(bytes(6000 * KB))
+        if evicted:
+            evict(tmp_path / name)
+    return names
+
+
 def test_samples_in_shard_order_merge_into_one_run_per_shard():
     assert byte_runs(SHARDS, OFFSETS, SIZES, range(10)) == [(0, 0, 6000), (1, 0, 4000)]
 
@@ -43,23 +68,43 @@ def test_runs_cover_exactly_the_bytes_of_the_samples_asked(seed):
 
 def test_hints_go_a_window_ahead_of_the_batch_delivered(monkeypatch, tmp_path):
     hinted = []
+    names = shard_files(tmp_path)
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, start, size, advice: hinted.append(start))
-    for name in ("a.tar", "b.tar"):
-        (tmp_path / name).write_bytes(bytes(6000))
     batches = rank_batches(10, 0, 0, 0, 1, 2, shuffle=False)  # [0, 1], [2, 3], ...
-    ahead = ReadAhead(tmp_path, ["a.tar", "b.tar"], SHARDS, OFFSETS, SIZES, batches, 2)
+    ahead = ReadAhead(tmp_path, names, SHARDS, BIG_OFFSETS, BIG_SIZES, batches, 2)
     ahead.advance(-1)
     assert hinted == [0] and ahead.hinted == 2  # batches 0 and 1: one run, from 0
     ahead.advance(0)
-    assert hinted == [0, 4000] and ahead.hinted == 3  # batch 2: samples 4, 5
+    assert hinted == [0, 4000 * KB] and ahead.hinted == 3  # batch 2: samples 4, 5
     ahead.advance(0)
     assert ahead.hinted == 3  # nothing twice
     ahead.advance(10)
-    assert hinted == [0, 4000, 0] and ahead.hinted == 5  # batches 3 and 4 in shard b
+    assert hinted == [0, 4000 * KB, 0] and ahead.hinted == 5  # batches 3 and 4 in shard b
+    ahead.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="reads that never wait are Linux's")
+def test_batches_already_in_the_page_cache_are_not_hinted(monkeypatch, tmp_path):
+    names = shard_files(tmp_path, evicted=False)
+    for name in names:
+        (tmp_path / name).read_bytes()  # in the page cache
+    evict(tmp_path / "b.tar")
+    hinted = []
+    monkeypatch.setattr(
+        os, "posix_fadvise", lambda fd, start, size, advice: hinted.append((fd, start))
+    )
+    batches = rank_batches(10, 0, 0, 0, 1, 2, shuffle=False)  # [0, 1], [2, 3], ...
+    ahead = ReadAhead(tmp_path, names, SHARDS, BIG_OFFSETS, BIG_SIZES, batches, 10)
+    ahead.advance(-1)
+    # batches 0-2 lie in a.tar, which is cached; batches 3 (6, 7) and 4 (8, 9) in b.tar
+    assert [start for _, start in hinted] == [0] and ahead.hinted == 5
+    assert {fd for fd, _ in hinted} == {ahead._fd(1)}
     ahead.close()
 
 
 def test_the_loader_hints_each_shard_in_runs_in_evaluation_order(monkeypatch, mixed_tile_dataset):
+    for shard in (mixed_tile_dataset / "wds").rglob("*.tar"):
+        evict(shard)
     hints = []
     monkeypatch.setattr(
         os, "posix_fadvise", lambda fd, start, size, advice: hints.append((start, size))

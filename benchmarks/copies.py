@@ -6,7 +6,6 @@ decoding being what keeps it from the decode-bound ceiling."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -15,8 +14,7 @@ import numpy as np
 import torch
 
 from benchmarks.machine import disk_mb, measured, prepared
-from benchmarks.workloads import WORKERS
-from medshard.codecs import decode_image
+from benchmarks.workloads import WORKERS, decode_rates
 from medshard.shards.reader import open_dataset
 
 __all__ = ["copy_decode_ceiling", "run_copies", "sample_budget"]
@@ -44,19 +42,15 @@ def run_copies(workload, table: Path, work: Path, repetitions: int, warmup: int)
     return out
 
 
-def copy_decode_ceiling(ds: Path, limit: int = 200) -> float:
-    """Copies per second one core decodes (the engine's decoder), times the cores: the
-    decode-bound ceiling of encoded training copies, as for the originals."""
+def copy_decode_ceiling(ds: Path, limit: int = 200) -> dict[str, float]:
+    """`decode_rates` of encoded training copies, as of the originals."""
     samples = []
     for sample in open_dataset(ds).samples("train"):
         field = next(f for f in sample if f.startswith("train."))
         samples.append((sample[field], field.rsplit(".", 1)[1]))
         if len(samples) == limit:
             break
-    started = time.perf_counter()
-    for payload, ext in samples:
-        decode_image(payload, ext)
-    return len(samples) / (time.perf_counter() - started) * (os.cpu_count() or 1)
+    return decode_rates(samples)
 
 
 def _per_sample(step, count: int, repeats: int = 3) -> float:

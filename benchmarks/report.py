@@ -101,11 +101,13 @@ def _notes(results: dict) -> list[str]:
     cores = machine["cores"]
     for w in results["workloads"]:
         if "decode_ceiling" in w:
-            share = 100 * w["augmented"]["engine"]["samples_per_s"] / w["decode_ceiling"]
+            rates, speed = w["decode_ceiling"], w["augmented"]["engine"]["samples_per_s"]
             notes.append(
-                f"- {w['name']}: decode-bound ceiling {w['decode_ceiling']:.0f} images/s "
-                f"({cores} cores x the one-core decode rate); the engine reaches {share:.0f}% "
-                "of it with augmentation."
+                f"- {w['name']}: decode-bound ceiling {rates['ceiling']:.0f} images/s "
+                f"({cores} cores x the one-core decode rate), {rates['threads']:.0f} images/s "
+                f"from {results['workers']} threads that only decode; the engine reaches "
+                f"{100 * speed / rates['ceiling']:.0f}% of the ceiling with augmentation, "
+                f"{100 * speed / rates['threads']:.0f}% of the decoding threads."
             )
         per_sample = w["augmented"]["engine"].get("bytes_per_sample")
         if copy and per_sample and "decode_ceiling" not in w:

@@ -8,13 +8,16 @@ from __future__ import annotations
 __all__ = ["copies_lines"]
 
 
-def _row(w: dict, read: str, ingest: dict, engine: dict, plain: dict, bound: float, what: str):
+def _row(w: dict, read: str, ingest: dict, engine: dict, plain: dict, bound: dict, what: str):
+    """One engine row; `bound`: its ceiling and, for decoding, the rate of threads that
+    only decode."""
     base = w["augmented"]["baseline"]["samples_per_s"]
     speed = engine["samples_per_s"]
+    threads = f"{100 * speed / bound['threads']:.0f}%" if "threads" in bound else "-"
     return (
         f"| {w['name']} | {read} | {ingest['seconds']:.1f} | {ingest.get('disk_mb', 0):.0f} "
-        f"| {speed:.0f} | **{speed / base:.1f}x** | {bound:.0f} ({what}) "
-        f"| {100 * speed / bound:.0f}% | {plain['samples_per_s']:.0f} "
+        f"| {speed:.0f} | **{speed / base:.1f}x** | {bound['ceiling']:.0f} ({what}) "
+        f"| {100 * speed / bound['ceiling']:.0f}% | {threads} | {plain['samples_per_s']:.0f} "
         f"| {engine.get('cpu_ms_per_sample', float('nan')):.2f} |"
     )
 
@@ -31,13 +34,14 @@ def copies_lines(results: dict) -> list[str]:
         "original bytes and on each kind of copy (same augmentation, batch size and workers)",
         "",
         "| workload | engine reads | ingest s | disk MB | augmented samples/s | x lazy PIL "
-        "| bound samples/s | share of bound | plain samples/s | CPU ms/sample |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| bound samples/s | share of bound | share of decoding threads | plain samples/s "
+        "| CPU ms/sample |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for w in measured:
         lines.append(
             f"| {w['name']} | lazy PIL loader (files) | - | - "
-            f"| {w['augmented']['baseline']['samples_per_s']:.0f} | 1.0x | - | - "
+            f"| {w['augmented']['baseline']['samples_per_s']:.0f} | 1.0x | - | - | - "
             f"| {w['plain']['baseline']['samples_per_s']:.0f} "
             f"| {w['augmented']['baseline']['cpu_ms_per_sample']:.2f} |"
         )
@@ -57,7 +61,8 @@ def copies_lines(results: dict) -> list[str]:
             if "decode_ceiling" in entry:
                 bound, what = entry["decode_ceiling"], "decode"
             else:
-                bound, what = copy_rate * 1e9 / engine["bytes_per_sample"], "memory copy"
+                bound = {"ceiling": copy_rate * 1e9 / engine["bytes_per_sample"]}
+                what = "memory copy"
             lines.append(
                 _row(w, f"{kind} copies", entry["ingest"], engine, entry["plain"], bound, what)
             )
@@ -77,7 +82,9 @@ def copies_lines(results: dict) -> list[str]:
     lines.append(
         f"- Bounds: decode = cores x one core's rate of the engine's decoder on those bytes; "
         f"memory copy = this machine's copy rate ({copy_rate:.1f} GB/s, one thread) / "
-        "the bytes of a delivered sample. Ingest s and disk MB: the dataset with originals "
-        "only, and with originals and that copy."
+        "the bytes of a delivered sample. Decoding threads: the rate of as many threads as "
+        "the loaders use doing nothing but decode those bytes at once, measured beside the "
+        "ceiling (what this machine's cores give together). Ingest s and disk MB: the "
+        "dataset with originals only, and with originals and that copy."
     )
     return lines

@@ -14,6 +14,7 @@ import csv
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,7 +41,7 @@ from medshard.synth.images import MAMMO_CLASSES, synth_embryo_stage, synth_mammo
 from medshard.synth.video import synth_ivf_timelapse
 from medshard.synth.volumes import synth_fomo_mri, synth_nuclei_3d
 
-__all__ = ["WORKERS", "WORKLOADS", "Workload", "decode_ceiling", "rows_of"]
+__all__ = ["WORKERS", "WORKLOADS", "Workload", "decode_ceiling", "decode_rates", "rows_of"]
 
 WORKERS = 2  # DataLoader workers of the baselines and the 2D engine; threads of the 3D engine
 PREFETCH = 4  # batches each DataLoader worker keeps ready, as the engine's DataLoader does
@@ -331,12 +332,25 @@ WORKLOADS = {
 }
 
 
-def decode_ceiling(table: Path, column: str, limit: int = 200) -> float:
-    """Images per second one core decodes with the engine's decoder, times the cores: the
-    decode-bound ceiling of a CPU loader for these images."""
+def decode_ceiling(table: Path, column: str, limit: int = 200) -> dict[str, float]:
+    """`decode_rates` of the first `limit` images of `table`."""
     paths = [table.parent / r[column] for r in _read_csv(table)[:limit]]
-    data = [(p.read_bytes(), IMAGE_EXTENSIONS[p.suffix.lower()]) for p in paths]
-    started = time.perf_counter()
-    for payload, ext in data:
-        decode_image(payload, ext)
-    return len(data) / (time.perf_counter() - started) * (os.cpu_count() or 1)
+    return decode_rates([(p.read_bytes(), IMAGE_EXTENSIONS[p.suffix.lower()]) for p in paths])
+
+
+def decode_rates(encoded: list[tuple[bytes, str]], passes: int = 3) -> dict[str, float]:
+    """Images per second decoded with the engine's decoder: `ceiling`, one core's rate
+    (its CPU time, the best of `passes`) times the cores, the decode-bound ceiling of a CPU
+    loader; and `threads`, the wall-clock rate of WORKERS threads doing nothing but
+    decode them at once (the best of `passes`), what the cores give together."""
+    one_core, threads = 0.0, 0.0
+    with ThreadPoolExecutor(WORKERS) as pool:
+        for _ in range(passes):
+            started = time.thread_time()
+            for payload, ext in encoded:
+                decode_image(payload, ext)
+            one_core = max(one_core, len(encoded) / (time.thread_time() - started))
+            started = time.perf_counter()
+            list(pool.map(lambda item: decode_image(*item), encoded))
+            threads = max(threads, len(encoded) / (time.perf_counter() - started))
+    return {"ceiling": one_core * (os.cpu_count() or 1), "threads": threads}

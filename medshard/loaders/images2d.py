@@ -80,10 +80,9 @@ class ImageFiller(Filler):
         self.labels = {name: np.asarray(value).dtype for name, value in label_fields(first).items()}
         self.label_shapes = {name: np.shape(value) for name, value in label_fields(first).items()}
         self.checked = np.zeros(len(source), bool)  # samples whose checksum this loader saw
-        local = source.files.mirror is None
-        self.members = (
-            MemberRanges(source.files.dataset, source.rows, pixels.fields) if local else None
-        )
+        shards = sorted({r["shard"] for r in source.rows})
+        indexes = dict(zip(shards, source.dataset.index_files(shards)))
+        self.members = MemberRanges(source.files, indexes, source.rows, pixels.fields)
 
     def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         if self.on_device:
@@ -110,19 +109,18 @@ class ImageFiller(Filler):
 
     def _pixels(self, index: int) -> np.ndarray:
         """Sample `index`'s pixels (C, H, W): the first time, from the whole sample,
-        checked; then from its pixel member alone where the dataset is local."""
+        checked; then from its pixel member alone."""
         row, members = self.source.rows[index], self.members
         try:
-            if members is not None and self.checked[index]:
+            if self.checked[index]:
                 data = members.read(index)
                 if isinstance(data, np.ndarray):
                     return data
                 return self.pixels.decode(members.fields[index], data)
-            raw = self.source.raw(index, check=not self.checked[index])
+            raw = self.source.raw(index)
             field = self.pixels.field(raw)
             pixels = self.pixels.decode(field, raw[field])
-            if members is not None:
-                members.confirm(index, raw[field], pixels if self.pixels.raw else None)
+            members.confirm(index, raw[field], pixels if self.pixels.raw else None)
             self.checked[index] = True
             return pixels
         except DatasetError:

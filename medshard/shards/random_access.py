@@ -65,10 +65,7 @@ class ShardFiles:
         """The members of sample `key`; checked against `sha256` (the manifest's
         `sample_sha256`) when given."""
         mirror = self.mirror
-        if mirror is None:
-            data, where = os.pread(self._fd(shard), nbytes, offset), str(self.dataset / shard)
-        else:
-            data, where = mirror.read(shard, offset, nbytes), mirror.store.object_url(shard)
+        data, where = self.read_range(shard, offset, nbytes), self.where(shard)
         intact = sha256 is None or hashlib.sha256(data).hexdigest() == sha256
         if not intact and mirror is not None:  # a cached copy damaged on local disk
             data = mirror.read_again(shard, offset, nbytes)
@@ -81,6 +78,19 @@ class ShardFiles:
                 "the shard is damaged or was changed after ingest"
             )
         return parse_sample(data, shard, key)
+
+    def read_range(self, shard: str, offset: int, nbytes: int) -> bytes:
+        """`nbytes` of `shard` from `offset`, unchecked: a pread, or through the cache of a
+        dataset at a URL."""
+        if self.mirror is None:
+            return os.pread(self._fd(shard), nbytes, offset)
+        return self.mirror.read(shard, offset, nbytes)
+
+    def where(self, name: str) -> str:
+        """What a message calls file `name` of the dataset: its path, or its object's URL."""
+        if self.mirror is None:
+            return str(self.dataset / name)
+        return self.mirror.store.object_url(name)
 
     def _fd(self, shard: str) -> int:
         try:

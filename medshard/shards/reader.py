@@ -153,7 +153,11 @@ class Dataset:
         return [self.path / s.path for s in shards]
 
     def index_paths(self, split: str | None = None) -> list[Path]:
-        names = [index_name(s.path) for s in self.shards(split)]
+        return self.index_files([s.path for s in self.shards(split)])
+
+    def index_files(self, shards: list[str]) -> list[Path]:
+        """Local files of the indexes of `shards` (fetched for a dataset at a URL)."""
+        names = [index_name(shard) for shard in shards]
         if self.mirror is not None:
             checksums = self.card.checksums or {}
             return [self.mirror.local_file(n, 0, checksums.get(n)) for n in names]

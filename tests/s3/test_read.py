@@ -85,6 +85,35 @@ def test_every_sample_streams_through_a_cache_smaller_than_the_dataset(images, t
     assert steps == 3 and torch.isfinite(loss)
 
 
+def test_a_later_epoch_reads_each_pixel_member_alone_through_the_cache(images, tmp_path):
+    local = images.local
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(local))
+    spec = dict(batch_size=3, backend="torch", shuffle=True, device="cpu", num_workers=2)
+    loader = build_loader(ds, "train", **spec)
+    here = build_loader(open_dataset(local), "train", **spec)
+    read = []
+    files = loader.filler.source.files
+    plain_read = files.read_range
+    files.read_range = lambda shard, offset, nbytes: (
+        read.append(nbytes) or plain_read(shard, offset, nbytes)
+    )
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        here.set_epoch(epoch)
+        streamed = [(k, i) for b in loader for k, i in zip(b["key"], b["image"])]
+        stored = [(k, i) for b in here for k, i in zip(b["key"], b["image"])]
+        assert [k for k, _ in streamed] == [k for k, _ in stored]
+        assert all(torch.equal(a, b) for (_, a), (_, b) in zip(streamed, stored))
+        if epoch == 0:
+            first, read[:] = list(read), []
+    rows = loader.filler.source.rows
+    members = loader.filler.members
+    # the first epoch read whole samples (and each member once, to confirm the index);
+    # the second only the members, each smaller than its sample
+    assert sorted(read) == sorted(int(s) for s in members.size)
+    assert sum(read) < sum(r["bytes"] for r in rows) < sum(first)
+
+
 def test_whole_shards_are_fetched_once_and_a_warm_cache_reads_offline(images, tmp_path):
     local = images.local
     ds = open_dataset(URL, cache_dir=tmp_path / "c")  # no limit: every split fits

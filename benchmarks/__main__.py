@@ -101,7 +101,7 @@ def run_workload(
         result["copies"] = run_copies(workload, table, work / name, repetitions, warmup)
         result["budget"] = sample_budget(workload, ds)
     if streaming and name in STREAMED:  # local, then from object storage on loopback
-        result["streaming"] = run_streaming(workload, ds, work / name, repetitions, warmup)
+        result["streaming"] = run_streaming(workload, table, ds, work / name, repetitions, warmup)
     if workload.volumes and memory:
         result["memory"] = memory_at_quarter(name, table, ds, work / name, result["inputs"])
     shutil.rmtree(work / name, ignore_errors=True)

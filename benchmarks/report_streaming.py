@@ -45,17 +45,29 @@ def streaming_lines(results: dict) -> list[str]:
             k for k in ("cold", "warm", "tight") if s[k]["cache_peak_mb"] > s[k]["cache_limit_mb"]
         ]
         if "server_mb_per_s" in s:
-            transfer = s["epoch_fetch_mb"] / s["server_mb_per_s"]
             local = s["epoch_samples"] / s["local"]["samples_per_s"]
-            bound = 100 * local / max(local, transfer)
             cold = 100 * s["cold"]["samples_per_s"] / s["local"]["samples_per_s"]
+            transfer = s["epoch_fetch_mb"] / s["server_mb_per_s"]
+            fetch = s["epoch_fetch_mb"] / s.get("fetch_mb_per_s", s["server_mb_per_s"])
             lines.append(
                 f"- {w['name']}: the server delivers {s['server_mb_per_s']:.0f} MB/s to "
-                f"{s['fetch_threads']} readers; a cold epoch fetches "
-                f"{s['epoch_fetch_mb']:.0f} MB, {transfer:.2f} s of transfer alone against a "
-                f"local epoch of {local:.2f} s, so a cold epoch reaches at most {bound:.0f}% "
-                f"of local (transfer wholly overlapped with reading); the engine's reached "
-                f"{cold:.0f}%."
+                f"{s['fetch_threads']} readers, {s.get('fetch_mb_per_s', 0):.0f} MB/s "
+                f"checked and written into a cache as the cache fetches; a cold epoch fetches "
+                f"{s['epoch_fetch_mb']:.0f} MB: {transfer:.2f} s of transfer alone, "
+                f"{fetch:.2f} s of fetching, against a local epoch of {local:.2f} s. So a "
+                f"cold epoch reaches at most {100 * local / max(local, transfer):.0f}% of "
+                f"local by transfer, {100 * local / max(local, fetch):.0f}% by fetching "
+                f"(wholly overlapped with reading); the engine's reached {cold:.0f}%."
+            )
+        if "layout" in s:
+            layout = s["layout"]
+            shards = (
+                f"in shards of {layout['shard_bytes']} bytes, " if "shard_bytes" in layout else ""
+            )
+            lines.append(
+                f"- {w['name']}: the streamed dataset is stored {shards}read "
+                f"{layout['shuffle_shards']} shards (a volume counts as one) at a time "
+                "(shuffle_shards), on disk and from the URL alike."
             )
         lines.append(
             f"- {w['name']}: dataset {s['dataset_mb']:.0f} MB; the least limit it accepts "

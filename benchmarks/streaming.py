@@ -13,6 +13,7 @@ cannot beat the local epoch nor the transfer of what it fetches, whichever takes
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import socket
@@ -34,7 +35,13 @@ from medshard.shards.storage import S3Store
 
 __all__ = ["STREAMED", "DiskPeak", "loopback_s3", "run_streaming", "streaming_lines"]
 
-STREAMED = ("mammo-tiles", "fomo-mri")  # one 2D and one 3D workload
+# one 2D and one 3D workload, as a streamed dataset is laid out and read: in shards of a
+# size that streams (MosaicML Streaming and LitData write 64 MB ones; mammo-tiles is 69 MB
+# in all), a few shards (a volume counts as one) at a time, on disk and from the URL alike
+STREAMED = {
+    "mammo-tiles": {"ingest": {"shard_bytes": 8 * 2**20}, "shuffle_shards": 2},
+    "fomo-mri": {"ingest": {}, "shuffle_shards": 4},
+}
 BUCKET = "medshard-bench"
 _CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "bench",
@@ -127,14 +134,14 @@ def _sizes(ds: Path) -> tuple[int, int, int]:
 
 
 def _remote(
-    workload, url: str, endpoint: str, cache: Path, limit: int, runs: int, warmup: int
+    engine, url: str, endpoint: str, cache: Path, limit: int, runs: int, warmup: int
 ) -> dict:
     """`measured` figures of the engine reading `url` through `cache` under `limit`; one
     run exactly where `runs` is 1 (a cold cache is cold once)."""
 
     def make():
         ds = open_dataset(url, cache_dir=cache, cache_limit=limit, endpoint_url=endpoint)
-        return workload.engine(ds, True)
+        return engine(ds, True)
 
     with DiskPeak(cache) as disk:
         figures = measured("engine", make, runs, warmup, None if runs > 1 else 0.0)
@@ -142,12 +149,12 @@ def _remote(
     return figures
 
 
-def _cold(workload, url, endpoint, cache: Path, limit: int, repetitions: int) -> dict:
+def _cold(engine, url, endpoint, cache: Path, limit: int, repetitions: int) -> dict:
     """Each run from an empty cache; the run of median speed, with the highest peak."""
     runs = []
     for _ in range(max(1, repetitions)):
         shutil.rmtree(cache, ignore_errors=True)
-        runs.append(_remote(workload, url, endpoint, cache, limit, 1, 0))
+        runs.append(_remote(engine, url, endpoint, cache, limit, 1, 0))
     speeds = [r["samples_per_s"] for r in runs]
     middle = min(runs, key=lambda r: abs(r["samples_per_s"] - statistics.median(speeds)))
     return middle | {
@@ -159,14 +166,27 @@ def _cold(workload, url, endpoint, cache: Path, limit: int, repetitions: int) ->
 FETCH_THREADS = 4  # the cache's fetches run four at a time (Mirror.prefetch)
 
 
-def _server_rate(store: S3Store, name: str, rounds: int = 2) -> float:
+def _server_rate(store: S3Store, name: str, into: Path | None = None, rounds: int = 2) -> float:
     """Bytes per second the server delivers of object `name` to FETCH_THREADS GETs at
-    once."""
-    size = store.head(name)[0]
+    once: into memory, or with `into` (a folder) as the cache fetches, each object checked
+    and written to a file there."""
+    size, sha256 = store.head(name)
+
+    def get(number: int) -> None:
+        if into is None:
+            store.get(name)
+        else:
+            store.download(name, into / f"fetched-{number}", sha256)
+
+    if into is not None:
+        into.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(FETCH_THREADS) as pool:
         started = time.perf_counter()
-        list(pool.map(lambda _: store.get(name), range(FETCH_THREADS * rounds)))
-        return size * FETCH_THREADS * rounds / (time.perf_counter() - started)
+        list(pool.map(get, range(FETCH_THREADS * rounds)))
+        seconds = time.perf_counter() - started
+    if into is not None:
+        shutil.rmtree(into, ignore_errors=True)
+    return size * FETCH_THREADS * rounds / seconds
 
 
 def _train_epoch(workload, ds: Path) -> tuple[int, int]:
@@ -181,37 +201,50 @@ def _train_epoch(workload, ds: Path) -> tuple[int, int]:
     return len(rows), shards
 
 
-def run_streaming(workload, ds: Path, work: Path, repetitions: int, warmup: int) -> dict:
-    """The engine on `ds` from disk and from the loopback server: cold, warm, tight."""
+def run_streaming(
+    workload, table: Path, ds: Path, work: Path, repetitions: int, warmup: int
+) -> dict:
+    """The engine on the workload's streamed dataset (`ds`, or `table` ingested as
+    STREAMED lays it out) from disk and from the loopback server: cold, warm, tight."""
+    layout = STREAMED[workload.name]
+    if layout["ingest"]:
+        ds = work / "ds-streamed"
+        workload.ingest(table, ds, WORKERS, **layout["ingest"])
+    engine = functools.partial(workload.engine, shuffle_shards=layout["shuffle_shards"])
     total, least, largest = _sizes(ds)
     samples, fetched = _train_epoch(workload, ds)
     # tight: half the dataset, and room for the entry each reading thread is reading (a
     # Zarr volume being read can be evicted by another thread's read when there is not)
     roomy_limit = int(total * 1.25) + 2**20
     tight_limit = max(least + (WORKERS - 1) * largest, total // 2)
-    local = measured("engine", lambda: workload.engine(ds, True), repetitions, warmup)
+    local = measured("engine", lambda: engine(ds, True), repetitions, warmup)
     with loopback_s3() as endpoint:
         url = f"s3://{BUCKET}/{workload.name}"
         store = S3Store(url, endpoint)
         publish(ds, store)
         objects = store.list()
-        rate = _server_rate(store, max(objects, key=objects.get))
-        cold = _cold(workload, url, endpoint, work / "cache-cold", roomy_limit, repetitions)
+        largest = max(objects, key=objects.get)
+        rate = _server_rate(store, largest)
+        fetch_rate = _server_rate(store, largest, into=work / "fetched")
+        cold = _cold(engine, url, endpoint, work / "cache-cold", roomy_limit, repetitions)
         cache = work / "cache-warm"
-        _remote(workload, url, endpoint, cache, roomy_limit, 1, 0)  # fills the cache
-        warm = _remote(workload, url, endpoint, cache, roomy_limit, repetitions, warmup)
-        tight = _cold(workload, url, endpoint, work / "cache-tight", tight_limit, repetitions)
-    for name in ("cache-cold", "cache-warm", "cache-tight"):
+        _remote(engine, url, endpoint, cache, roomy_limit, 1, 0)  # fills the cache
+        warm = _remote(engine, url, endpoint, cache, roomy_limit, repetitions, warmup)
+        tight = _cold(engine, url, endpoint, work / "cache-tight", tight_limit, repetitions)
+    for name in ("cache-cold", "cache-warm", "cache-tight", "ds-streamed"):
         shutil.rmtree(work / name, ignore_errors=True)
     return {
         "dataset_mb": total / 2**20,
         # what a cold epoch must fetch (every shard or volume; tables are small) against
         # what the server delivers: the transfer alone, beside the local epoch
         "server_mb_per_s": rate / 2**20,
+        "fetch_mb_per_s": fetch_rate / 2**20,  # checked and written, as the cache fetches
         "fetch_threads": FETCH_THREADS,
         "epoch_samples": samples,
         "epoch_fetch_mb": fetched / 2**20,
         "least_limit_mb": least / 2**20,
+        "layout": {k: str(v) for k, v in layout["ingest"].items()}
+        | {"shuffle_shards": layout["shuffle_shards"]},
         "local": local,
         "cold": cold,
         "warm": warm,

@@ -97,7 +97,8 @@ class Workload:
     # 2D workloads: each kind of training copy measured (name -> ingest options)
     copies: dict[str, dict] = field(default_factory=dict)
 
-    def engine(self, ds: Path, augmented: bool):
+    def engine(self, ds: Path, augmented: bool, **options):
+        """The engine's loader of `ds`; `options`: build_loader's beyond the workload's."""
         return build_loader(
             ds,
             "train",
@@ -106,7 +107,7 @@ class Workload:
             shuffle=True,
             augment=self.augment if augmented else self.plain,
             num_workers=WORKERS,
-            **self.engine_options,
+            **self.engine_options | options,
         )
 
     def baseline(self, table: Path, ds: Path, augmented: bool) -> DataLoader:

@@ -64,6 +64,7 @@ class DaliLoader(Resumable):
         stats: tuple[list[float], list[float]] | None,
         threads: int = 2,
         pixels: PixelSource | None = None,
+        shuffle_shards: int | None = None,
     ):
         """`channels` and `stats` (per channel, unit scale) of the batches of 2D images,
         read from `pixels` (a training copy, or the original)."""
@@ -90,8 +91,16 @@ class DaliLoader(Resumable):
         self.arrays = self.image_exts == "image.npy"
         self.masked = "mask.npy" in ds.card.fields
         self.samples = ShardSamples(ds, Selection(split, None))  # the torch backend's indices
-        self.plan = PlanSpec(
-            len(self.samples), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
+        self.plan = PlanSpec.of(
+            self.samples,
+            batch_size=batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            uneven=uneven,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            shuffle_shards=shuffle_shards,
         )
         self.state = LoaderState()
         self._pass = _Pass()

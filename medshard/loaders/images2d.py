@@ -26,6 +26,7 @@ from medshard.loaders.members import MemberRanges
 from medshard.loaders.readahead import FetchAhead, ReadAhead
 from medshard.loaders.slots import Filler, SlotLoader
 from medshard.loaders.sources import ShardSamples, label_fields
+from medshard.shards.random_access import member_spans
 
 __all__ = ["ImageFiller", "ImageLoader", "output_size"]
 
@@ -79,10 +80,7 @@ class ImageFiller(Filler):
         first = source.rows[0]
         self.labels = {name: np.asarray(value).dtype for name, value in label_fields(first).items()}
         self.label_shapes = {name: np.shape(value) for name, value in label_fields(first).items()}
-        self.checked = np.zeros(len(source), bool)  # samples whose checksum this loader saw
-        shards = sorted({r["shard"] for r in source.rows})
-        indexes = dict(zip(shards, source.dataset.index_files(shards)))
-        self.members = MemberRanges(source.files, indexes, source.rows, pixels.fields)
+        self.members = MemberRanges(source.files, source.rows)  # learnt from checked reads
 
     def layout(self, size: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         if self.on_device:
@@ -112,16 +110,16 @@ class ImageFiller(Filler):
         checked; then from its pixel member alone."""
         row, members = self.source.rows[index], self.members
         try:
-            if self.checked[index]:
+            field = members.field(index)
+            if field is not None:
                 data = members.read(index)
-                if isinstance(data, np.ndarray):
-                    return data
-                return self.pixels.decode(members.fields[index], data)
-            raw = self.source.raw(index)
-            field = self.pixels.field(raw)
-            pixels = self.pixels.decode(field, raw[field])
-            members.confirm(index, raw[field], pixels if self.pixels.raw else None)
-            self.checked[index] = True
+                return data if isinstance(data, np.ndarray) else self.pixels.decode(field, data)
+            data = self.source.sample_bytes(index)
+            spans = member_spans(data, row["shard"], row["key"])
+            field = self.pixels.field(spans)
+            start, size = spans[field]
+            pixels = self.pixels.decode(field, data[start : start + size])
+            members.learn(index, field, start, size, pixels if self.pixels.raw else None)
             return pixels
         except DatasetError:
             raise

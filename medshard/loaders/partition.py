@@ -1,6 +1,11 @@
 """Which samples a rank and a worker read: pure functions of integers that return indices.
 
-An epoch's order is a permutation of all samples drawn from (seed, epoch). Rank r of W
+An epoch's order is a permutation of all samples drawn from (seed, epoch); or, with a
+shuffle by shards (`window`), the shards' order is drawn and each run of `window` shards
+in it has its samples shuffled among themselves, so that an epoch reads a few shards at a
+time: what a cache of a dataset at a URL fetches whole, then lets go (MosaicML
+Streaming's block shuffle, LitData's chunk shuffle; a Zarr volume or video counts as a
+shard). Rank r of W
 takes every W-th sample of it. Three policies for the N mod W samples left over:
 `drop` drops them and `pad` wraps around to the first samples again, so every rank holds
 the same count (training: ranks step together); `uneven` gives them to the first ranks,
@@ -38,11 +43,25 @@ __all__ = [
 Uneven = Literal["drop", "pad", "uneven"]
 
 
-def epoch_order(num_samples: int, seed: int, epoch: int, shuffle: bool = True) -> np.ndarray:
-    """All sample indices in this epoch's order."""
+def epoch_order(
+    num_samples: int,
+    seed: int,
+    epoch: int,
+    shuffle: bool = True,
+    shards: np.ndarray | None = None,
+    window: int | None = None,
+) -> np.ndarray:
+    """All sample indices in this epoch's order; with `window`, shuffled by runs of that
+    many shards (`shards`: the shard of each sample, numbered from 0)."""
     if not shuffle:
         return np.arange(num_samples)
-    return np.random.default_rng([seed, epoch]).permutation(num_samples)
+    rng = np.random.default_rng([seed, epoch])
+    if window is None:
+        return rng.permutation(num_samples)
+    shards = np.asarray(shards, np.int64)
+    place = np.empty(int(shards.max(initial=-1)) + 1, np.int64)
+    place[rng.permutation(len(place))] = np.arange(len(place))  # each shard's place
+    return np.lexsort((rng.random(num_samples), place[shards] // window))
 
 
 def _check_rank(rank: int, world_size: int) -> None:
@@ -80,12 +99,14 @@ def rank_indices(
     shuffle: bool = True,
     uneven: Uneven = "pad",
     start: int = 0,
+    shards: np.ndarray | None = None,
+    window: int | None = None,
 ) -> np.ndarray:
     """The samples rank `rank` of `world_size` reads in this epoch, in order, from global
-    position `start` on (0: the whole epoch)."""
+    position `start` on (0: the whole epoch); `shards`, `window` as `epoch_order`."""
     _check_rank(rank, world_size)
     _check_start(start, num_samples)
-    order = epoch_order(num_samples, seed, epoch, shuffle)
+    order = epoch_order(num_samples, seed, epoch, shuffle, shards, window)
     rest = order[start:]
     if uneven == "drop":
         rest = rest[: len(rest) - len(rest) % world_size]
@@ -117,11 +138,22 @@ def rank_batches(
     uneven: Uneven = "pad",
     drop_last: bool = False,
     start: int = 0,
+    shards: np.ndarray | None = None,
+    window: int | None = None,
 ) -> list[np.ndarray]:
     """The rank's batches of sample indices from global position `start` on, in plan
     order."""
     indices = rank_indices(
-        num_samples, seed, epoch, rank, world_size, shuffle=shuffle, uneven=uneven, start=start
+        num_samples,
+        seed,
+        epoch,
+        rank,
+        world_size,
+        shuffle=shuffle,
+        uneven=uneven,
+        start=start,
+        shards=shards,
+        window=window,
     )
     count = num_batches(len(indices), batch_size, drop_last)
     return [indices[b * batch_size : (b + 1) * batch_size] for b in range(count)]

@@ -21,7 +21,7 @@ from medshard.errors import DatasetError
 from medshard.loaders.columns import ZarrColumns
 from medshard.loaders.fetching import fetched
 from medshard.shards.foreground import read_foreground
-from medshard.shards.random_access import ShardFiles
+from medshard.shards.random_access import ShardFiles, parse_sample
 from medshard.shards.reader import Dataset
 from medshard.shards.zarr_shards import RegionReader
 
@@ -83,16 +83,22 @@ class ShardSamples:
 
     stored_key = key  # the manifest's key of the sample that item `index` reads
 
-    def raw(self, index: int, check: bool = True) -> dict:
-        """The stored members of sample `index` ({field: bytes}); checked against the
-        manifest's checksum unless `check` is False (a loader that checked it before)."""
+    def shards(self) -> np.ndarray:
+        """The shard each item reads, numbered from 0 (a shuffle by shards' unit)."""
+        names = [r["shard"] for r in self.rows]
+        return np.unique(names, return_inverse=True)[1] if names else np.zeros(0, np.int64)
+
+    def raw(self, index: int) -> dict:
+        """The stored members of sample `index` ({field: bytes}), checked against the
+        manifest's checksum."""
         row = self.rows[index]
-        return self.files.read(
-            row["shard"],
-            row["offset"],
-            row["bytes"],
-            row["key"],
-            row["sample_sha256"] if check else None,
+        return parse_sample(self.sample_bytes(index), row["shard"], row["key"])
+
+    def sample_bytes(self, index: int) -> bytes:
+        """The tar bytes of sample `index`, checked against the manifest's checksum."""
+        row = self.rows[index]
+        return self.files.sample_bytes(
+            row["shard"], row["offset"], row["bytes"], row["key"], row["sample_sha256"]
         )
 
     def load(self, index: int, epoch: int) -> dict:
@@ -170,6 +176,11 @@ class PatchSamples:
     def stored_key(self, index: int) -> str:
         """The manifest's key of the volume that item `index` cuts its patch from."""
         return str(self.rows.keys[index // self.per_volume])
+
+    def shards(self) -> np.ndarray:
+        """The volume each item cuts its patch from (a shuffle by shards' unit: the Zarr
+        group a cache fetches whole)."""
+        return np.arange(len(self)) // self.per_volume
 
     def origin(self, index: int, epoch: int) -> np.ndarray:
         """The patch's first voxel in volume coordinates: negative along an axis where the
@@ -330,6 +341,11 @@ class ClipSamples:
     def stored_key(self, index: int) -> str:
         """The manifest's key of the video that item `index` cuts its clip from."""
         return str(self.rows.keys[self.videos[index]])
+
+    def shards(self) -> np.ndarray:
+        """The video each item cuts its clip from (a shuffle by shards' unit: the Zarr
+        group a cache fetches whole)."""
+        return np.asarray(self.videos, np.int64)
 
     def start(self, index: int, epoch: int) -> int:
         start = int(self.starts[index])

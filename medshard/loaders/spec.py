@@ -42,6 +42,9 @@ class LoaderOptions(BaseModel):
     drop_last: bool = False
     on_error: Literal["fail", "skip"] = "fail"
     original: bool = False  # 2D images: the original bytes, not the dataset's training copies
+    # shuffle by runs of this many shards (a volume or video counts as one), not every
+    # sample at once: an epoch from a URL then fetches a few shards at a time (partition.py)
+    shuffle_shards: int | None = Field(None, ge=1)
 
     @field_validator("batch_size")
     @classmethod

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -112,6 +112,7 @@ class Resumable:
             "num_samples": plan.num_samples,
             "seed": plan.seed,
             "shuffle": plan.shuffle,
+            "shuffle_shards": plan.shuffle_shards,
             "world_size": plan.world_size,  # as saved: a resume may run on another number
             "batch_size": plan.batch_size,
             "dataset": self.identity.fingerprint,
@@ -147,7 +148,7 @@ class Resumable:
                 "(one saved by an older medshard counted batches per rank); resume from the "
                 "checkpoint of an epoch's end instead"
             )
-        for name in ("seed", "shuffle"):  # they fix the epoch's order
+        for name in ("seed", "shuffle", "shuffle_shards"):  # they fix the epoch's order
             if state.get(name) != getattr(plan, name):
                 raise DatasetError(
                     f"{mine.path}: cannot resume from a loader state saved with "
@@ -186,6 +187,14 @@ class PlanSpec:
     drop_last: bool
     rank: int
     world_size: int
+    shuffle_shards: int | None = None  # shuffled by runs of this many shards (partition.py)
+    shards: np.ndarray | None = field(default=None, compare=False)  # each sample's shard
+
+    @classmethod
+    def of(cls, source, *, shuffle_shards: int | None = None, **plan) -> PlanSpec:
+        """The plan of `source`'s samples (its `shards()` where it is shuffled by shards)."""
+        shards = source.shards() if shuffle_shards and plan["shuffle"] else None
+        return cls(len(source), **plan, shuffle_shards=shuffle_shards, shards=shards)
 
     def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
         """This rank's batches of `epoch` from global position `start` on."""
@@ -200,6 +209,8 @@ class PlanSpec:
             uneven=self.uneven,
             drop_last=self.drop_last,
             start=start,
+            shards=self.shards,
+            window=self.shuffle_shards if self.shards is not None else None,
         )
 
 
@@ -283,10 +294,19 @@ class TorchLoader(Resumable):
         identity: LoaderIdentity,
         on_error: str = "fail",
         threads: int = 4,
+        shuffle_shards: int | None = None,
     ):
         self.source, self.identity = source, identity
-        self.plan = PlanSpec(
-            len(source), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
+        self.plan = PlanSpec.of(
+            source,
+            batch_size=batch_size,
+            seed=seed,
+            shuffle=shuffle,
+            uneven=uneven,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+            shuffle_shards=shuffle_shards,
         )
         self.batch_size, self.seed, self.world_size = batch_size, seed, world_size
         self.num_workers, self.device = num_workers, device

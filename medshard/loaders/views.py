@@ -156,6 +156,9 @@ class CopySamples:
     def key(self, index: int) -> str:
         return self.samples.key(index)
 
+    def shards(self) -> np.ndarray:
+        return self.samples.shards()
+
     def load(self, index: int, epoch: int) -> dict:
         row = self.rows[index]
         raw = self.samples.raw(index)
@@ -236,6 +239,7 @@ def build_view_loader(
         batch_size=options.batch_size,
         seed=seed,
         shuffle=training,
+        shuffle_shards=options.shuffle_shards,
         uneven=uneven,
         drop_last=options.drop_last if training else False,
         rank=rank,

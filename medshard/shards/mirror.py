@@ -189,6 +189,16 @@ class Mirror:
             self._whole[split] = whole_shards(size, self.pinned, self.limit)
         return self._whole[split]
 
+    def read_by_windows(self, split: str, shards: int) -> bool:
+        """A plan reads `split` `shards` shards at a time (a shuffle by shards): its shards
+        are fetched whole, each evicted once used, when the cache holds one more than that
+        of its largest shards beside the tables (the next one fetched while a window is
+        read), even if the split does not fit. Returns whether they are."""
+        largest = max((s.bytes for s in self.card.shards if s.split == split), default=0)
+        if whole_shards((shards + 1) * largest, self.pinned, self.limit):
+            self._whole[split] = True
+        return self.whole(split)
+
     def open_file(self, name: str, size: int, sha256: str | None) -> int:
         """A descriptor of a whole file (shard, index) in the cache, fetched when it is not
         there; it stays readable while open, even if evicted."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from medshard.errors import CorruptDataError, DatasetError
@@ -14,14 +15,14 @@ from medshard.shards.mirror import Mirror
 from medshard.shards.open_files import OpenFiles
 from medshard.shards.reader import RawSample
 
-__all__ = ["ShardFiles", "parse_sample"]
+__all__ = ["ShardFiles", "member_spans", "parse_sample"]
 
 _BLOCK = tarfile.BLOCKSIZE
 
 
-def parse_sample(data: bytes, shard: str, key: str) -> RawSample:
-    """Split the bytes of one sample's tar members into {field: payload}."""
-    sample: RawSample = {"__key__": key, "__shard__": shard}
+def member_spans(data: bytes, shard: str, key: str) -> dict[str, tuple[int, int]]:
+    """Where each member's payload lies in one sample's tar bytes: {field: (start, size)}."""
+    spans = {}
     position = 0
     while position < len(data):
         try:
@@ -34,11 +35,18 @@ def parse_sample(data: bytes, shard: str, key: str) -> RawSample:
         if member_key != key:
             raise DatasetError(f"{shard}: found {info.name!r} where the manifest puts {key!r}")
         start = position + _BLOCK
-        payload = data[start : start + info.size]
-        if len(payload) != info.size:
+        if start + info.size > len(data):
             raise DatasetError(f"{shard}: sample {key!r} is truncated")
-        sample[field] = payload
+        spans[field] = (start, info.size)
         position = start + -(-info.size // _BLOCK) * _BLOCK
+    return spans
+
+
+def parse_sample(data: bytes, shard: str, key: str) -> RawSample:
+    """Split the bytes of one sample's tar members into {field: payload}."""
+    sample: RawSample = {"__key__": key, "__shard__": shard}
+    for field, (start, size) in member_spans(data, shard, key).items():
+        sample[field] = data[start : start + size]
     return sample
 
 
@@ -50,6 +58,7 @@ class ShardFiles:
         self.dataset = Path(dataset)
         self._files = OpenFiles()
         self._mirror: Mirror | None | bool = False  # False: not looked up yet
+        self._windows: dict[str, int] = {}  # splits read a few shards at a time
 
     @property
     def mirror(self) -> Mirror | None:
@@ -57,13 +66,30 @@ class ShardFiles:
             self._mirror = Mirror.at(self.dataset)
             if self._mirror is not None:
                 self._mirror.store.adopt(getattr(self, "_handed", None))
+                for split, shards in self._windows.items():
+                    self._mirror.read_by_windows(split, shards)
         return self._mirror
+
+    def read_by_windows(self, splits: Iterable[str], shards: int) -> None:
+        """The plan reads `splits` `shards` shards at a time: from a URL, their shards
+        are then fetched whole where the cache has room (Mirror.read_by_windows), by
+        this reader and by the copies of it that worker processes get."""
+        self._windows |= dict.fromkeys(splits, shards)
+        if self.mirror is not None:
+            for split in splits:
+                self.mirror.read_by_windows(split, shards)
 
     def read(
         self, shard: str, offset: int, nbytes: int, key: str, sha256: str | None = None
     ) -> RawSample:
         """The members of sample `key`; checked against `sha256` (the manifest's
         `sample_sha256`) when given."""
+        return parse_sample(self.sample_bytes(shard, offset, nbytes, key, sha256), shard, key)
+
+    def sample_bytes(
+        self, shard: str, offset: int, nbytes: int, key: str, sha256: str | None = None
+    ) -> bytes:
+        """The tar bytes of sample `key`, as `read` checks them."""
         mirror = self.mirror
         data, where = self.read_range(shard, offset, nbytes), self.where(shard)
         intact = sha256 is None or hashlib.sha256(data).hexdigest() == sha256
@@ -77,7 +103,7 @@ class ShardFiles:
                 f"{where}: sample {key!r}: checksum mismatch: "
                 "the shard is damaged or was changed after ingest"
             )
-        return parse_sample(data, shard, key)
+        return data
 
     def read_range(self, shard: str, offset: int, nbytes: int) -> bytes:
         """`nbytes` of `shard` from `offset`, unchecked: a pread, or through the cache of a
@@ -103,4 +129,10 @@ class ShardFiles:
 
     def __getstate__(self):  # file descriptors and clients do not cross into worker processes
         handed = self.mirror.store.handed() if self.mirror is not None else None
-        return {"dataset": self.dataset, "_files": OpenFiles(), "_mirror": False, "_handed": handed}
+        return {
+            "dataset": self.dataset,
+            "_files": OpenFiles(),
+            "_mirror": False,
+            "_handed": handed,
+            "_windows": self._windows,
+        }

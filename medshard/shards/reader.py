@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tarfile
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -153,15 +154,12 @@ class Dataset:
         return [self.path / s.path for s in shards]
 
     def index_paths(self, split: str | None = None) -> list[Path]:
-        return self.index_files([s.path for s in self.shards(split)])
-
-    def index_files(self, shards: list[str]) -> list[Path]:
-        """Local files of the indexes of `shards` (fetched for a dataset at a URL)."""
-        names = [index_name(shard) for shard in shards]
-        if self.mirror is not None:
-            checksums = self.card.checksums or {}
-            return [self.mirror.local_file(n, 0, checksums.get(n)) for n in names]
-        return [self.path / n for n in names]
+        names = [index_name(s.path) for s in self.shards(split)]
+        if self.mirror is None:
+            return [self.path / n for n in names]
+        checksums = self.card.checksums or {}
+        with ThreadPoolExecutor(4) as pool:  # small files: a request's latency each
+            return list(pool.map(lambda n: self.mirror.local_file(n, 0, checksums.get(n)), names))
 
     def samples(self, split: str) -> Iterator[RawSample]:
         """Yield the raw samples of a split in storage order: members as bytes, no decoding."""

@@ -97,6 +97,7 @@ def test_resume_yields_exactly_the_remaining_batches(image_dataset):
         "num_samples": 24,
         "seed": 1,
         "shuffle": True,
+        "shuffle_shards": None,
         "world_size": 1,
         "batch_size": 4,
         "dataset": open_dataset(image_dataset).card.fingerprint,

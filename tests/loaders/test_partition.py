@@ -48,6 +48,48 @@ def test_order_is_a_function_of_seed_and_epoch():
     assert np.array_equal(epoch_order(10, 5, 2, shuffle=False), np.arange(10))
 
 
+# 7 shards of uneven sizes (3 to 9 samples), 42 samples in shard order
+SHARD_OF = np.repeat(np.arange(7), [6, 3, 9, 5, 7, 4, 8])
+
+
+@pytest.mark.parametrize("window", [1, 2, 3, 7])
+def test_a_shuffle_by_shards_reads_a_window_of_shards_at_a_time(window):
+    order = epoch_order(42, 5, 2, shards=SHARD_OF, window=window)
+    assert sorted(order.tolist()) == list(range(42))  # every sample once
+    read = SHARD_OF[order]
+    first = {int(s): int(np.flatnonzero(read == s)[0]) for s in range(7)}
+    last = {int(s): int(np.flatnonzero(read == s)[-1]) for s in range(7)}
+    by_start = sorted(first, key=first.get)
+    windows = [by_start[k : k + window] for k in range(0, 7, window)]
+    # a window's shards are read before any shard of the next one starts
+    for done, next_one in zip(windows, windows[1:]):
+        assert max(last[s] for s in done) < min(first[s] for s in next_one)
+    if window > 1:  # within a window, the shards' samples are mixed, not one after another
+        assert len(np.flatnonzero(np.diff(read))) > 6
+
+
+def test_a_shuffle_by_shards_is_a_function_of_seed_and_epoch():
+    def order(seed, epoch):
+        return epoch_order(42, seed, epoch, shards=SHARD_OF, window=2)
+
+    assert np.array_equal(order(5, 2), order(5, 2))
+    assert not np.array_equal(order(5, 2), order(5, 3))
+    assert not np.array_equal(order(5, 2), order(6, 2))
+    first_shards = {int(SHARD_OF[order(5, e)[0]]) for e in range(20)}
+    assert len(first_shards) > 3  # the shards' order is drawn anew each epoch
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_ranks_of_a_shuffle_by_shards_read_each_sample_exactly_once(world_size):
+    seen = Counter()
+    for rank in range(world_size):
+        for batch in rank_batches(
+            42, 1, 0, rank, world_size, 4, uneven="uneven", shards=SHARD_OF, window=2
+        ):
+            seen.update(batch.tolist())
+    assert sorted(seen) == list(range(42)) and set(seen.values()) == {1}
+
+
 def test_workers_take_batches_round_robin_and_skip_for_resume():
     batches = rank_batches(40, 0, 0, 0, 1, 4)
     assert [b for b, _ in worker_batches(batches, 1, 3)] == [1, 4, 7]

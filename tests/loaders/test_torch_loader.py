@@ -94,3 +94,9 @@ def test_a_state_of_another_order_is_refused(mixed_tile_dataset):
     loader = build_loader(mixed_tile_dataset, "train", batch_size=2, backend="torch")
     with pytest.raises(DatasetError, match="saved with seed=3, this loader has seed=0, so the"):
         loader.load_state_dict(loader.state_dict() | {"seed": 3})
+    by_shards = build_loader(
+        mixed_tile_dataset, "train", batch_size=2, backend="torch", shuffle_shards=1
+    )
+    with pytest.raises(DatasetError, match="saved with shuffle_shards=None, this loader has "):
+        by_shards.load_state_dict(loader.state_dict())
+    by_shards.load_state_dict(by_shards.state_dict())

@@ -44,9 +44,9 @@ def test_each_sample_is_read_once_per_epoch_and_gives_two_different_views(
     reads = Counter()
     raw = ShardSamples.raw
 
-    def counting(self, index, check=True):
+    def counting(self, index):
         reads[self.rows[index]["key"]] += 1
-        return raw(self, index, check)
+        return raw(self, index)
 
     monkeypatch.setattr(ShardSamples, "raw", counting)
     loader = _loader(mixed_tile_dataset)

@@ -107,11 +107,11 @@ def test_a_later_epoch_reads_each_pixel_member_alone_through_the_cache(images, t
         if epoch == 0:
             first, read[:] = list(read), []
     rows = loader.filler.source.rows
-    members = loader.filler.members
-    # the first epoch read whole samples (and each member once, to confirm the index);
-    # the second only the members, each smaller than its sample
-    assert sorted(read) == sorted(int(s) for s in members.size)
-    assert sum(read) < sum(r["bytes"] for r in rows) < sum(first)
+    spans = loader.filler.members.spans
+    # the first epoch read whole samples, each checked; the second their members alone
+    assert sum(first) == sum(r["bytes"] for r in rows)
+    assert sorted(read) == sorted(size for _, _, size in spans.values())
+    assert sum(read) < sum(first)
 
 
 def test_whole_shards_are_fetched_once_and_a_warm_cache_reads_offline(images, tmp_path):

@@ -82,6 +82,38 @@ def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path)
     assert {f"wds/{p.name}" for p in (ds.path / "wds").glob("*.tar")} == every
 
 
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_a_plan_that_reads_a_shard_at_a_time_fetches_whole_shards_into_a_small_cache(
+    images, tmp_path, shuffle
+):
+    local = images.local
+    limit = small_cache(local, shards=2)  # two shards and the tables: not the whole split
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=limit)
+    assert not ds.mirror.whole("train")
+    options = dict(batch_size=3, backend="torch", shuffle=shuffle, num_workers=2, device="cpu")
+    loader = build_loader(ds, "train", shuffle_shards=1 if shuffle else None, **options)
+    reader = loader.source.files.mirror  # the loader's threads read through its cache
+    assert reader.whole("train")  # each shard fetched whole, then let go
+    ranges, fetched = [], []
+    plain_range, plain_download = reader.store.get_range, reader.store.download
+    reader.store.get_range = lambda *span: ranges.append(span) or plain_range(*span)
+    reader.store.download = lambda name, *rest: fetched.append(name) or plain_download(name, *rest)
+    here = build_loader(local, "train", shuffle_shards=1 if shuffle else None, **options)
+    streamed = [(k, i) for b in loader for k, i in zip(b["key"], b["image"])]
+    stored = [(k, i) for b in here for k, i in zip(b["key"], b["image"])]
+    assert [k for k, _ in streamed] == [k for k, _ in stored]  # the same plan as on disk
+    assert all(torch.equal(a, b) for (_, a), (_, b) in zip(streamed, stored))
+    assert not ranges and ds.mirror.cache.usage() <= limit
+    train_shards = {r["shard"] for r in loader.source.rows}
+    # each fetched whole; at a window's edge two readers and the fetch ahead may want
+    # three shards of a cache of two, so one may be fetched again, never once per sample
+    assert set(fetched) == train_shards and len(fetched) <= 2 * len(train_shards)
+    shards = [r["shard"] for r in loader.source.rows]
+    read = [shards[[r["key"] for r in loader.source.rows].index(k)] for k, _ in streamed]
+    runs = [s for i, s in enumerate(read) if i == 0 or read[i - 1] != s]
+    assert len(runs) == len(set(read))  # one shard after another, each read once
+
+
 def test_volumes_stream_through_a_cache_of_one_volume_with_fetch_ahead(s3, tmp_path, monkeypatch):
     monkeypatch.setenv("MEDSHARD_CACHE", str(tmp_path / "cache"))
     url = f"s3://{BUCKET}/mri-ahead"

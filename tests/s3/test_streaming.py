@@ -44,18 +44,23 @@ def test_a_loader_of_a_url_is_named_by_its_url(images, tmp_path):
         build_loader(ds, "train", fold=3, **SPEC)
 
 
-def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(images, tmp_path):
+@pytest.mark.parametrize("shuffle_shards", [None, 1])
+def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(
+    images, tmp_path, shuffle_shards
+):
     limit = small_cache(images.local)
     config = tmp_path / "c.yaml"
+    by_shards = f", shuffle_shards: {shuffle_shards}" if shuffle_shards else ""
     config.write_text(
         f"name: streamed\ndataset: {URL}\ntask: classification\noutput_dir: {tmp_path}\n"
         f"cache_dir: {tmp_path / 'cache-c'}\ncache_limit: {limit}\n"
-        "loader: {batch_size: 3, num_workers: 0, backend: torch}\n"
+        f"loader: {{batch_size: 3, num_workers: 0, backend: torch{by_shards}}}\n"
         f"model: {{name: '{TINY}'}}\noptim: {{lr: 0.01, schedule: none}}\nepochs: 1\n"
     )
     train(load_config(config), quiet=True)
     saved = load_config(tmp_path / "streamed" / "config.yaml")
     assert saved.dataset == URL and saved.cache_limit == limit  # the run's record names the URL
+    assert saved.loader.shuffle_shards == shuffle_shards
     ds = open_dataset(URL, cache_dir=tmp_path / "cache-c", cache_limit=limit)
     assert ds.mirror.root.is_relative_to(tmp_path / "cache-c")
     assert ds.mirror.cache.usage() <= limit

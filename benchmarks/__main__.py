@@ -11,10 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-import benchmarks.machine as machine_module
 from benchmarks.cached import run_cached
 from benchmarks.copies import run_copies, sample_budget
-from benchmarks.machine import disk_mb, machine, measured, prepared
+from benchmarks.machine import Runs, disk_mb, machine, measured, prepared
 from benchmarks.memory import peak_rss_mb
 from benchmarks.report import markdown_table, write_results
 from benchmarks.streaming import STREAMED, run_streaming
@@ -48,8 +47,7 @@ def run_workload(
     name: str,
     work: Path,
     scale: int,
-    repetitions: int,
-    warmup: int,
+    runs: Runs,
     memory: bool,
     streaming: bool = True,
 ) -> dict:
@@ -78,10 +76,8 @@ def run_workload(
         shutil.rmtree(work / name / "ds-1", ignore_errors=True)
     for mode in ("augmented", "plain"):
         augmented = mode == "augmented"
-        baseline = measured(
-            "baseline", lambda a=augmented: workload.baseline(table, ds, a), repetitions, warmup
-        )
-        engine = measured("engine", lambda a=augmented: workload.engine(ds, a), repetitions, warmup)
+        baseline = measured("baseline", lambda a=augmented: workload.baseline(table, ds, a), runs)
+        engine = measured("engine", lambda a=augmented: workload.engine(ds, a), runs)
         result[mode] = {
             "baseline": baseline,
             "engine": engine,
@@ -92,16 +88,14 @@ def run_workload(
             f"{engine['samples_per_s']:.1f} samples/s: {result[mode]['speedup']:.1f}x"
         )
     if name == "fomo-mri":
-        result["cached"] = run_cached(
-            table, work / name, workload.augment, repetitions, warmup, console
-        )
+        result["cached"] = run_cached(table, work / name, workload.augment, runs, console)
     if workload.image_column:
         result["decode_ceiling"] = decode_ceiling(table, workload.image_column)
     if workload.copies:  # 2D: the engine on training copies, and where a sample's time goes
-        result["copies"] = run_copies(workload, table, work / name, repetitions, warmup)
+        result["copies"] = run_copies(workload, table, work / name, runs)
         result["budget"] = sample_budget(workload, ds)
     if streaming and name in STREAMED:  # local, then from object storage on loopback
-        result["streaming"] = run_streaming(workload, table, ds, work / name, repetitions, warmup)
+        result["streaming"] = run_streaming(workload, table, ds, work / name, runs)
     if workload.volumes and memory:
         result["memory"] = memory_at_quarter(name, table, ds, work / name, result["inputs"])
     shutil.rmtree(work / name, ignore_errors=True)
@@ -176,7 +170,7 @@ def main() -> None:
     parser.add_argument(
         "--min-seconds",
         type=float,
-        default=machine_module.MIN_SECONDS,
+        default=Runs.min_seconds,
         help="more runs than --repetitions until a loader's measured runs last this long",
     )
     parser.add_argument("--work", type=Path, default=Path("benchmarks/.work"))
@@ -186,7 +180,6 @@ def main() -> None:
         "--no-streaming", action="store_true", help="skip the runs from object storage"
     )
     args = parser.parse_args()
-    machine_module.MIN_SECONDS = args.min_seconds
     names = args.workloads.split(",")
     results = {
         "machine": machine(),
@@ -202,8 +195,7 @@ def main() -> None:
                 n,
                 args.work,
                 args.scale,
-                args.repetitions,
-                args.warmup,
+                Runs(args.repetitions, args.warmup, args.min_seconds),
                 not args.no_memory,
                 not args.no_streaming,
             )

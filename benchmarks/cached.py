@@ -8,7 +8,7 @@ import csv
 import shutil
 from pathlib import Path
 
-from benchmarks.machine import disk_mb, measured, prepared
+from benchmarks.machine import Runs, disk_mb, measured, prepared
 from benchmarks.workloads import MRI_MODALITIES, PATCH, PATCHES_PER_VOLUME, WORKERS
 from medshard.bench.baselines.cached import monai_dataset, monai_loader, monai_transforms, prepare
 from medshard.bench.baselines.litdata_cached import (
@@ -37,7 +37,7 @@ def _build(kind: str, items: list[dict], chains, cache: Path):
     return dataset, monai_loader
 
 
-def run_cached(table: Path, work: Path, augment, repetitions: int, warmup: int, console) -> dict:
+def run_cached(table: Path, work: Path, augment, runs: Runs, console) -> dict:
     """{kind: {"system", mode: figures, "prepare": {mode: seconds, peak, disk}}}."""
     with open(table, newline="") as handle:
         rows = list(csv.DictReader(handle))
@@ -54,9 +54,7 @@ def run_cached(table: Path, work: Path, augment, repetitions: int, warmup: int, 
             )
             preparation["disk_mb"] = disk_mb(cache) if cache.exists() else 0.0
             result["prepare"][mode] = preparation
-            result[mode] = measured(
-                kind, lambda d=dataset, make=loader: make(d, WORKERS), repetitions, warmup
-            )
+            result[mode] = measured(kind, lambda d=dataset, make=loader: make(d, WORKERS), runs)
             console.print(
                 f"{system} {mode}: prepared in {preparation['seconds']:.1f} s, "
                 f"{result[mode]['samples_per_s']:.1f} samples/s"

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.machine import disk_mb, measured, prepared
+from benchmarks.machine import Runs, disk_mb, measured, prepared
 from benchmarks.workloads import WORKERS, decode_rates
 from medshard.shards.reader import open_dataset
 
 __all__ = ["copy_decode_ceiling", "run_copies", "sample_budget"]
 
 
-def run_copies(workload, table: Path, work: Path, repetitions: int, warmup: int) -> dict:
+def run_copies(workload, table: Path, work: Path, runs: Runs) -> dict:
     """Per kind of copy: its ingest (seconds, disk, MB/s) and the engine on it."""
     out = {}
     for kind, options in workload.copies.items():
@@ -34,8 +34,7 @@ def run_copies(workload, table: Path, work: Path, repetitions: int, warmup: int)
             entry[mode] = measured(
                 f"copies-{kind}",
                 lambda d=ds, a=mode == "augmented": workload.engine(d, a),
-                repetitions,
-                warmup,
+                runs,
             )
         out[kind] = entry
         shutil.rmtree(ds, ignore_errors=True)

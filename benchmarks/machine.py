@@ -10,6 +10,7 @@ import platform
 import threading
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ import torch
 from medshard.bench import measure
 from medshard.bench.measure import PeakRSS
 
-__all__ = ["TreeCPU", "copy_rate", "disk_mb", "machine", "measured", "prepared"]
+__all__ = ["Runs", "TreeCPU", "copy_rate", "disk_mb", "machine", "measured", "prepared"]
 
 
 def machine() -> dict:
@@ -110,27 +111,28 @@ class _Counted:
             yield batch
 
 
-MIN_SECONDS = 2.0  # the least time a loader's measured runs take in all (--min-seconds)
+@dataclass(frozen=True)
+class Runs:
+    """How a loader is run: `warmup` runs, then at least `repetitions` measured ones, and
+    more until those last `min_seconds` in all."""
+
+    repetitions: int = 3
+    warmup: int = 1
+    min_seconds: float = 2.0
 
 
-def measured(
-    name: str,
-    make_loader: Callable[[], Iterable],
-    repetitions: int,
-    warmup: int,
-    min_seconds: float | None = None,
-) -> dict:
-    """`measure`'s figures of a loader (at least `repetitions` runs after the warm-up, and
-    more until they last `min_seconds`), with its CPU milliseconds per sample (all runs,
-    warm-up and start-up included, whole process tree) and its output bytes per sample."""
+def measured(name: str, make_loader: Callable[[], Iterable], runs: Runs) -> dict:
+    """`measure`'s figures of a loader run as `runs` says, with its CPU milliseconds per
+    sample (all runs, warm-up and start-up included, whole process tree) and its output
+    bytes per sample."""
     tally = {"samples": 0, "bytes_per_sample": 0.0}
     with TreeCPU() as cpu:
         result = measure(
             name,
             lambda: _Counted(make_loader(), tally),
-            repetitions=repetitions,
-            warmup=warmup,
-            min_seconds=MIN_SECONDS if min_seconds is None else min_seconds,
+            repetitions=runs.repetitions,
+            warmup=runs.warmup,
+            min_seconds=runs.min_seconds,
         )
     figures = result.as_dict()
     figures["cpu_ms_per_sample"] = 1e3 * cpu.seconds / max(tally["samples"], 1)

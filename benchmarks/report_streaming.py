@@ -47,12 +47,13 @@ def streaming_lines(results: dict) -> list[str]:
         if "server_mb_per_s" in s:
             local = s["epoch_samples"] / s["local"]["samples_per_s"]
             cold = 100 * s["cold"]["samples_per_s"] / s["local"]["samples_per_s"]
+            fetch_rate = s.get("fetch_mb_per_s", s["server_mb_per_s"])
             transfer = s["epoch_fetch_mb"] / s["server_mb_per_s"]
-            fetch = s["epoch_fetch_mb"] / s.get("fetch_mb_per_s", s["server_mb_per_s"])
+            fetch = s["epoch_fetch_mb"] / fetch_rate
             lines.append(
                 f"- {w['name']}: the server delivers {s['server_mb_per_s']:.0f} MB/s to "
-                f"{s['fetch_threads']} readers, {s.get('fetch_mb_per_s', 0):.0f} MB/s "
-                f"checked and written into a cache as the cache fetches; a cold epoch fetches "
+                f"{s['fetch_threads']} readers, {fetch_rate:.0f} MB/s checked and written "
+                f"into a cache as the cache fetches; a cold epoch fetches "
                 f"{s['epoch_fetch_mb']:.0f} MB: {transfer:.2f} s of transfer alone, "
                 f"{fetch:.2f} s of fetching, against a local epoch of {local:.2f} s. So a "
                 f"cold epoch reaches at most {100 * local / max(local, transfer):.0f}% of "

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from benchmarks.machine import measured
+from benchmarks.machine import Runs, measured
 from benchmarks.report_streaming import streaming_lines
 from benchmarks.workloads import WORKERS
 from medshard.shards.publish import publish
@@ -133,18 +133,15 @@ def _sizes(ds: Path) -> tuple[int, int, int]:
     return total, tables + largest, largest
 
 
-def _remote(
-    engine, url: str, endpoint: str, cache: Path, limit: int, runs: int, warmup: int
-) -> dict:
-    """`measured` figures of the engine reading `url` through `cache` under `limit`; one
-    run exactly where `runs` is 1 (a cold cache is cold once)."""
+def _remote(engine, url: str, endpoint: str, cache: Path, limit: int, runs: Runs) -> dict:
+    """`measured` figures of the engine reading `url` through `cache` under `limit`."""
 
     def make():
         ds = open_dataset(url, cache_dir=cache, cache_limit=limit, endpoint_url=endpoint)
         return engine(ds, True)
 
     with DiskPeak(cache) as disk:
-        figures = measured("engine", make, runs, warmup, None if runs > 1 else 0.0)
+        figures = measured("engine", make, runs)
     figures |= {"cache_limit_mb": limit / 2**20, "cache_peak_mb": disk.peak / 2**20}
     return figures
 
@@ -154,7 +151,7 @@ def _cold(engine, url, endpoint, cache: Path, limit: int, repetitions: int) -> d
     runs = []
     for _ in range(max(1, repetitions)):
         shutil.rmtree(cache, ignore_errors=True)
-        runs.append(_remote(engine, url, endpoint, cache, limit, 1, 0))
+        runs.append(_remote(engine, url, endpoint, cache, limit, ONCE))
     speeds = [r["samples_per_s"] for r in runs]
     middle = min(runs, key=lambda r: abs(r["samples_per_s"] - statistics.median(speeds)))
     return middle | {
@@ -162,6 +159,8 @@ def _cold(engine, url, endpoint, cache: Path, limit: int, repetitions: int) -> d
         "cache_peak_mb": max(r["cache_peak_mb"] for r in runs),
     }
 
+
+ONCE = Runs(repetitions=1, warmup=0, min_seconds=0.0)  # a cold cache is cold once
 
 FETCH_THREADS = 4  # the cache's fetches run four at a time (Mirror.prefetch)
 
@@ -201,9 +200,7 @@ def _train_epoch(workload, ds: Path) -> tuple[int, int]:
     return len(rows), shards
 
 
-def run_streaming(
-    workload, table: Path, ds: Path, work: Path, repetitions: int, warmup: int
-) -> dict:
+def run_streaming(workload, table: Path, ds: Path, work: Path, runs: Runs) -> dict:
     """The engine on the workload's streamed dataset (`ds`, or `table` ingested as
     STREAMED lays it out) from disk and from the loopback server: cold, warm, tight."""
     layout = STREAMED[workload.name]
@@ -217,7 +214,7 @@ def run_streaming(
     # Zarr volume being read can be evicted by another thread's read when there is not)
     roomy_limit = int(total * 1.25) + 2**20
     tight_limit = max(least + (WORKERS - 1) * largest, total // 2)
-    local = measured("engine", lambda: engine(ds, True), repetitions, warmup)
+    local = measured("engine", lambda: engine(ds, True), runs)
     with loopback_s3() as endpoint:
         url = f"s3://{BUCKET}/{workload.name}"
         store = S3Store(url, endpoint)
@@ -226,11 +223,11 @@ def run_streaming(
         largest = max(objects, key=objects.get)
         rate = _server_rate(store, largest)
         fetch_rate = _server_rate(store, largest, into=work / "fetched")
-        cold = _cold(engine, url, endpoint, work / "cache-cold", roomy_limit, repetitions)
+        cold = _cold(engine, url, endpoint, work / "cache-cold", roomy_limit, runs.repetitions)
         cache = work / "cache-warm"
-        _remote(engine, url, endpoint, cache, roomy_limit, 1, 0)  # fills the cache
-        warm = _remote(engine, url, endpoint, cache, roomy_limit, repetitions, warmup)
-        tight = _cold(engine, url, endpoint, work / "cache-tight", tight_limit, repetitions)
+        _remote(engine, url, endpoint, cache, roomy_limit, ONCE)  # fills the cache
+        warm = _remote(engine, url, endpoint, cache, roomy_limit, runs)
+        tight = _cold(engine, url, endpoint, work / "cache-tight", tight_limit, runs.repetitions)
     for name in ("cache-cold", "cache-warm", "cache-tight", "ds-streamed"):
         shutil.rmtree(work / name, ignore_errors=True)
     return {
@@ -243,8 +240,7 @@ def run_streaming(
         "epoch_samples": samples,
         "epoch_fetch_mb": fetched / 2**20,
         "least_limit_mb": least / 2**20,
-        "layout": {k: str(v) for k, v in layout["ingest"].items()}
-        | {"shuffle_shards": layout["shuffle_shards"]},
+        "layout": layout["ingest"] | {"shuffle_shards": layout["shuffle_shards"]},
         "local": local,
         "cold": cold,
         "warm": warm,

@@ -81,9 +81,10 @@ def measure(
 ) -> Measurement:
     """Build the loader once, as training does, and run over it warmup + repetitions times
     (to the end, or `max_batches`), and more while the measured runs last less than
-    `min_seconds` in all: an epoch of a fast loader is too short for a few runs to speak
-    for it on a shared machine. The median over the measured runs is reported. The time to
-    the first batch is the first run's: a cold start, worker start-up included."""
+    `min_seconds` in all (and give samples): an epoch of a fast loader is too short for a
+    few runs to speak for it on a shared machine. The median over the measured runs is
+    reported. The time to the first batch is the first run's: a cold start, worker
+    start-up included."""
     speeds, throughputs, firsts = [], [], []
     cuda = torch.cuda.is_available()
     if cuda:
@@ -91,8 +92,8 @@ def measure(
     with PeakRSS() as rss:
         started = time.perf_counter()
         loader = make_loader()
-        run, timed = 0, 0.0  # the measured runs' seconds
-        while run < warmup + repetitions or timed < min_seconds:
+        run, timed, samples = 0, 0.0, 1  # the measured runs' seconds; the last run's samples
+        while run < warmup + repetitions or (timed < min_seconds and samples):
             samples = nbytes = 0
             first = None
             if run:

@@ -149,9 +149,6 @@ def build_loader(
     role = repr(split) if spec.fold is None else f"{split!r} of fold {spec.fold}"
     source = _source(ds, Selection(split, spec.fold), spec)
     shuffle = spec.training if spec.shuffle is None else spec.shuffle
-    window = spec.shuffle_shards if shuffle else 1  # an order in shard order: one at a time
-    if window and isinstance(source, ShardSamples):
-        source.files.read_by_windows({r["split"] for r in source.rows}, window)
     _check_plan(ds, role, len(source), world_size, spec.batch_size, spec.uneven, spec.drop_last)
 
     augment = spec.augment or (Augment3D() if kind == "volumes" else Augment2D())

@@ -52,6 +52,7 @@ __all__ = [
     "chain_columns",
     "chain_params",
     "chain_rows",
+    "draw_count",
     "crop_anchor",
     "fold_intensity",
     "normalization",
@@ -127,9 +128,13 @@ def chain_params(
     if source is None:
         return [t.fixed() for t in chain]
     if isinstance(source, torch.Generator):
-        count = len(_draw_plan(tuple(chain))[2])
-        source = torch.rand(count, generator=source, dtype=torch.float64).numpy()
+        source = torch.rand(draw_count(chain), generator=source, dtype=torch.float64).numpy()
     return chain_rows(chain_columns(chain, source[None]), 1)[0]
+
+
+def draw_count(chain: list[Transform2D]) -> int:
+    """How many numbers a sample draws for the chain in training."""
+    return len(_draw_plan(tuple(chain))[2])
 
 
 def chain_columns(chain: list[Transform2D], units: np.ndarray | None) -> list[dict]:
@@ -138,7 +143,7 @@ def chain_columns(chain: list[Transform2D], units: np.ndarray | None) -> list[di
     the rest the evaluation value; None: the evaluation values alone."""
     fixed, names, draws = _draw_plan(tuple(chain))
     if units is None:
-        return fixed
+        return [dict(f) for f in fixed]  # the cached plan's own dicts stay unchanged
     columns = iter(draw_columns(draws, units))
     return [f | {name: next(columns) for name in n} for f, n in zip(fixed, names)]
 

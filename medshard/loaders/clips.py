@@ -41,7 +41,7 @@ class ClipFiller(Filler):
             layout[name] = ((size, *column.shape[1:]), column.dtype)
         return layout
 
-    def fill(self, arrays: dict, slot: int, index: int, epoch: int, drawn=None) -> None:
+    def fill(self, arrays: dict, slot: int, index: int, epoch: int, drawn: object = None) -> None:
         source = self.source
         start = source.start(index, epoch)
         arrays["start"][slot] = start

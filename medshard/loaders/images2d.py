@@ -18,7 +18,13 @@ import torch
 
 from medshard.errors import DatasetError
 from medshard.loaders.augment import Augment2D, geometry_2d, to_float_2d
-from medshard.loaders.chain2d import batch_intensity, chain_2d, chain_columns, chain_rows
+from medshard.loaders.chain2d import (
+    batch_intensity,
+    chain_2d,
+    chain_columns,
+    chain_rows,
+    draw_count,
+)
 from medshard.loaders.copies import PixelSource
 from medshard.loaders.draws import sample_units
 from medshard.loaders.frame_format import bit_depth_scale, stored_channels
@@ -76,7 +82,7 @@ class ImageFiller(Filler):
         sizes = {tuple(s[1:]) for s in shapes}
         entering = sizes.pop() if len(sizes) == 1 else None
         self.chain = chain_2d(config, entering, channels, stats)
-        self.draw_count = sum(len(t.draws()) for t in self.chain)
+        self.draw_count = draw_count(self.chain)
         first = source.rows[0]
         self.labels = {name: np.asarray(value).dtype for name, value in label_fields(first).items()}
         self.label_shapes = {name: np.shape(value) for name, value in label_fields(first).items()}
@@ -105,13 +111,19 @@ class ImageFiller(Filler):
             layout[name] = ((size, *self.label_shapes[name]), kind)
         return layout
 
+    def begin_pass(self) -> None:
+        """A shard changed on disk since its samples were first read: read them whole and
+        check them again."""
+        self.members.forget_changed()
+
     def _pixels(self, index: int) -> np.ndarray:
         """Sample `index`'s pixels (C, H, W): the first time, from the whole sample,
-        checked; then from its pixel member alone."""
+        checked; then from its pixel member alone where it is read from a file (a byte
+        range from a store is the whole sample's, fetched ahead and checked each time)."""
         row, members = self.source.rows[index], self.members
         try:
             field = members.field(index)
-            if field is not None:
+            if field is not None and self.source.files.in_files(row["shard"]):
                 data = members.read(index)
                 return data if isinstance(data, np.ndarray) else self.pixels.decode(field, data)
             data = self.source.sample_bytes(index)
@@ -128,25 +140,21 @@ class ImageFiller(Filler):
                 f"{row['shard']}: sample {row['key']!r}: its pixels do not decode ({exc})"
             ) from exc
 
-    def generator(self, epoch: int, index: int) -> np.ndarray | None:
-        """What sample `index` draws from in `epoch` (None: evaluation): its uniform
-        numbers, which only (seed, epoch, index) give, whichever thread or batch reads
-        it."""
-        if not self.training:
-            return None
-        return sample_units(self.seed, epoch, [index], self.draw_count)[0]
-
     def draw(self, indices: np.ndarray, epoch: int) -> list[tuple]:
         """Each sample's parameters (per transform) and intensity map (gain and offset per
         channel, before its bit depth's scale), for a whole batch in one vectorised pass:
-        drawn one sample at a time, they cost more than the sample's copy."""
+        drawn one sample at a time, they cost more than the sample's copy. A sample draws
+        numbers that only (seed, epoch, index) give, whichever thread or batch reads it;
+        evaluation draws nothing."""
         units = sample_units(self.seed, epoch, indices, self.draw_count) if self.training else None
         columns = chain_columns(self.chain, units)
         count = len(indices)
         gain, offset = batch_intensity(self.chain, columns, self.channels, count)
         return list(zip(chain_rows(columns, count), gain, offset))
 
-    def fill(self, arrays: dict, slot: int, index: int, epoch: int, drawn=None) -> None:
+    def fill(
+        self, arrays: dict, slot: int, index: int, epoch: int, drawn: tuple | None = None
+    ) -> None:
         row = self.source.rows[index]
         params, gain, offset = drawn or self.draw(np.array([index]), epoch)[0]
         pixels = self._pixels(index)
@@ -233,10 +241,8 @@ class ImageLoader(SlotLoader):
     def __init__(self, filler: ImageFiller, *, window: int = SlotLoader.window, **options):
         super().__init__(filler, **options)
         source = filler.source
-        names = sorted({r["shard"] for r in source.rows})
-        number = {name: i for i, name in enumerate(names)}
-        self._names = names
-        self._shards = np.array([number[r["shard"]] for r in source.rows], np.int64)
+        self._names = sorted({r["shard"] for r in source.rows})  # numbered as shards() are
+        self._shards = source.shards()
         self._offsets = np.array([r["offset"] for r in source.rows], np.int64)
         self._sizes = np.array([r["bytes"] for r in source.rows], np.int64)
         self.window = window

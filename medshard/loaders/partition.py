@@ -52,16 +52,18 @@ def epoch_order(
     window: int | None = None,
 ) -> np.ndarray:
     """All sample indices in this epoch's order; with `window`, shuffled by runs of that
-    many shards (`shards`: the shard of each sample, numbered from 0)."""
+    many shards (`shards`: a number or name for the shard of each sample)."""
     if not shuffle:
         return np.arange(num_samples)
     rng = np.random.default_rng([seed, epoch])
     if window is None:
         return rng.permutation(num_samples)
-    shards = np.asarray(shards, np.int64)
-    place = np.empty(int(shards.max(initial=-1)) + 1, np.int64)
-    place[rng.permutation(len(place))] = np.arange(len(place))  # each shard's place
-    return np.lexsort((rng.random(num_samples), place[shards] // window))
+    if shards is None or len(shards) != num_samples or window < 1:
+        raise ValueError(f"a shuffle by {window} shards needs the shard of each sample")
+    names, shard = np.unique(shards, return_inverse=True)  # numbered 0.. without gaps
+    place = np.empty(len(names), np.int64)
+    place[rng.permutation(len(names))] = np.arange(len(names))  # each shard's place
+    return np.lexsort((rng.random(num_samples), place[shard] // window))
 
 
 def _check_rank(rank: int, world_size: int) -> None:

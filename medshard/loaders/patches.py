@@ -77,7 +77,7 @@ class PatchFiller(Filler):
             local.mask = np.empty(self.shape[1:], self.mask_dtype) if masked else None
         return local.image, local.mask
 
-    def fill(self, arrays: dict, slot: int, index: int, epoch: int, drawn=None) -> None:
+    def fill(self, arrays: dict, slot: int, index: int, epoch: int, drawn: object = None) -> None:
         source = self.source
         origin = source.origin(index, epoch)
         storage = source.storage(index)

@@ -45,11 +45,14 @@ class Filler:
         return None
 
     def fill(
-        self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int, drawn=None
+        self, arrays: dict[str, np.ndarray], slot: int, index: int, epoch: int, drawn: object = None
     ) -> None:
         """Fill row `slot` of the batch's arrays (numpy views of its tensors) with sample
         `index`; `drawn`: its entry of `draw`."""
         raise NotImplementedError
+
+    def begin_pass(self) -> None:
+        """What to do as a pass over the plan starts, in the loader's thread."""
 
     def settle(self, arrays: dict[str, np.ndarray], rows: slice, kept: list[bool]) -> None:
         """What is left to do on one job's `rows` once each has been filled (`kept`:
@@ -219,6 +222,7 @@ class SlotLoader(Resumable):
         return FetchAhead(fetch, self.pass_batches(), self._ahead_window(), dataset.location)
 
     def __iter__(self) -> Iterator[dict]:
+        self.filler.begin_pass()
         ahead = self._ahead()
         try:
             if ahead is not None:

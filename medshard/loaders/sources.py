@@ -88,6 +88,10 @@ class ShardSamples:
         names = [r["shard"] for r in self.rows]
         return np.unique(names, return_inverse=True)[1] if names else np.zeros(0, np.int64)
 
+    def read_by_windows(self, shards: int) -> None:
+        """The plan reads `shards` shards at a time (ShardFiles.read_by_windows)."""
+        self.files.read_by_windows({r["split"] for r in self.rows}, shards)
+
     def raw(self, index: int) -> dict:
         """The stored members of sample `index` ({field: bytes}), checked against the
         manifest's checksum."""

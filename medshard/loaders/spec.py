@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 from pydantic_core import PydanticCustomError
 
 from medshard.errors import MedshardError
@@ -44,7 +44,7 @@ class LoaderOptions(BaseModel):
     original: bool = False  # 2D images: the original bytes, not the dataset's training copies
     # shuffle by runs of this many shards (a volume or video counts as one), not every
     # sample at once: an epoch from a URL then fetches a few shards at a time (partition.py)
-    shuffle_shards: int | None = Field(None, ge=1)
+    shuffle_shards: StrictInt | None = Field(None, ge=1)  # a number: True is not 1
 
     @field_validator("batch_size")
     @classmethod

@@ -192,8 +192,15 @@ class PlanSpec:
 
     @classmethod
     def of(cls, source, *, shuffle_shards: int | None = None, **plan) -> PlanSpec:
-        """The plan of `source`'s samples (its `shards()` where it is shuffled by shards)."""
-        shards = source.shards() if shuffle_shards and plan["shuffle"] else None
+        """The plan of `source`'s samples (its `shards()` where it is shuffled by shards),
+        which it is told when it reads a few shards at a time: in evaluation order one
+        after another (`read_by_windows`, where a source of shards has it)."""
+        if not plan["shuffle"]:
+            shuffle_shards = None  # the order is the same without it
+        window = shuffle_shards if plan["shuffle"] else 1
+        if window and hasattr(source, "read_by_windows"):
+            source.read_by_windows(window)
+        shards = source.shards() if shuffle_shards else None
         return cls(len(source), **plan, shuffle_shards=shuffle_shards, shards=shards)
 
     def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:

@@ -159,6 +159,9 @@ class CopySamples:
     def shards(self) -> np.ndarray:
         return self.samples.shards()
 
+    def read_by_windows(self, shards: int) -> None:
+        self.samples.read_by_windows(shards)
+
     def load(self, index: int, epoch: int) -> dict:
         row = self.rows[index]
         raw = self.samples.raw(index)

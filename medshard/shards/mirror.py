@@ -146,7 +146,7 @@ class Mirror:
         """`nbytes` of a shard from `offset`: from the whole shard in the cache when its
         split fits there (and its object matches the card), else by one ranged request."""
         info = self.shard(shard)
-        if self.whole(info.split) and shard not in self._damaged:
+        if self.in_files(shard):
             fd = self._whole_or_none(info)
             if fd is not None:
                 try:
@@ -182,6 +182,11 @@ class Mirror:
             raise DatasetError(f"{self.store.object_url(name)}: the card lists no such shard")
         return info
 
+    def in_files(self, shard: str) -> bool:
+        """Whether `shard`'s bytes are read from a whole copy in the cache (else by range,
+        each read checked on its own)."""
+        return self.whole(self.shard(shard).split) and shard not in self._damaged
+
     def whole(self, split: str) -> bool:
         """Whether the shards of `split` are fetched whole (cache_policy.whole_shards)."""
         if split not in self._whole:
@@ -190,10 +195,11 @@ class Mirror:
         return self._whole[split]
 
     def read_by_windows(self, split: str, shards: int) -> bool:
-        """A plan reads `split` `shards` shards at a time (a shuffle by shards): its shards
-        are fetched whole, each evicted once used, when the cache holds one more than that
-        of its largest shards beside the tables (the next one fetched while a window is
-        read), even if the split does not fit. Returns whether they are."""
+        """A plan reads `split` `shards` shards at a time (a shuffle by shards, or one
+        shard after another): its shards are fetched whole, the least recently used out,
+        when the cache holds one more than that of its largest shards beside the tables
+        (the next one fetched while a window is read), even if the split does not fit.
+        Returns whether they are."""
         largest = max((s.bytes for s in self.card.shards if s.split == split), default=0)
         if whole_shards((shards + 1) * largest, self.pinned, self.limit):
             self._whole[split] = True

@@ -57,6 +57,15 @@ class OpenFiles:
                     mapped = self._maps[key] = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
         return mapped
 
+    def forget(self, key: object) -> None:
+        """Close `key`'s descriptor and drop its map (arrays viewing it keep it alive); a
+        later `fd` or `map` opens its file again."""
+        with self._lock:
+            self._maps.pop(key, None)
+            fd = self._fds.pop(key, None)
+            if fd is not None:
+                os.close(fd)
+
     def close(self) -> None:
         """Close every descriptor and drop every map; a later `fd` or `map` opens its
         file again."""

@@ -74,6 +74,7 @@ class ShardFiles:
         """The plan reads `splits` `shards` shards at a time: from a URL, their shards
         are then fetched whole where the cache has room (Mirror.read_by_windows), by
         this reader and by the copies of it that worker processes get."""
+        splits = tuple(splits)
         self._windows |= dict.fromkeys(splits, shards)
         if self.mirror is not None:
             for split in splits:
@@ -112,6 +113,11 @@ class ShardFiles:
             return os.pread(self._fd(shard), nbytes, offset)
         return self.mirror.read(shard, offset, nbytes)
 
+    def in_files(self, shard: str) -> bool:
+        """Whether `shard` is read from a file here (on disk, or whole in the cache of a
+        dataset at a URL), not by range from the store."""
+        return self.mirror is None or self.mirror.in_files(shard)
+
     def where(self, name: str) -> str:
         """What a message calls file `name` of the dataset: its path, or its object's URL."""
         if self.mirror is None:
@@ -123,6 +129,10 @@ class ShardFiles:
             return self._files.fd(shard, self.dataset / shard)
         except OSError as exc:
             raise DatasetError(f"{shard}: cannot open the shard ({exc.strerror})") from exc
+
+    def forget(self, shard: str) -> None:
+        """Open `shard` afresh at its next read (it changed on disk)."""
+        self._files.forget(shard)
 
     def close(self) -> None:
         self._files.close()

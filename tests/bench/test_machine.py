@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from benchmarks.machine import TreeCPU, copy_rate, measured
+from benchmarks.machine import Runs, TreeCPU, copy_rate, measured
 
 
 def test_cpu_time_of_child_processes_counts():
@@ -33,7 +33,7 @@ def test_cpu_per_sample_and_bytes_per_sample_of_a_loader():
                     pass
                 yield batch
 
-    figures = measured("loader", Loader, repetitions=2, warmup=1)
+    figures = measured("loader", Loader, Runs(repetitions=2, warmup=1, min_seconds=0))
     assert figures["bytes_per_sample"] == 4**3 * 4 + 4**3
     assert figures["cpu_ms_per_sample"] == pytest.approx(10, rel=0.5)
 

@@ -46,6 +46,12 @@ def test_runs_go_on_past_the_repetitions_until_they_last_min_seconds():
     assert sum(seconds) >= 0.2 > sum(seconds[:-1])  # it stops once they last 0.2 s
 
 
+def test_a_loader_that_gives_nothing_is_run_no_more_than_asked():
+    loader = CountingLoader(batches=0, batch_size=1, pixels=1)
+    result = measure("x", lambda: loader, repetitions=2, warmup=1, min_seconds=60)
+    assert loader.iterations == 3 and result.runs_samples_per_s == [0.0, 0.0]
+
+
 def test_max_batches_stops_each_run_early():
     seen = []
 

@@ -9,7 +9,8 @@ from dataclasses import replace
 
 import pytest
 
-from benchmarks.streaming import loopback_s3, run_streaming, streaming_lines
+from benchmarks.machine import Runs
+from benchmarks.streaming import STREAMED, loopback_s3, run_streaming, streaming_lines
 from benchmarks.workloads import WORKLOADS
 from medshard.synth.images import synth_mammo_tiles
 from medshard.synth.volumes import synth_fomo_mri
@@ -24,19 +25,22 @@ TINY = {
 def test_streaming_rows_at_tiny_scale(tmp_path, name):
     workload = replace(WORKLOADS[name], batch_size=4)
     ds = tmp_path / "ds"
-    workload.ingest(TINY[name](tmp_path / "raw"), ds, 1)
+    table = TINY[name](tmp_path / "raw")
+    workload.ingest(table, ds, 1)
     before = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    result = run_streaming(workload, ds, tmp_path / "work", repetitions=1, warmup=0)
+    result = run_streaming(workload, table, ds, tmp_path / "work", Runs(1, 0, 0.0))
     assert {k: os.environ.get(k) for k in before} == before  # credentials put back
     for key in ("local", "cold", "warm", "tight"):
         assert result[key]["samples_per_s"] > 0
     for key in ("cold", "warm", "tight"):
         assert 0 < result[key]["cache_peak_mb"] <= result[key]["cache_limit_mb"]
-    assert result["server_mb_per_s"] > 0
+    assert result["server_mb_per_s"] > 0 and result["fetch_mb_per_s"] > 0
+    assert result["layout"]["shuffle_shards"] == STREAMED[name]["shuffle_shards"]
     loader = workload.engine(ds, True)
     assert result["epoch_samples"] == sum(len(batch["image"]) for batch in loader)
     assert 0 < result["epoch_fetch_mb"] <= result["dataset_mb"]
     assert not any((tmp_path / "work").glob("cache-*"))  # the caches are removed
+    assert not (tmp_path / "work" / "ds-streamed").exists()
     lines = streaming_lines({"workloads": [{"name": name, "streaming": result}]})
     assert f"| {name} | remote, warm cache |" in "\n".join(lines)
     assert "disk use stayed within every limit" in lines[-1]
@@ -77,6 +81,7 @@ def test_the_report_gives_each_remote_row_as_a_share_of_local_and_flags_a_limit_
     run["workloads"][0]["streaming"] = {
         "dataset_mb": 80.0,
         "server_mb_per_s": 100.0,
+        "fetch_mb_per_s": 32.0,
         "fetch_threads": 4,
         "epoch_samples": 800,
         "epoch_fetch_mb": 80.0,
@@ -90,11 +95,12 @@ def test_the_report_gives_each_remote_row_as_a_share_of_local_and_flags_a_limit_
     assert "| fomo-mri | remote, cold cache | 340.0 | 85% | 0.10 | 90 | 100 |" in text
     assert "| fomo-mri | remote, warm cache | 390.0 | 98% |" in text
     assert "disk use passed the limit in: tight." in text
-    # 800 samples at 400/s: a 2 s local epoch; 80 MB at 100 MB/s: 0.8 s of transfer
+    # 800 samples at 400/s: a 2 s local epoch; 80 MB at 100 MB/s: 0.8 s of transfer, at
+    # 32 MB/s: 2.5 s of fetching
     assert (
-        "0.80 s of transfer alone against a local epoch of 2.00 s, so a cold epoch reaches "
-        "at most 100% of local (transfer wholly overlapped with reading); the engine's "
-        "reached 85%." in text
+        "0.80 s of transfer alone, 2.50 s of fetching, against a local epoch of 2.00 s. So a "
+        "cold epoch reaches at most 100% of local by transfer, 80% by fetching (wholly "
+        "overlapped with reading); the engine's reached 85%." in text
     )
     run["workloads"][0]["streaming"]["server_mb_per_s"] = 20.0  # 4 s of transfer: half
-    assert "so a cold epoch reaches at most 50% of local" in markdown_table(run)
+    assert "reaches at most 50% of local by transfer" in markdown_table(run)

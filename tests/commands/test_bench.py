@@ -35,6 +35,20 @@ def test_bench_shows_both_loaders_and_their_ratio(tmp_path):
     assert abs(ratio - measured) <= 0.051 + 0.01 * measured  # both printed rounded
 
 
+def test_bench_of_volumes_smaller_than_the_patch_pads_them_on_both_sides(tmp_path):
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+    from tests.real_data import real_nifti_table
+
+    table = real_nifti_table(tmp_path / "raw")  # 33x41x25, 21x26x22 and 4x5x7 voxels
+    options = dict(modalities=("image",), mask_col="seg", key_col="subject", val_fraction=0.0)
+    ingest_nifti(
+        NiftiIngestOptions(table=table, out=tmp_path / "ds", workers=1, quiet=True, **options)
+    )
+    done = bench(tmp_path / "ds", "--patch-size", "16,16,16", "--batch-size", "3")
+    assert done.returncode == 0, done.stderr
+    assert rate(done.stdout, "engine") > 0 and rate(done.stdout, "baseline") > 0
+
+
 def test_bench_without_reachable_sources_measures_the_engine_alone(tmp_path):
     table = mixed_tile_table(tmp_path / "raw", copies=1)
     ingest(table, tmp_path / "ds", label_col="stage")

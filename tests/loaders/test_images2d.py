@@ -14,6 +14,8 @@ from medshard.codecs import decode_image
 from medshard.errors import CorruptDataError, DatasetError
 from medshard.loaders import Augment2D, build_loader
 from medshard.loaders.augment import augment_2d
+from medshard.loaders.chain2d import draw_count
+from medshard.loaders.draws import sample_units
 from medshard.loaders.frame_format import bit_depth_scale
 from medshard.loaders.images2d import ImageLoader
 from medshard.loaders.sources import ShardSamples
@@ -74,7 +76,7 @@ def test_a_batch_is_the_chain_of_augment_2d_on_each_copy(raw_copies):
         expected = augment_2d(
             torch.from_numpy(np.array(copy)),
             AUGMENT,
-            filler.generator(0, index),
+            sample_units(filler.seed, 0, [index], draw_count(filler.chain))[0],
             bit_depth_scale(copy.dtype),
             filler.stats,
             3,
@@ -180,6 +182,37 @@ def test_the_loader_finds_members_by_their_checked_headers_not_the_shard_index(r
         assert len(batches[0]) == len(batches[1]) == 6
         for x, y in zip(*batches):
             assert x["key"] == y["key"] and torch.equal(x["image"], y["image"])
+
+
+@pytest.mark.parametrize("how", ["written in place", "replaced"])
+def test_a_shard_changed_after_its_first_read_is_checked_again_next_epoch(damaged, how):
+    rows = open_dataset(damaged).manifest.to_pylist()
+    row = next(r for r in rows if r["shard"].endswith("000000.tar"))
+    loader = build_loader(damaged, "train", batch_size=4, num_workers=2, augment=AUGMENT)
+    list(loader)  # every sample read whole and checked; later reads take the copy alone
+    shard = damaged / row["shard"]
+    data = bytearray(shard.read_bytes())
+    data[row["offset"] + row["bytes"] - 600] ^= 0xFF  # inside the sample's training copy
+    if how == "replaced":
+        (damaged / "new.tar").write_bytes(bytes(data))
+        (damaged / "new.tar").replace(shard)
+    else:
+        with open(shard, "r+b") as handle:
+            handle.write(bytes(data))
+    loader.set_epoch(1)
+    with pytest.raises(CorruptDataError, match=rf"sample {row['key']!r}: checksum mismatch"):
+        list(loader)
+
+
+def test_a_shard_removed_after_its_first_read_is_named(damaged):
+    row = open_dataset(damaged).manifest.to_pylist()[0]
+    loader = build_loader(damaged, "train", batch_size=4, num_workers=1, augment=AUGMENT)
+    list(loader)
+    (damaged / row["shard"]).unlink()
+    for epoch in (1, 2):
+        loader.set_epoch(epoch)
+        with pytest.raises(DatasetError, match=rf"{row['shard']}: cannot open the shard"):
+            list(loader)
 
 
 def test_images_that_differ_in_size_are_refused_by_their_copies_sizes(tmp_path):

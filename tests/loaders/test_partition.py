@@ -77,6 +77,10 @@ def test_a_shuffle_by_shards_is_a_function_of_seed_and_epoch():
     assert not np.array_equal(order(5, 2), order(6, 2))
     first_shards = {int(SHARD_OF[order(5, e)[0]]) for e in range(20)}
     assert len(first_shards) > 3  # the shards' order is drawn anew each epoch
+    # shards are told apart, not counted: numbers with gaps give the same order
+    assert np.array_equal(epoch_order(42, 5, 2, shards=SHARD_OF * 7, window=2), order(5, 2))
+    with pytest.raises(ValueError, match="needs the shard of each sample"):
+        epoch_order(42, 5, 2, window=2)
 
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])

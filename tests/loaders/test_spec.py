@@ -56,6 +56,9 @@ def test_the_readme_call_needs_no_spec(real_mri_dataset):
         ({"patch_size": (0, 8, 8)}, r"a patch needs at least one voxel along each axis"),
         ({"uneven": "sometimes"}, "uneven: Input should be 'drop', 'pad' or 'uneven'"),
         ({"pad_mode": "wrap"}, "pad_mode: Input should be 'minimum', 'constant' or 'reflect'"),
+        ({"shuffle_shards": 0}, "shuffle_shards: Input should be greater than or equal to 1"),
+        ({"shuffle_shards": True}, "shuffle_shards: Input should be a valid integer"),
+        ({"shuffle_shards": "2"}, "shuffle_shards: Input should be a valid integer"),
     ],
 )
 def test_a_bad_option_is_refused_in_one_sentence_naming_the_dataset(

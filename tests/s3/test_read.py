@@ -85,33 +85,37 @@ def test_every_sample_streams_through_a_cache_smaller_than_the_dataset(images, t
     assert steps == 3 and torch.isfinite(loss)
 
 
-def test_a_later_epoch_reads_each_pixel_member_alone_through_the_cache(images, tmp_path):
+@pytest.mark.parametrize("whole", [True, False])
+def test_a_later_epoch_reads_members_alone_from_cached_shards_and_ranges_once(
+    images, tmp_path, whole
+):
     local = images.local
-    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=small_cache(local))
+    limit = None if whole else small_cache(local)  # whole shards, or each sample's range
+    ds = open_dataset(URL, cache_dir=tmp_path / "c", cache_limit=limit)
     spec = dict(batch_size=3, backend="torch", shuffle=True, device="cpu", num_workers=2)
     loader = build_loader(ds, "train", **spec)
     here = build_loader(open_dataset(local), "train", **spec)
-    read = []
     files = loader.filler.source.files
-    plain_read = files.read_range
-    files.read_range = lambda shard, offset, nbytes: (
-        read.append(nbytes) or plain_read(shard, offset, nbytes)
-    )
+    read, got = [], []  # bytes read from files here; ranges asked of the store
+    plain_read, plain_get = files.read_range, files.mirror.store.get_range
+    files.read_range = lambda *span: read.append(span[2]) or plain_read(*span)
+    files.mirror.store.get_range = lambda *span: got.append(span) or plain_get(*span)
     for epoch in (0, 1):
+        read[:], got[:] = [], []
         loader.set_epoch(epoch)
         here.set_epoch(epoch)
         streamed = [(k, i) for b in loader for k, i in zip(b["key"], b["image"])]
         stored = [(k, i) for b in here for k, i in zip(b["key"], b["image"])]
         assert [k for k, _ in streamed] == [k for k, _ in stored]
         assert all(torch.equal(a, b) for (_, a), (_, b) in zip(streamed, stored))
-        if epoch == 0:
-            first, read[:] = list(read), []
     rows = loader.filler.source.rows
-    spans = loader.filler.members.spans
-    # the first epoch read whole samples, each checked; the second their members alone
-    assert sum(first) == sum(r["bytes"] for r in rows)
-    assert sorted(read) == sorted(size for _, _, size in spans.values())
-    assert sum(read) < sum(first)
+    if whole:  # the second epoch: each pixel member alone, from the cached shards
+        members = sorted(size for _, _, size in loader.filler.members.spans.values())
+        assert sorted(read) == members and sum(members) < sum(r["bytes"] for r in rows)
+        assert not got
+    else:  # whole samples' ranges, fetched ahead (or by a read that came first), checked
+        samples = {(r["shard"], r["offset"], r["bytes"]) for r in rows}
+        assert got and set(got) <= samples
 
 
 def test_whole_shards_are_fetched_once_and_a_warm_cache_reads_offline(images, tmp_path):

@@ -64,6 +64,9 @@ def test_a_run_trains_from_a_url_through_a_cache_smaller_than_the_dataset(
     ds = open_dataset(URL, cache_dir=tmp_path / "cache-c", cache_limit=limit)
     assert ds.mirror.root.is_relative_to(tmp_path / "cache-c")
     assert ds.mirror.cache.usage() <= limit
+    # a shard at a time: whole shards in the cache; else each sample's range, in memory
+    whole_shards = list((ds.mirror.root / "wds").glob("train-*.tar"))
+    assert bool(whole_shards) == bool(shuffle_shards)
 
 
 def test_the_next_batches_shards_are_fetched_ahead_of_the_plan(images, tmp_path):

@@ -1,5 +1,5 @@
 """fomo-mri: load every modality's whole .nii.gz (and the mask) with nibabel per item,
-then crop one random patch."""
+then crop one random patch (padded where the volume is smaller)."""
 
 from __future__ import annotations
 
@@ -40,10 +40,13 @@ class LazyNiftiPatches(Dataset):
         rng = np.random.default_rng([self.seed, index])
         origin = [int(rng.integers(0, max(d - p, 0) + 1)) for d, p in zip(mask.shape, self.patch)]
         window = tuple(slice(o, o + p) for o, p in zip(origin, self.patch))
+        # a volume smaller than the patch padded to it, as the engine's pad_mode "minimum"
+        # (and MONAI's SpatialPad before a crop) does: the image by its least value
+        short = [(0, max(p - d, 0)) for d, p in zip(mask.shape, self.patch)]
         sample = {
             "key": f"{mask_path.name}#{index}",
-            "image": image[(slice(None), *window)].copy(),
-            "mask": mask[window].copy(),
+            "image": np.pad(image[(slice(None), *window)], [(0, 0), *short], mode="minimum"),
+            "mask": np.pad(mask[window], short),
             "label": np.asarray(label),
         }
         return self.transform(sample, index, 0)

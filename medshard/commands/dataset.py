@@ -224,3 +224,8 @@ def bench(
         console.print(
             f"engine / lazy baseline: {engine.samples_per_s / baseline.samples_per_s:.1f}x"
         )
+        if any(field.startswith("train.") for field in ds.card.fields):
+            console.print(
+                "the engine reads the training copies made at ingest "
+                f"({ds.card.options.get('train_size')}); the baseline decodes the original files"
+            )

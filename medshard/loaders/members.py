@@ -79,7 +79,12 @@ class MemberRanges:
                 raise self._truncated(index)
             return data
         dtype, shape, header = layout
-        mapped = self._files.map(shard, self._paths[shard])
+        try:
+            mapped = self._files.map(shard, self._paths[shard])
+        except OSError as exc:
+            raise DatasetError(
+                f"{self.files.where(shard)}: cannot open the shard ({exc.strerror})"
+            ) from exc
         if offset + size > len(mapped):
             raise self._truncated(index)
         return np.frombuffer(mapped, dtype, math.prod(shape), offset + header).reshape(shape)

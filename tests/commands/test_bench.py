@@ -73,3 +73,13 @@ def test_bench_of_images_of_several_sizes_takes_a_resize(tmp_path):
     resized = bench(tmp_path / "ds", "--resize", "32,32")
     assert resized.returncode == 0, resized.stderr
     assert rate(resized.stdout, "engine") > 0 and rate(resized.stdout, "baseline") > 0
+    assert "training copies" not in resized.stdout
+
+
+def test_bench_says_when_the_engine_reads_training_copies(tmp_path):
+    table = mixed_tile_table(tmp_path / "raw", copies=1)
+    ingest(table, tmp_path / "ds", label_col="stage", train_size="32")
+    done = bench(tmp_path / "ds")
+    assert done.returncode == 0, done.stderr
+    assert "the engine reads the training copies made at ingest" in done.stdout
+    assert "the baseline decodes the original files" in done.stdout

@@ -3,13 +3,12 @@ whole bytes, checks them against the manifest's checksum and notes where each me
 payload lies among them (its tar header says); later reads take exactly the pixel
 member's bytes (through the cache of a dataset at a URL), so a loader of training copies
 skips the original's bytes and the parsing of tar headers. A shard file that changed
-since (another inode, size, modification or status change time) is forgotten at the
-start of the next pass, and its samples are read whole and checked again. On disk a raw
-(`.npy`) member
-is then not read at all: it is a read-only view of the shard's memory map past its header
-(its type and shape are kept), so that its pixels are copied once, from the page cache
-straight into the batch; in the cache of a dataset at a URL, where a shard may be
-evicted, it is read as bytes like any member."""
+since (another file, size, modification or status change time; in a cache, another file)
+is forgotten at the start of the next pass, and its samples are read whole and checked
+again. On disk a raw (`.npy`) member is then not read at all: it is a read-only view of
+the shard's memory map past its header (its type and shape are kept), so that its pixels
+are copied once, from the page cache straight into the batch; in the cache of a dataset
+at a URL, where a shard may be evicted, it is read as bytes like any member."""
 
 from __future__ import annotations
 
@@ -26,13 +25,16 @@ from medshard.shards.random_access import ShardFiles
 __all__ = ["MemberRanges"]
 
 
-def _stamp(path: Path) -> tuple[int, ...]:
-    """What changes when a file is written or replaced (the status change time too, which
-    no one sets by hand); () when it is gone."""
+def _stamp(path: Path, times: bool) -> tuple[int, ...]:
+    """What changes when a file is replaced, and with `times` when it is written (the
+    status change time too, which no one sets by hand); () when it is gone. A cache's
+    files have their times touched at each use: there a new file is what counts."""
     try:
         info = os.stat(path)
     except OSError:
         return ()
+    if not times:
+        return info.st_ino, info.st_size
     return info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns
 
 
@@ -59,7 +61,7 @@ class MemberRanges:
         self.spans[index] = (field, int(self.rows[index]["offset"]) + start, size)
         if shard not in self._paths:
             self._paths[shard] = self.files.dataset / shard
-            self._stamps[shard] = _stamp(self._paths[shard])
+            self._stamps[shard] = _stamp(self._paths[shard], self.mapped)
         if array is not None and array.flags.c_contiguous and self.mapped:
             self.arrays[index] = (array.dtype, array.shape, size - array.nbytes)
 
@@ -92,7 +94,9 @@ class MemberRanges:
     def forget_changed(self) -> None:
         """Forget what was learnt of each shard whose file changed (or went) since."""
         changed = {
-            shard for shard, stamp in self._stamps.items() if _stamp(self._paths[shard]) != stamp
+            shard
+            for shard, stamp in self._stamps.items()
+            if _stamp(self._paths[shard], self.mapped) != stamp
         }
         if not changed:
             return

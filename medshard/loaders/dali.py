@@ -91,17 +91,10 @@ class DaliLoader(Resumable):
         self.arrays = self.image_exts == "image.npy"
         self.masked = "mask.npy" in ds.card.fields
         self.samples = ShardSamples(ds, Selection(split, None))  # the torch backend's indices
-        self.plan = PlanSpec.of(
-            self.samples,
-            batch_size=batch_size,
-            seed=seed,
-            shuffle=shuffle,
-            uneven=uneven,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            shuffle_shards=shuffle_shards,
+        plan = PlanSpec(
+            len(self.samples), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
         )
+        self.plan = plan.reading(self.samples, shuffle_shards)
         self.state = LoaderState()
         self._pass = _Pass()
         self._restore: dict | None = None  # this rank's saved state, for the next pass

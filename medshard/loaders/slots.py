@@ -127,17 +127,10 @@ class SlotLoader(Resumable):
         shuffle_shards: int | None = None,
     ):
         self.filler, self.source, self.identity = filler, filler.source, identity
-        self.plan = PlanSpec.of(
-            filler.source,
-            batch_size=batch_size,
-            seed=seed,
-            shuffle=shuffle,
-            uneven=uneven,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            shuffle_shards=shuffle_shards,
+        plan = PlanSpec(
+            len(filler.source), batch_size, seed, shuffle, uneven, drop_last, rank, world_size
         )
+        self.plan = plan.reading(filler.source, shuffle_shards)
         self.device, self.threads, self.on_error = device, max(1, threads), on_error
         self.prefetch = max(1, prefetch)
         self.state = LoaderState()

@@ -13,7 +13,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -190,18 +190,16 @@ class PlanSpec:
     shuffle_shards: int | None = None  # shuffled by runs of this many shards (partition.py)
     shards: np.ndarray | None = field(default=None, compare=False)  # each sample's shard
 
-    @classmethod
-    def of(cls, source, *, shuffle_shards: int | None = None, **plan) -> PlanSpec:
-        """The plan of `source`'s samples (its `shards()` where it is shuffled by shards),
-        which it is told when it reads a few shards at a time: in evaluation order one
-        after another (`read_by_windows`, where a source of shards has it)."""
-        if not plan["shuffle"]:
-            shuffle_shards = None  # the order is the same without it
-        window = shuffle_shards if plan["shuffle"] else 1
+    def reading(self, source, shuffle_shards: int | None) -> PlanSpec:
+        """This plan over `source`, shuffled by runs of `shuffle_shards` of its shards
+        where it shuffles; `source` is told when it is read a few shards at a time (in
+        evaluation order, one after another: `read_by_windows`, where it has it)."""
+        window = shuffle_shards if self.shuffle else 1
         if window and hasattr(source, "read_by_windows"):
             source.read_by_windows(window)
-        shards = source.shards() if shuffle_shards else None
-        return cls(len(source), **plan, shuffle_shards=shuffle_shards, shards=shards)
+        if not (self.shuffle and shuffle_shards):
+            return self  # the order is the same without it
+        return replace(self, shuffle_shards=shuffle_shards, shards=source.shards())
 
     def batches(self, epoch: int, start: int = 0) -> list[np.ndarray]:
         """This rank's batches of `epoch` from global position `start` on."""
@@ -304,17 +302,8 @@ class TorchLoader(Resumable):
         shuffle_shards: int | None = None,
     ):
         self.source, self.identity = source, identity
-        self.plan = PlanSpec.of(
-            source,
-            batch_size=batch_size,
-            seed=seed,
-            shuffle=shuffle,
-            uneven=uneven,
-            drop_last=drop_last,
-            rank=rank,
-            world_size=world_size,
-            shuffle_shards=shuffle_shards,
-        )
+        plan = PlanSpec(len(source), batch_size, seed, shuffle, uneven, drop_last, rank, world_size)
+        self.plan = plan.reading(source, shuffle_shards)
         self.batch_size, self.seed, self.world_size = batch_size, seed, world_size
         self.num_workers, self.device = num_workers, device
         self.device_transform = device_transform

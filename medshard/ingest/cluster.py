@@ -35,16 +35,20 @@ def dask_client(
         with client:
             yield client
         return
-    with (
-        LocalCluster(
-            n_workers=workers or os.cpu_count() or 1,
-            threads_per_worker=1,
-            processes=processes,
-            dashboard_address=":0",  # None still binds 8787, and warns when it is taken
-            silence_logs=logging.CRITICAL,  # a failed task is reported once, by us
-        ) as cluster,
-        Client(cluster) as client,
-    ):
+    options = dict(
+        n_workers=workers or os.cpu_count() or 1,
+        threads_per_worker=1,
+        processes=processes,
+        dashboard_address=":0",  # None still binds 8787, and warns when it is taken
+        silence_logs=logging.CRITICAL,  # a failed task is reported once, by us
+    )
+    try:
+        cluster = LocalCluster(**options)
+    except AssertionError:
+        # distributed gives its event loop thread 10 s to start, then asserts; on a loaded
+        # machine that compiles its modules on first use it once took longer: start again
+        cluster = LocalCluster(**options)
+    with cluster, Client(cluster) as client:
         if processes:
             client.run(_ignore_interrupts)
         yield client

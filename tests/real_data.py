@@ -117,6 +117,18 @@ def real_nifti_table(root: Path, names=("anatomical", "reoriented", "standard"))
     return write_table(root / "subjects.csv", ["subject", "image", "seg", "group"], rows)
 
 
+def ingest_real_mri(root: Path) -> Path:
+    """`real_nifti_table` under `root/raw`, ingested on one thread into `root/ds` (one
+    modality and its mask, keyed by subject, every volume in train)."""
+    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
+
+    options = dict(modalities=("image",), mask_col="seg", key_col="subject")
+    quiet = dict(workers=1, processes=False, quiet=True, val_fraction=0.0)
+    table = real_nifti_table(root / "raw")
+    ingest_nifti(NiftiIngestOptions(table=table, out=root / "ds", **options, **quiet))
+    return root / "ds"
+
+
 def _suffix(name: str) -> str:
     return ".nii.gz" if REAL_VOLUMES[name].endswith(".gz") else ".nii"
 

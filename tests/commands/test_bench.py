@@ -36,14 +36,9 @@ def test_bench_shows_both_loaders_and_their_ratio(tmp_path):
 
 
 def test_bench_of_volumes_smaller_than_the_patch_pads_them_on_both_sides(tmp_path):
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.real_data import real_nifti_table
+    from tests.real_data import ingest_real_mri
 
-    table = real_nifti_table(tmp_path / "raw")  # 33x41x25, 21x26x22 and 4x5x7 voxels
-    options = dict(modalities=("image",), mask_col="seg", key_col="subject", val_fraction=0.0)
-    ingest_nifti(
-        NiftiIngestOptions(table=table, out=tmp_path / "ds", workers=1, quiet=True, **options)
-    )
+    ingest_real_mri(tmp_path)  # 33x41x25, 21x26x22 and 4x5x7 voxels
     done = bench(tmp_path / "ds", "--patch-size", "16,16,16", "--batch-size", "3")
     assert done.returncode == 0, done.stderr
     assert rate(done.stdout, "engine") > 0 and rate(done.stdout, "baseline") > 0

@@ -58,22 +58,6 @@ def mixed_tile_dataset(tmp_path_factory):
 @pytest.fixture(scope="session")
 def real_mri_dataset(tmp_path_factory):
     """nibabel's real MRI volumes (25 x 41 x 33, 22 x 26 x 21 and 7 x 5 x 4) with masks."""
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.real_data import real_nifti_table
+    from tests.real_data import ingest_real_mri
 
-    root = tmp_path_factory.mktemp("loader-mri")
-    table = real_nifti_table(root / "raw")
-    ingest_nifti(
-        NiftiIngestOptions(
-            table=table,
-            out=root / "ds",
-            modalities=("image",),
-            mask_col="seg",
-            key_col="subject",
-            workers=1,
-            processes=False,
-            quiet=True,
-            val_fraction=0.0,
-        )
-    )
-    return root / "ds"
+    return ingest_real_mri(tmp_path_factory.mktemp("loader-mri"))

@@ -76,21 +76,6 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def real_mri(tmp_path):
     """nibabel's anatomical, reoriented and standard volumes with masks, ingested."""
-    from medshard.ingest.nifti import NiftiIngestOptions, ingest_nifti
-    from tests.real_data import real_nifti_table
+    from tests.real_data import ingest_real_mri
 
-    table = real_nifti_table(tmp_path / "raw")
-    ingest_nifti(
-        NiftiIngestOptions(
-            table=table,
-            out=tmp_path / "ds",
-            modalities=("image",),
-            mask_col="seg",
-            key_col="subject",
-            workers=1,
-            processes=False,
-            quiet=True,
-            val_fraction=0.0,
-        )
-    )
-    return tmp_path / "ds", tmp_path / "raw"
+    return ingest_real_mri(tmp_path), tmp_path / "raw"
